@@ -1,0 +1,1 @@
+//! rhizome-ca (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! rhizome-intentions (placeholder until its issue lands).
