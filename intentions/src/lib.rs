@@ -1,1 +1,3 @@
 //! rhizome-intentions (placeholder until its issue lands).
+
+pub mod hclsrc;
