@@ -1,0 +1,114 @@
+//! Property tests: a rule of lower precedence never changes a decision made by a rule of
+//! higher precedence, and the index agrees with a plain scan in precedence order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{entry_hcl, svc};
+use proptest::prelude::*;
+use rhizome_intentions::{Policy, Precedence, RuleSet, ServicePattern};
+
+const NAMESPACES: [&str; 3] = ["a", "b", "*"];
+const NAMES: [&str; 7] = ["x", "x-1", "x-12", "y", "x-*", "x-1*", "*"];
+const SERVICES: [&str; 8] = [
+    "a/x", "a/x-1", "a/x-12", "a/y", "b/x", "b/x-1", "b/x-12", "b/y",
+];
+
+/// A pattern `ns/name` from two indices, or `None` for the refused `*/name`.
+fn pattern(ns: usize, name: usize) -> Option<String> {
+    let (ns, name) = (NAMESPACES[ns % 3], NAMES[name % 7]);
+    (ns != "*" || name == "*").then(|| format!("{ns}/{name}"))
+}
+
+type RawRule = (usize, usize, usize, usize, bool);
+
+fn raw_rules(max: usize) -> impl Strategy<Value = Vec<RawRule>> {
+    prop::collection::vec(
+        (0..3usize, 0..7usize, 0..3usize, 0..7usize, any::<bool>()),
+        0..max,
+    )
+}
+
+/// Rules as `(destination, source) -> allow?`, dropping refused patterns; later
+/// duplicates are skipped.
+fn to_map(raw: &[RawRule], into: &mut BTreeMap<(String, String), bool>) {
+    for &(sn, s, dn, d, allow) in raw {
+        if let (Some(src), Some(dst)) = (pattern(sn, s), pattern(dn, d)) {
+            into.entry((dst, src)).or_insert(allow);
+        }
+    }
+}
+
+fn build(rules: &BTreeMap<(String, String), bool>) -> RuleSet {
+    let mut by_dst: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for ((dst, src), allow) in rules {
+        by_dst
+            .entry(dst)
+            .or_default()
+            .push((src, if *allow { "allow" } else { "deny" }));
+    }
+    let files: Vec<(String, String)> = by_dst
+        .iter()
+        .map(|(d, s)| (format!("{d}.hcl"), entry_hcl(d, s, false)))
+        .collect();
+    RuleSet::load(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).unwrap()
+}
+
+fn prec(src: &str, dst: &str) -> Precedence {
+    let (s, d): (ServicePattern, ServicePattern) = (src.parse().unwrap(), dst.parse().unwrap());
+    Precedence::of(&s, &d)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn lower_precedence_rules_never_change_a_decision(
+        base in raw_rules(12),
+        extra in raw_rules(12),
+        src in 0..8usize,
+        dst in 0..8usize,
+    ) {
+        let (src, dst) = (svc(SERVICES[src]), svc(SERVICES[dst]));
+        let mut rules = BTreeMap::new();
+        to_map(&base, &mut rules);
+        let before_set = build(&rules);
+        let before = before_set.decide(&src, &dst, Policy::DENY);
+        let Some(decider) = before.rule() else { return Ok(()) };
+        let mut candidates = BTreeMap::new();
+        to_map(&extra, &mut candidates);
+        let mut added = 0;
+        for ((d, s), allow) in candidates {
+            if prec(&s, &d) < decider.precedence && !rules.contains_key(&(d.clone(), s.clone())) {
+                rules.insert((d, s), allow);
+                added += 1;
+            }
+        }
+        let after_set = build(&rules);
+        let after = after_set.decide(&src, &dst, Policy::DENY);
+        let rule = after.rule().expect("a rule still decides");
+        prop_assert_eq!((&rule.source, &rule.destination), (&decider.source, &decider.destination),
+            "added {} lower rules", added);
+        prop_assert_eq!((after.action, after.allowed), (before.action, before.allowed));
+    }
+
+    #[test]
+    fn index_agrees_with_a_scan_in_precedence_order(
+        base in raw_rules(24),
+        src in 0..8usize,
+        dst in 0..8usize,
+    ) {
+        let (src, dst) = (svc(SERVICES[src]), svc(SERVICES[dst]));
+        let mut rules = BTreeMap::new();
+        to_map(&base, &mut rules);
+        let set = build(&rules);
+        let matching = set.matching(&dst);
+        prop_assert!(matching.windows(2).all(|w| w[0].precedence >= w[1].precedence));
+        let scanned = matching
+            .into_iter()
+            .find(|r| r.source.matches(src.namespace.as_str(), src.name.as_str()));
+        prop_assert_eq!(set.decide(&src, &dst, Policy::DENY).rule(), scanned);
+    }
+}
