@@ -1,0 +1,124 @@
+//! Test identities with real ECDSA P-256 keys (ring), and an authority that maps signer
+//! fingerprints to public keys and identities and enforces key ownership like the agent's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ring::digest::{SHA256, digest};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    UnparsedPublicKey,
+};
+
+use super::{Authority, Entry, EntrySigner, Key, NodeName, Rejection, SignError, Signer};
+
+/// Who a test identity is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An agent, owner of `catalog/<name>/...` and `certs/<name>`.
+    Agent,
+    /// An operator, allowed the operator keys.
+    Operator,
+}
+
+/// A named key pair.
+pub struct Identity {
+    pub name: NodeName,
+    pub role: Role,
+    key: EcdsaKeyPair,
+    rng: SystemRandom,
+}
+
+impl Identity {
+    pub fn new(name: &str, role: Role) -> Arc<Identity> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Arc::new(Identity {
+            name: name.parse().unwrap(),
+            role,
+            key,
+            rng,
+        })
+    }
+
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let d = digest(&SHA256, self.key.public_key().as_ref());
+        d.as_ref().try_into().unwrap()
+    }
+
+    /// Re-signs an entry with this identity (for forging tests).
+    pub fn resign(&self, entry: &mut Entry) {
+        entry.signer = self.signer();
+        entry.signature = self.sign(&entry.signing_bytes()).unwrap();
+    }
+}
+
+impl EntrySigner for Identity {
+    fn signer(&self) -> Signer {
+        Signer::Fingerprint(self.fingerprint())
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.key
+            .sign(&self.rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| SignError("ecdsa".into()))
+    }
+}
+
+/// Verifies signatures against known identities and enforces who may write which key.
+#[derive(Clone, Default)]
+pub struct TestAuthority {
+    known: BTreeMap<[u8; 32], (Vec<u8>, NodeName, Role)>,
+}
+
+impl TestAuthority {
+    pub fn new(identities: &[&Arc<Identity>]) -> Self {
+        let mut known = BTreeMap::new();
+        for id in identities {
+            known.insert(
+                id.fingerprint(),
+                (
+                    id.key.public_key().as_ref().to_vec(),
+                    id.name.clone(),
+                    id.role.clone(),
+                ),
+            );
+        }
+        TestAuthority { known }
+    }
+}
+
+impl Authority for TestAuthority {
+    fn check(&self, entry: &Entry) -> Result<(), Rejection> {
+        let Signer::Fingerprint(fp) = &entry.signer else {
+            return Err(Rejection::UnknownSigner);
+        };
+        let (public, name, role) = self.known.get(fp).ok_or(Rejection::UnknownSigner)?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public)
+            .verify(&entry.signing_bytes(), &entry.signature)
+            .map_err(|_| Rejection::BadSignature)?;
+        if &entry.origin != name {
+            return Err(Rejection::WrongOwner);
+        }
+        let allowed = match (entry.key.owner_node(), role) {
+            (Some(owner), Role::Agent) => owner == name,
+            (None, Role::Operator) => true,
+            _ => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Rejection::WrongOwner)
+        }
+    }
+}
+
+/// A catalog key.
+pub fn catalog(node: &str, instance: &str) -> Key {
+    format!("catalog/{node}/{instance}").parse().unwrap()
+}
