@@ -1,1 +1,53 @@
-//! rhizome-ca (placeholder until its issue lands).
+//! rhizome-ca: the mesh's distributed certificate authority, as a library with no I/O.
+//!
+//! Identities are SPIFFE ids ([`SpiffeId`]): workloads `spiffe://<td>/ns/<ns>/svc/<svc>`,
+//! agents `spiffe://<td>/agent/<node>`, operators `spiffe://<td>/operator/<name>`. Keys are
+//! ECDSA P-256. A [`RootCa`] (offline, or held by a few signer agents) issues one
+//! [`AgentCa`] intermediate per node (pathLen 0, optionally limited to some services) and
+//! operator certificates; each agent issues its workloads' leaves ([`Credential`]) locally.
+//!
+//! Peers are checked by one core, [`verify_chain`], used by the rustls verifier
+//! [`SpiffeVerifier`] (both TLS roles), the CLI and gossip signature checks. Trust bundles
+//! ([`TrustBundle`], swapped at runtime through [`SharedBundle`]) may hold several roots, so
+//! roots rotate by cross-signing without dropping connections. Join tokens
+//! ([`token::Claims`], [`verify_token`]) let a new agent get its intermediate from a signer.
+//!
+//! Non-goals: files, sockets and clocks. `now` is always an argument (`time::OffsetDateTime`
+//! for issuance and tokens, `rustls_pki_types::UnixTime` for chain checks, see
+//! [`unix_time`]); policy randomness (renewal jitter) is an argument. Key generation, serials,
+//! token ids and ECDSA nonces use ring's `SystemRandom`.
+#![deny(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod agent;
+pub mod bundle;
+pub mod extension;
+pub mod id;
+pub mod info;
+pub mod issue;
+pub mod key;
+pub mod pem;
+pub mod renewal;
+pub mod root;
+pub mod tls;
+pub mod token;
+pub mod verify;
+
+pub use agent::{AgentCa, AgentCsr};
+pub use bundle::{BundleError, SharedBundle, TrustBundle};
+pub use id::{
+    CertKind, IdError, Namespace, NodeName, OperatorName, ServiceName, SpiffeId, TrustDomain,
+};
+pub use info::{CertInfo, InfoError};
+pub use issue::{
+    BACKDATE, Credential, DEFAULT_AGENT_TTL, DEFAULT_LEAF_TTL, DEFAULT_ROOT_TTL, IssueError,
+};
+pub use key::{KeyError, PrivateKey, sign, verify_signature};
+pub use pem::{PemError, certs_from_pem, certs_to_pem};
+pub use renewal::{fraction_of_life_used, renewal_at};
+pub use root::{Fingerprint, RootCa};
+pub use tls::{
+    ClientCredential, SniResolver, SpiffeVerifier, client_config, peer_spiffe_id, server_config,
+};
+pub use token::{Claims, NodePattern, TokenError, TokenId, peek_claims, verify_token};
+pub use verify::{Usage, VerifyError, unix_time, verify_chain, verify_chain_with};

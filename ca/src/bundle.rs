@@ -1,0 +1,146 @@
+//! Trust bundles: the roots a peer's chain may end at, several at once during rotation, and
+//! a shared cell to swap them at runtime without rebuilding TLS configurations.
+
+use std::sync::{Arc, RwLock};
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+
+use crate::id::TrustDomain;
+use crate::info::CertInfo;
+use crate::pem::{self, PemError};
+use crate::root::Fingerprint;
+
+/// Why a set of roots cannot form a bundle (the bundle file's or the sender's fault).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BundleError {
+    /// The PEM text is unusable.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// A root is not a CA certificate carrying `spiffe://<td>` or cannot be a trust anchor.
+    #[error("root #{index} is not a rhizome root: {reason}")]
+    NotARoot {
+        /// Position of the root in the input.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The roots belong to different trust domains.
+    #[error("roots of different trust domains: {0} and {1}")]
+    MixedTrustDomains(TrustDomain, TrustDomain),
+    /// No roots at all.
+    #[error("a trust bundle needs at least one root")]
+    Empty,
+}
+
+/// The roots of one trust domain that chains may end at.
+#[derive(Debug, Clone)]
+pub struct TrustBundle {
+    td: TrustDomain,
+    roots: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
+}
+
+impl TrustBundle {
+    /// Builds a bundle from root certificates, all of the same trust domain.
+    pub fn new(roots: Vec<CertificateDer<'static>>) -> Result<Self, BundleError> {
+        let mut td: Option<TrustDomain> = None;
+        let mut anchors = Vec::with_capacity(roots.len());
+        for (index, root) in roots.iter().enumerate() {
+            let not_root = |reason: String| BundleError::NotARoot { index, reason };
+            let info = CertInfo::from_der(root).map_err(|e| not_root(e.to_string()))?;
+            let this = match (info.is_ca, info.spiffe_id, info.trust_domain) {
+                (true, None, Some(t)) => t,
+                _ => return Err(not_root("not a CA with a spiffe://<td> URI".to_owned())),
+            };
+            match &td {
+                Some(first) if *first != this => {
+                    return Err(BundleError::MixedTrustDomains(first.clone(), this));
+                }
+                _ => td = Some(this),
+            }
+            let anchor =
+                webpki::anchor_from_trusted_cert(root).map_err(|e| not_root(e.to_string()))?;
+            anchors.push(anchor.to_owned());
+        }
+        let td = td.ok_or(BundleError::Empty)?;
+        Ok(Self { td, roots, anchors })
+    }
+
+    /// Parses `bundle.pem` (one or more root certificates).
+    pub fn from_pem(text: &str) -> Result<Self, BundleError> {
+        Self::new(pem::certs_from_pem(text)?)
+    }
+
+    /// `bundle.pem`: every root, in order.
+    pub fn to_pem(&self) -> String {
+        pem::certs_to_pem(&self.roots)
+    }
+
+    /// The trust domain of every root.
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.td
+    }
+
+    /// The root certificates.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// The fingerprints of the roots.
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.roots.iter().map(Fingerprint::of).collect()
+    }
+
+    /// A copy with `root` added (rotation step 1); unchanged if already present.
+    pub fn with_root(&self, root: CertificateDer<'static>) -> Result<Self, BundleError> {
+        let mut roots = self.roots.clone();
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+        Self::new(roots)
+    }
+
+    /// A copy without the root of fingerprint `fp` (rotation's last step).
+    pub fn without_root(&self, fp: &Fingerprint) -> Result<Self, BundleError> {
+        let roots = self
+            .roots
+            .iter()
+            .filter(|r| Fingerprint::of(r) != *fp)
+            .cloned()
+            .collect();
+        Self::new(roots)
+    }
+
+    pub(crate) fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+}
+
+/// A trust bundle shared by verifiers and swapped at runtime (root rotation): readers take
+/// a cheap snapshot, writers replace it; connections keep their already-verified peers.
+#[derive(Debug, Clone)]
+pub struct SharedBundle(Arc<RwLock<Arc<TrustBundle>>>);
+
+impl SharedBundle {
+    /// A cell holding `bundle`.
+    pub fn new(bundle: TrustBundle) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(bundle))))
+    }
+
+    /// The bundle in force now.
+    pub fn load(&self) -> Arc<TrustBundle> {
+        match self.0.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the bundle; the next handshake uses it.
+    pub fn store(&self, bundle: TrustBundle) {
+        let new = Arc::new(bundle);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}

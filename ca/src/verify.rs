@@ -1,0 +1,296 @@
+//! The one verification core: chain to the bundle, validity, SPIFFE id, and the mesh's
+//! issuance rules that X.509 alone cannot express. The rustls verifiers, the CLI's
+//! `ca verify` and gossip signature checks all call [`verify_chain`].
+
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
+use time::OffsetDateTime;
+
+use crate::bundle::TrustBundle;
+use crate::id::{CertKind, IdError, NodeName, ServiceName, SpiffeId, TrustDomain};
+use crate::info;
+
+/// Our PKI is ECDSA P-256 only; nothing else is accepted in a chain.
+static ALGS: &[&dyn SignatureVerificationAlgorithm] = &[webpki::ring::ECDSA_P256_SHA256];
+
+/// Why a peer's certificate chain was refused. Always the presenter's fault (or an
+/// attacker's); verification never changes state. The CLI prints these as the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A certificate is not parsable DER X.509.
+    #[error("malformed certificate: {0}")]
+    Malformed(String),
+    /// A certificate of the chain has expired.
+    #[error("certificate expired")]
+    Expired,
+    /// A certificate of the chain is not valid yet (or the clocks disagree by more than the
+    /// 60 s backdating).
+    #[error("certificate not valid yet")]
+    NotYetValid,
+    /// The chain does not lead to any root of the trust bundle.
+    #[error("chain does not end at a trusted root (unknown issuer)")]
+    UnknownIssuer,
+    /// A CA appears below a CA whose pathLen forbids it (e.g. a rogue sub-CA under an agent).
+    #[error("path length constraint violated: a CA was issued by an agent intermediate")]
+    PathLenViolated,
+    /// A signature in the chain does not verify.
+    #[error("bad signature in the chain")]
+    BadSignature,
+    /// A CA certificate was presented as the end entity.
+    #[error("a CA certificate was presented as the end-entity certificate")]
+    CaAsEndEntity,
+    /// The leaf's extended key usage does not allow this TLS role.
+    #[error("certificate not valid for this usage (extended key usage)")]
+    WrongUsage,
+    /// Another chain-building failure reported by webpki.
+    #[error("chain rejected: {0}")]
+    Chain(String),
+    /// The leaf carries no `spiffe://` URI SAN.
+    #[error("leaf has no SPIFFE id")]
+    NoSpiffeId,
+    /// The leaf carries several `spiffe://` URI SANs.
+    #[error("leaf has {0} SPIFFE ids, exactly one is allowed")]
+    MultipleSpiffeIds(usize),
+    /// A SPIFFE URI in the chain does not parse.
+    #[error("bad SPIFFE id: {0}")]
+    BadSpiffeId(#[from] IdError),
+    /// A certificate names another trust domain than the bundle's.
+    #[error("foreign trust domain {found} (expected {expected})")]
+    ForeignTrustDomain {
+        /// The bundle's trust domain.
+        expected: TrustDomain,
+        /// The certificate's trust domain.
+        found: TrustDomain,
+    },
+    /// The leaf is of a kind the caller does not accept (e.g. an agent cert as a workload).
+    #[error("{found} certificate where {expected} was expected")]
+    WrongKind {
+        /// What the caller accepts (first of its list).
+        expected: CertKind,
+        /// What the leaf is.
+        found: CertKind,
+    },
+    /// The leaf's issuer is not an agent intermediate (workload and agent leaves must be).
+    #[error("leaf was not issued by an agent intermediate")]
+    IssuerNotAgent,
+    /// A CA certificate in the chain has no (single) SPIFFE id.
+    #[error("CA certificate in the chain has no SPIFFE id")]
+    IssuerMissingId,
+    /// An agent leaf was issued by another node's intermediate.
+    #[error("agent leaf for node {leaf} issued by the intermediate of node {issuer}")]
+    NodeMismatch {
+        /// Node named in the leaf.
+        leaf: NodeName,
+        /// Node of the issuing intermediate.
+        issuer: NodeName,
+    },
+    /// The issuing intermediate's allowed-services list does not include the service.
+    #[error("service {service} is outside the allowed services of agent {node}")]
+    ServiceNotAllowed {
+        /// The leaf's service.
+        service: ServiceName,
+        /// The issuing agent's node.
+        node: NodeName,
+    },
+    /// The issuing intermediate's allowed-services extension is unreadable.
+    #[error("malformed allowed-services extension in the issuing intermediate")]
+    MalformedAllowedServices,
+    /// An operator certificate was not issued by a root (agents must not mint operators).
+    #[error("operator certificate not issued by a root")]
+    OperatorNotRootIssued,
+    /// A CA above the issuing agent is not a root or cross-signed root of the trust domain.
+    #[error("unexpected CA certificate in the chain")]
+    UnexpectedCa,
+    /// The server is a valid mesh identity but not the one dialled (SNI name).
+    #[error("connected to {found}, expected {expected}")]
+    UnexpectedPeer {
+        /// Identity derived from the server name dialled.
+        expected: Box<SpiffeId>,
+        /// Identity the server proved.
+        found: Box<SpiffeId>,
+    },
+}
+
+/// Which TLS role the leaf is checked for (our leaves carry both EKUs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// The peer is a TLS server.
+    Server,
+    /// The peer is a TLS client.
+    Client,
+}
+
+/// Converts a `time` instant to the form webpki and rustls use (clamped at the epoch).
+pub fn unix_time(t: OffsetDateTime) -> UnixTime {
+    let secs = u64::try_from(t.unix_timestamp()).unwrap_or(0);
+    UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
+}
+
+/// Verifies a chain presented by a peer for one expected kind; returns its SPIFFE id.
+/// `intermediates` is everything the peer sent after its leaf (agent intermediate, cross
+/// certificates). Checked as a TLS client certificate.
+pub fn verify_chain(
+    bundle: &TrustBundle,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    expected: CertKind,
+) -> Result<SpiffeId, VerifyError> {
+    verify_chain_with(
+        bundle,
+        end_entity,
+        intermediates,
+        now,
+        &[expected],
+        Usage::Client,
+    )
+}
+
+/// [`verify_chain`] accepting any of several kinds, for a given TLS role.
+pub fn verify_chain_with(
+    bundle: &TrustBundle,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+    accept: &[CertKind],
+    usage: Usage,
+) -> Result<SpiffeId, VerifyError> {
+    let ee = webpki::EndEntityCert::try_from(end_entity).map_err(from_webpki)?;
+    let key_usage = match usage {
+        Usage::Server => webpki::KeyUsage::server_auth(),
+        Usage::Client => webpki::KeyUsage::client_auth(),
+    };
+    let path = ee
+        .verify_for_usage(
+            ALGS,
+            bundle.anchors(),
+            intermediates,
+            now,
+            key_usage,
+            None,
+            None,
+        )
+        .map_err(from_webpki)?;
+    let td = bundle.trust_domain();
+    let uris: Vec<&str> = ee
+        .valid_uri_names()
+        .filter(|u| u.starts_with("spiffe://"))
+        .collect();
+    let id: SpiffeId = match uris.as_slice() {
+        [] => return Err(VerifyError::NoSpiffeId),
+        [one] => one.parse()?,
+        many => return Err(VerifyError::MultipleSpiffeIds(many.len())),
+    };
+    check_td(td, id.trust_domain())?;
+    if !accept.contains(&id.kind()) {
+        let expected = accept.first().copied().unwrap_or(CertKind::Workload);
+        return Err(VerifyError::WrongKind {
+            expected,
+            found: id.kind(),
+        });
+    }
+    let cas = path
+        .intermediate_certificates()
+        .map(|c| ca_role(&c.der(), td))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_issuance(&id, &cas)?;
+    Ok(id)
+}
+
+/// What a CA certificate of a verified path is, by its SPIFFE URI.
+enum CaRole {
+    /// `spiffe://<td>`: a root or a cross-signed root.
+    Root,
+    /// `spiffe://<td>/agent/<node>`: an agent intermediate and its allowed services.
+    Agent {
+        node: NodeName,
+        allowed: Option<Vec<ServiceName>>,
+    },
+}
+
+fn ca_role(der: &CertificateDer<'_>, td: &TrustDomain) -> Result<CaRole, VerifyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let uris = info::spiffe_uris(&cert);
+    let [uri] = uris.as_slice() else {
+        return Err(VerifyError::IssuerMissingId);
+    };
+    if let Ok(found) = TrustDomain::from_id_uri(uri) {
+        check_td(td, &found)?;
+        return Ok(CaRole::Root);
+    }
+    match uri.parse::<SpiffeId>()? {
+        SpiffeId::Agent { td: found, node } => {
+            check_td(td, &found)?;
+            let allowed = info::allowed_services(&cert)
+                .map_err(|()| VerifyError::MalformedAllowedServices)?;
+            Ok(CaRole::Agent { node, allowed })
+        }
+        _ => Err(VerifyError::IssuerNotAgent),
+    }
+}
+
+fn check_td(expected: &TrustDomain, found: &TrustDomain) -> Result<(), VerifyError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(VerifyError::ForeignTrustDomain {
+            expected: expected.clone(),
+            found: found.clone(),
+        })
+    }
+}
+
+/// The mesh's issuance rules: workload and agent leaves come from an agent intermediate
+/// (the agent's own, for agent leaves; one allowing the service, for workloads); operator
+/// leaves come from a root; everything above is a root or cross-signed root.
+fn check_issuance(id: &SpiffeId, cas: &[CaRole]) -> Result<(), VerifyError> {
+    let above_issuer = match (id, cas.first()) {
+        (SpiffeId::Operator { .. }, None | Some(CaRole::Root)) => cas,
+        (SpiffeId::Operator { .. }, Some(CaRole::Agent { .. })) => {
+            return Err(VerifyError::OperatorNotRootIssued);
+        }
+        (SpiffeId::Workload { svc, .. }, Some(CaRole::Agent { node, allowed })) => {
+            if let Some(allowed) = allowed
+                && !allowed.contains(svc)
+            {
+                return Err(VerifyError::ServiceNotAllowed {
+                    service: svc.clone(),
+                    node: node.clone(),
+                });
+            }
+            &cas[1..]
+        }
+        (SpiffeId::Agent { node, .. }, Some(CaRole::Agent { node: issuer, .. })) => {
+            if node != issuer {
+                return Err(VerifyError::NodeMismatch {
+                    leaf: node.clone(),
+                    issuer: issuer.clone(),
+                });
+            }
+            &cas[1..]
+        }
+        (SpiffeId::Workload { .. } | SpiffeId::Agent { .. }, _) => {
+            return Err(VerifyError::IssuerNotAgent);
+        }
+    };
+    if above_issuer.iter().all(|ca| matches!(ca, CaRole::Root)) {
+        Ok(())
+    } else {
+        Err(VerifyError::UnexpectedCa)
+    }
+}
+
+fn from_webpki(e: webpki::Error) -> VerifyError {
+    use webpki::Error as W;
+    match e {
+        W::CertExpired { .. } => VerifyError::Expired,
+        W::CertNotValidYet { .. } => VerifyError::NotYetValid,
+        W::UnknownIssuer => VerifyError::UnknownIssuer,
+        W::PathLenConstraintViolated => VerifyError::PathLenViolated,
+        W::InvalidSignatureForPublicKey => VerifyError::BadSignature,
+        W::CaUsedAsEndEntity => VerifyError::CaAsEndEntity,
+        W::RequiredEkuNotFoundContext(_) => VerifyError::WrongUsage,
+        W::BadDer | W::BadDerTime | W::TrailingData(_) => VerifyError::Malformed(format!("{e:?}")),
+        other => VerifyError::Chain(format!("{other:?}")),
+    }
+}
