@@ -18,7 +18,7 @@ pub enum KeyError {
     /// A segment is longer than [`MAX_SEGMENT_LEN`].
     #[error("segment longer than {MAX_SEGMENT_LEN} bytes in key {0:?}")]
     SegmentTooLong(String),
-    /// A segment holds a character outside `[A-Za-z0-9._:@-]`.
+    /// A segment holds a character outside `[A-Za-z0-9._:@*-]`.
     #[error("invalid character {1:?} in {0:?}")]
     InvalidChar(String, char),
     /// The first segment names no known key space.
@@ -30,7 +30,7 @@ pub enum KeyError {
 }
 
 /// One validated path segment (a node, instance, namespace or service name): non-empty, at
-/// most [`MAX_SEGMENT_LEN`] bytes of `[A-Za-z0-9._:@-]`, so it can never contain `/`.
+/// most [`MAX_SEGMENT_LEN`] bytes of `[A-Za-z0-9._:@*-]`, so it can never contain `/`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Segment(String);
@@ -51,10 +51,9 @@ impl FromStr for Segment {
         if s.len() > MAX_SEGMENT_LEN {
             return Err(KeyError::SegmentTooLong(s.to_owned()));
         }
-        if let Some(c) = s
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')))
-        {
+        if let Some(c) = s.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-' | '*'))
+        }) {
             return Err(KeyError::InvalidChar(s.to_owned(), c));
         }
         Ok(Segment(s.to_owned()))
@@ -71,6 +70,14 @@ impl TryFrom<String> for Segment {
 impl From<Segment> for String {
     fn from(s: Segment) -> String {
         s.0
+    }
+}
+
+impl TryFrom<&crate::membership::NodeName> for Segment {
+    type Error = KeyError;
+    /// Converts a membership node name (always a valid segment today) for catalog lookups.
+    fn try_from(name: &crate::membership::NodeName) -> Result<Self, KeyError> {
+        name.as_str().parse()
     }
 }
 
@@ -212,6 +219,7 @@ mod tests {
             "keyring/primary",
             "revoked/node-9",
             "certs/node-1",
+            "intentions/default/*",
         ] {
             let key: Key = text.parse().unwrap();
             assert_eq!(key.to_string(), text);
@@ -239,6 +247,13 @@ mod tests {
             long.parse::<Key>(),
             Err(KeyError::SegmentTooLong(_))
         ));
+    }
+
+    #[test]
+    fn membership_names_convert_to_segments() {
+        let name: crate::membership::NodeName = "node-7.dc1".parse().unwrap();
+        let seg = Segment::try_from(&name).unwrap();
+        assert_eq!(seg.as_str(), "node-7.dc1");
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub(crate) fn bucket_of(key: &Key) -> u8 {
 }
 
 /// The replicated signed key/value state of one node.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct State<A> {
     authority: A,
     config: StateConfig,

@@ -14,6 +14,7 @@ use ring::signature::{
 };
 
 use super::{Authority, Entry, EntrySigner, Key, NodeName, Rejection, SignError, Signer};
+use crate::hlc::Hlc;
 
 /// Who a test identity is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,4 +122,87 @@ impl Authority for TestAuthority {
 /// A catalog key.
 pub fn catalog(node: &str, instance: &str) -> Key {
     format!("catalog/{node}/{instance}").parse().unwrap()
+}
+
+/// An intentions key in namespace `default`.
+pub fn intentions(dest: &str) -> Key {
+    format!("intentions/default/{dest}").parse().unwrap()
+}
+
+/// A correctly signed entry with a chosen clock.
+pub fn signed(id: &Identity, key: Key, value: &[u8], hlc: Hlc, tombstone: bool) -> Entry {
+    let mut e = Entry {
+        key,
+        value: value.to_vec(),
+        origin: id.name.clone(),
+        hlc,
+        tombstone,
+        signer: id.signer(),
+        signature: Vec::new(),
+    };
+    id.resign(&mut e);
+    e
+}
+
+/// Wall time of the pool's entries.
+pub const NOW: u64 = 1_800_000_000_000;
+
+/// Number of entries in [`pool`].
+pub const POOL_SIZE: usize = 28;
+
+/// A pool of signed versions over few keys, with clock ties between origins and even two
+/// different contents with the same `(hlc, origin)`.
+pub fn pool() -> (TestAuthority, Vec<Entry>) {
+    let ops: Vec<Arc<Identity>> = (0..3)
+        .map(|i| Identity::new(&format!("op-{i}"), Role::Operator))
+        .collect();
+    let agent = Identity::new("node-a", Role::Agent);
+    let refs: Vec<&Arc<Identity>> = ops.iter().chain([&agent]).collect();
+    let auth = TestAuthority::new(&refs);
+    let mut entries = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        for t in 0..3u64 {
+            let hlc = Hlc::new(NOW - 100 + t, 0);
+            let tomb = (i + t as usize).is_multiple_of(4);
+            let value = if tomb {
+                Vec::new()
+            } else {
+                vec![i as u8, t as u8]
+            };
+            entries.push(signed(op, intentions("db"), &value, hlc, tomb));
+            entries.push(signed(
+                op,
+                Key::CaBundle,
+                &[t as u8],
+                Hlc::new(NOW - 50, t as u16),
+                false,
+            ));
+        }
+        // Same (hlc, origin), different contents.
+        entries.push(signed(
+            op,
+            intentions("web"),
+            b"x",
+            Hlc::new(NOW - 10, 0),
+            false,
+        ));
+        entries.push(signed(
+            op,
+            intentions("web"),
+            b"y",
+            Hlc::new(NOW - 10, 0),
+            false,
+        ));
+    }
+    for t in 0..4u64 {
+        let value: &[u8] = if t == 2 { &[] } else { &[t as u8] };
+        entries.push(signed(
+            &agent,
+            catalog("node-a", "web"),
+            value,
+            Hlc::new(NOW - 20 + t, 0),
+            t == 2,
+        ));
+    }
+    (auth, entries)
 }

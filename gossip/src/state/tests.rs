@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::testkit::{Identity, Role, TestAuthority, catalog};
+use super::testkit::{
+    Identity, NOW, POOL_SIZE, Role, TestAuthority, catalog, intentions, pool, signed,
+};
 use super::*;
 use crate::hlc::Hlc;
-
-const NOW: u64 = 1_800_000_000_000;
 
 struct World {
     a: Arc<Identity>,
@@ -24,25 +24,6 @@ fn world() -> World {
     let op = Identity::new("ops", Role::Operator);
     let auth = TestAuthority::new(&[&a, &b, &op]);
     World { a, b, op, auth }
-}
-
-/// A correctly signed entry with a chosen clock.
-fn signed(id: &Identity, key: Key, value: &[u8], hlc: Hlc, tombstone: bool) -> Entry {
-    let mut e = Entry {
-        key,
-        value: value.to_vec(),
-        origin: id.name.clone(),
-        hlc,
-        tombstone,
-        signer: id.signer(),
-        signature: Vec::new(),
-    };
-    id.resign(&mut e);
-    e
-}
-
-fn intentions(dest: &str) -> Key {
-    format!("intentions/default/{dest}").parse().unwrap()
 }
 
 #[test]
@@ -398,65 +379,6 @@ proptest! {
         }
     }
 }
-
-/// A pool of signed versions over few keys, with clock ties between origins and even two
-/// different contents with the same `(hlc, origin)`.
-fn pool() -> (TestAuthority, Vec<Entry>) {
-    let ops: Vec<Arc<Identity>> = (0..3)
-        .map(|i| Identity::new(&format!("op-{i}"), Role::Operator))
-        .collect();
-    let agent = Identity::new("node-a", Role::Agent);
-    let refs: Vec<&Arc<Identity>> = ops.iter().chain([&agent]).collect();
-    let auth = TestAuthority::new(&refs);
-    let mut entries = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        for t in 0..3u64 {
-            let hlc = Hlc::new(NOW - 100 + t, 0);
-            let tomb = (i + t as usize).is_multiple_of(4);
-            let value = if tomb {
-                Vec::new()
-            } else {
-                vec![i as u8, t as u8]
-            };
-            entries.push(signed(op, intentions("db"), &value, hlc, tomb));
-            entries.push(signed(
-                op,
-                Key::CaBundle,
-                &[t as u8],
-                Hlc::new(NOW - 50, t as u16),
-                false,
-            ));
-        }
-        // Same (hlc, origin), different contents.
-        entries.push(signed(
-            op,
-            intentions("web"),
-            b"x",
-            Hlc::new(NOW - 10, 0),
-            false,
-        ));
-        entries.push(signed(
-            op,
-            intentions("web"),
-            b"y",
-            Hlc::new(NOW - 10, 0),
-            false,
-        ));
-    }
-    for t in 0..4u64 {
-        let value: &[u8] = if t == 2 { &[] } else { &[t as u8] };
-        entries.push(signed(
-            &agent,
-            catalog("node-a", "web"),
-            value,
-            Hlc::new(NOW - 20 + t, 0),
-            t == 2,
-        ));
-    }
-    (auth, entries)
-}
-
-const POOL_SIZE: usize = 28;
 
 fn snapshot(s: &State<TestAuthority>) -> (Vec<Entry>, Vec<u64>) {
     (s.iter_all().cloned().collect(), s.bucket_hashes().to_vec())
