@@ -3,6 +3,7 @@
 //!
 //! Pure state machines: no sockets, no clock, no thread RNG. Time and randomness are arguments;
 //! the agent's tokio runtime drives them.
+#![deny(missing_docs)]
 
 pub mod hlc;
 pub mod keyring;
