@@ -113,9 +113,12 @@ pub(crate) fn base_params(
     Ok(p)
 }
 
-/// Makes `p` a CA that may have `path_len` CAs below it.
-pub(crate) fn make_ca(p: &mut CertificateParams, path_len: u8) {
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+/// Makes `p` a CA that may have `path_len` CAs below it (`None`: unconstrained).
+pub(crate) fn make_ca(p: &mut CertificateParams, path_len: Option<u8>) {
+    p.is_ca = IsCa::Ca(path_len.map_or(
+        BasicConstraints::Unconstrained,
+        BasicConstraints::Constrained,
+    ));
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

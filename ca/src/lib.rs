@@ -47,7 +47,8 @@ pub use pem::{PemError, certs_from_pem, certs_to_pem};
 pub use renewal::{fraction_of_life_used, renewal_at};
 pub use root::{Fingerprint, RootCa};
 pub use tls::{
-    ClientCredential, SniResolver, SpiffeVerifier, client_config, peer_spiffe_id, server_config,
+    ClientCredential, FixedClock, SniResolver, SpiffeVerifier, client_config, peer_spiffe_id,
+    server_config,
 };
 pub use token::{Claims, NodePattern, TokenError, TokenId, peek_claims, verify_token};
 pub use verify::{Usage, VerifyError, unix_time, verify_chain, verify_chain_with};

@@ -246,7 +246,7 @@ impl RootCa {
         let cn = format!("rhizome agent {node}");
         let window = issue::window(now, ttl, Some(self.not_after))?;
         let mut params = issue::base_params(Some(&cn), id.to_string(), window)?;
-        issue::make_ca(&mut params, 0);
+        issue::make_ca(&mut params, Some(0));
         if let Some(services) = services {
             params
                 .custom_extensions
@@ -283,7 +283,10 @@ fn root_params(
 ) -> Result<rcgen::CertificateParams, IssueError> {
     let mut params = issue::base_params(Some(cn), td.id_uri(), window)?;
     params.use_authority_key_identifier_extension = false;
-    issue::make_ca(&mut params, 1);
+    // Unconstrained: during rotation a chain is leaf, agent, cross certificate(s), old root,
+    // and verifiers (openssl included) count the cross certificates against the root's
+    // pathLen. What matters, pathLen 0 on agent intermediates, is set there.
+    issue::make_ca(&mut params, None);
     Ok(params)
 }
 

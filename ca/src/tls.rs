@@ -11,6 +11,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::time_provider::TimeProvider;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
     ServerConfig, SignatureScheme,
@@ -313,13 +314,26 @@ impl ResolvesClientCert for ClientCredential {
     }
 }
 
-/// A TLS 1.3 server config requiring a client certificate verified by `verifier`.
+/// A clock stuck at one instant, for deterministic tests and simulations; production passes
+/// `Arc::new(rustls::time_provider::DefaultTimeProvider)` (the system clock) instead.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub UnixTime);
+
+impl TimeProvider for FixedClock {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(self.0)
+    }
+}
+
+/// A TLS 1.3 server config requiring a client certificate verified by `verifier`; `clock`
+/// is the time rustls passes to the verifier.
 pub fn server_config(
     verifier: Arc<SpiffeVerifier>,
     resolver: Arc<SniResolver>,
     alpn: Vec<Vec<u8>>,
+    clock: Arc<dyn TimeProvider>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut cfg = ServerConfig::builder_with_provider(provider())
+    let mut cfg = ServerConfig::builder_with_details(provider(), clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver);
@@ -327,13 +341,15 @@ pub fn server_config(
     Ok(cfg)
 }
 
-/// A TLS 1.3 client config presenting `cred` and verifying servers with `verifier`.
+/// A TLS 1.3 client config presenting `cred` and verifying servers with `verifier`;
+/// `clock` as for [`server_config`].
 pub fn client_config(
     verifier: Arc<SpiffeVerifier>,
     cred: Arc<ClientCredential>,
     alpn: Vec<Vec<u8>>,
+    clock: Arc<dyn TimeProvider>,
 ) -> Result<ClientConfig, rustls::Error> {
-    let mut cfg = ClientConfig::builder_with_provider(provider())
+    let mut cfg = ClientConfig::builder_with_details(provider(), clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)

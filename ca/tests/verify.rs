@@ -314,13 +314,7 @@ fn ca_presented_as_end_entity_and_tampered_chain_are_rejected() {
         CertKind::Workload,
     )
     .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VerifyError::BadSignature | VerifyError::Malformed(_) | VerifyError::UnknownIssuer
-        ),
-        "{err}"
-    );
+    assert_eq!(err, VerifyError::BadSignature);
     let err = verify_chain(
         &mesh.bundle,
         &vec![1u8, 2, 3].into(),
@@ -330,4 +324,24 @@ fn ca_presented_as_end_entity_and_tampered_chain_are_rejected() {
     )
     .unwrap_err();
     assert!(matches!(err, VerifyError::Malformed(_)), "{err}");
+}
+
+#[test]
+fn agent_under_another_agent_is_an_unexpected_ca() {
+    let mesh = Mesh::new(TD);
+    // A forged "agent" allowed one CA below it, issuing a real-looking agent intermediate.
+    let (upper, upper_key) = Forge::ca(&["spiffe://rhizome.local/agent/upper"], 1, "upper")
+        .sign(mesh.root.cert(), mesh.root.key());
+    let (lower, lower_key) =
+        Forge::ca(&["spiffe://rhizome.local/agent/lower"], 0, "lower").sign(&upper, &upper_key);
+    let (leaf, _) =
+        Forge::leaf(&["spiffe://rhizome.local/ns/default/svc/web"]).sign(&lower, &lower_key);
+    let err = verify_chain(
+        &mesh.bundle,
+        &leaf,
+        &[lower, upper],
+        now(),
+        CertKind::Workload,
+    );
+    assert_eq!(err, Err(VerifyError::UnexpectedCa));
 }

@@ -193,7 +193,7 @@ pub fn server_cfg(
     resolver: Arc<SniResolver>,
 ) -> Arc<ServerConfig> {
     let v = SpiffeVerifier::new(bundle.clone(), accept);
-    Arc::new(rhizome_ca::server_config(v, resolver, vec![b"rhizome/1".to_vec()]).unwrap())
+    Arc::new(rhizome_ca::server_config(v, resolver, vec![b"rhizome/1".to_vec()], clock()).unwrap())
 }
 
 pub fn client_cfg(
@@ -203,7 +203,11 @@ pub fn client_cfg(
 ) -> Arc<ClientConfig> {
     let v = SpiffeVerifier::new(bundle.clone(), accept);
     let c = ClientCredential::new(cred).unwrap();
-    Arc::new(rhizome_ca::client_config(v, c, vec![b"rhizome/1".to_vec()]).unwrap())
+    Arc::new(rhizome_ca::client_config(v, c, vec![b"rhizome/1".to_vec()], clock()).unwrap())
+}
+
+pub fn clock() -> Arc<rhizome_ca::FixedClock> {
+    Arc::new(rhizome_ca::FixedClock(now()))
 }
 
 pub fn serving(creds: &[&Credential]) -> Arc<SniResolver> {
