@@ -22,11 +22,16 @@ impl Lcg {
     }
 }
 
+/// How many services the mesh has for a rule count (enough that sources rarely repeat).
+fn services_for(rules: usize) -> usize {
+    (rules.div_ceil(10) * 4).max(64)
+}
+
 /// One entry per destination, ten sources each: exact names in several namespaces,
 /// prefixes, `ns/*` and `*/*`, as a large mesh might have.
 fn rule_set(rules: usize, rng: &mut Lcg) -> (RuleSet, usize) {
     let dests = rules.div_ceil(10).max(1);
-    let services = dests * 4;
+    let services = services_for(rules);
     let mut files = Vec::new();
     for d in 0..dests {
         let mut src = String::new();
@@ -69,15 +74,15 @@ fn rule_set(rules: usize, rng: &mut Lcg) -> (RuleSet, usize) {
 fn main() {
     let mut rng = Lcg(0x5eed);
     println!(
-        "{:>8} {:>12} {:>14} {:>10}",
-        "rules", "decisions", "ns/decision", "allowed"
+        "{:>8} {:>12} {:>14} {:>10} {:>20}",
+        "rules", "decisions", "ns/decision", "allowed", "ns/decide_spiffe"
     );
     for target in [10, 1_000, 10_000] {
         let (set, count) = rule_set(target, &mut rng);
-        let services = (target.div_ceil(10) * 4).max(4);
+        let services = services_for(target);
         let requests: Vec<(ServiceRef, ServiceRef)> = (0..1024)
             .map(|_| {
-                let (s, d) = (rng.next(services), rng.next(services / 4));
+                let (s, d) = (rng.next(services), rng.next(target.div_ceil(10)));
                 let src = ServiceRef::new(&format!("ns-{}", s % 4), &format!("svc-{s}")).unwrap();
                 let dst = ServiceRef::new(&format!("ns-{}", d % 4), &format!("svc-{d}")).unwrap();
                 (src, dst)
@@ -100,8 +105,22 @@ fn main() {
         let elapsed = start.elapsed();
         let decisions = rounds * requests.len();
         let ns = elapsed.as_nanos() as f64 / decisions as f64;
+        // The same decisions from the peer certificate's SPIFFE id (parsing included).
+        let ids: Vec<(String, &ServiceRef)> = requests
+            .iter()
+            .map(|(s, d)| (s.spiffe_id("rhizome.local"), d))
+            .collect();
+        let spiffe_rounds = rounds / 4;
+        let start = Instant::now();
+        for _ in 0..spiffe_rounds {
+            for (id, d) in &ids {
+                let decision = set.decide_spiffe(black_box(id), black_box(d), Policy::DENY);
+                black_box(decision.unwrap().allowed);
+            }
+        }
+        let spiffe_ns = start.elapsed().as_nanos() as f64 / (spiffe_rounds * ids.len()) as f64;
         println!(
-            "{count:>8} {decisions:>12} {ns:>14.1} {:>9.1}%",
+            "{count:>8} {decisions:>12} {ns:>14.1} {:>9.1}% {spiffe_ns:>20.1}",
             100.0 * allowed as f64 / decisions as f64
         );
     }

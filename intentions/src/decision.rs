@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::entry::{Action, Mode};
 use crate::ruleset::{Rule, RuleSet};
-use crate::service::{NameError, ServiceRef};
+use crate::service::{NameError, ServiceRef, spiffe_parts};
 
 /// Agent-wide evaluation settings, passed with every decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,10 +83,21 @@ impl RuleSet {
     /// precedence, else `policy.default`. A deny becomes "allowed, audit" when the
     /// policy or the rule's entry is in audit mode. Pure and allocation-free.
     pub fn decide(&self, src: &ServiceRef, dst: &ServiceRef, policy: Policy) -> Decision<'_> {
+        self.decide_str(src.namespace.as_str(), src.name.as_str(), dst, policy)
+    }
+
+    /// [`RuleSet::decide`] on an already validated source namespace and name.
+    fn decide_str(
+        &self,
+        src_ns: &str,
+        src: &str,
+        dst: &ServiceRef,
+        policy: Policy,
+    ) -> Decision<'_> {
         let found = self
             .index
             .find_map(dst.namespace.as_str(), dst.name.as_str(), |sources| {
-                sources.find_map(src.namespace.as_str(), src.name.as_str(), |&i| self.rule(i))
+                sources.find_map(src_ns, src, |&i| self.rule(i))
             });
         match found {
             Some(rule) => Decision::new(
@@ -106,8 +117,8 @@ impl RuleSet {
         dst: &ServiceRef,
         policy: Policy,
     ) -> Result<Decision<'_>, NameError> {
-        let (_, src) = ServiceRef::from_spiffe(src)?;
-        Ok(self.decide(&src, dst, policy))
+        let (_, ns, name) = spiffe_parts(src)?;
+        Ok(self.decide_str(ns, name, dst, policy))
     }
 
     /// [`RuleSet::decide`] with both services written `NAME` or `NAMESPACE/NAME`, as on

@@ -134,28 +134,42 @@ impl ServiceRef {
     /// certificate), returning the trust domain and the service. The trust domain is not
     /// checked against anything here: the TLS verifier has done that.
     pub fn from_spiffe(id: &str) -> Result<(String, Self), NameError> {
-        let bad = || NameError::Spiffe(id.to_owned());
-        let rest = id.strip_prefix("spiffe://").ok_or_else(bad)?;
-        let mut parts = rest.split('/');
-        let (Some(td), Some("ns"), Some(ns), Some("svc"), Some(name), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
-        };
-        validate_name(td).map_err(|_| bad())?;
-        let service = Self::new(ns, name).map_err(|_| bad())?;
-        Ok((td.to_owned(), service))
+        let (td, ns, name) = spiffe_parts(id)?;
+        Ok((
+            td.to_owned(),
+            Self {
+                namespace: Namespace(ns.to_owned()),
+                name: ServiceName(name.to_owned()),
+            },
+        ))
     }
 
     /// The SPIFFE id of this service's workloads in trust domain `td`.
     pub fn spiffe_id(&self, td: &str) -> String {
         format!("spiffe://{td}/ns/{}/svc/{}", self.namespace, self.name)
     }
+}
+
+/// Splits and checks a workload SPIFFE id into (trust domain, namespace, name) without
+/// allocating, for the per-connection path.
+pub(crate) fn spiffe_parts(id: &str) -> Result<(&str, &str, &str), NameError> {
+    let bad = || NameError::Spiffe(id.to_owned());
+    let rest = id.strip_prefix("spiffe://").ok_or_else(bad)?;
+    let mut parts = rest.split('/');
+    let (Some(td), Some("ns"), Some(ns), Some("svc"), Some(name), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    for part in [td, ns, name] {
+        validate_name(part).map_err(|_| bad())?;
+    }
+    Ok((td, ns, name))
 }
 
 impl FromStr for ServiceRef {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use common::{entry_hcl, svc};
 use proptest::prelude::*;
-use rhizome_intentions::{Policy, Precedence, RuleSet, ServicePattern};
+use rhizome_intentions::{Entry, Policy, Precedence, RuleSet, ServicePattern};
 
 const NAMESPACES: [&str; 3] = ["a", "b", "*"];
 const NAMES: [&str; 7] = ["x", "x-1", "x-12", "y", "x-*", "x-1*", "*"];
@@ -110,5 +110,18 @@ proptest! {
             .into_iter()
             .find(|r| r.source.matches(src.namespace.as_str(), src.name.as_str()));
         prop_assert_eq!(set.decide(&src, &dst, Policy::DENY).rule(), scanned);
+    }
+
+    /// Parsing never panics, and every refusal carries a position inside the file.
+    #[test]
+    fn damaged_files_are_refused_with_a_position(cut in 0..200usize, insert in "[ {}\\[\\]=\",*/a-z\n]{0,3}") {
+        let good = entry_hcl("default/db", &[("default/web-*", "allow"), ("*/*", "deny")], true);
+        let at = cut % good.len();
+        let damaged = format!("{}{insert}{}", &good[..at], &good[at + 1..]);
+        if let Err(e) = Entry::parse(&damaged, "f.hcl") {
+            prop_assert!(e.line >= 1 && e.line <= damaged.lines().count() + 1, "{}", e);
+            prop_assert!(e.column >= 1, "{}", e);
+            prop_assert!(e.to_string().starts_with("f.hcl:"), "{}", e);
+        }
     }
 }

@@ -197,3 +197,22 @@ fn entries_keep_their_order_and_positions() {
         "default/db.hcl:2:1"
     );
 }
+
+#[test]
+fn decisions_serialize_with_their_rule() {
+    let rules = set(&[("default/db", &[("default/web-*", "allow")])]);
+    let d = rules.decide(&svc("web-1"), &svc("db"), Policy::DENY);
+    let v = serde_json::to_value(d).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["action"], "allow");
+    assert_eq!(v["audit"], false);
+    let rule = &v["matched"]["rule"];
+    assert_eq!(rule["source"], "default/web-*");
+    assert_eq!(rule["destination"], "default/db");
+    assert_eq!(rule["precedence"]["level"], 15);
+    assert_eq!(rule["precedence"]["consul"], serde_json::Value::Null);
+    assert_eq!(rule["precedence"]["source_prefix"], 4);
+    assert_eq!(rule["origin"]["line"], 5);
+    let d = rules.decide(&svc("api"), &svc("db"), Policy::DENY);
+    assert_eq!(serde_json::to_value(d).unwrap()["matched"], "default");
+}
