@@ -142,7 +142,11 @@ impl AccessGraph {
                 "  {} -> {} [color={color}, style={style}, label={}, tooltip={}];",
                 quote(&e.from),
                 quote(&e.to),
-                quote(&e.action.to_string()),
+                quote(if e.audit {
+                    "deny (audit)"
+                } else {
+                    e.action.as_str()
+                }),
                 quote(&format!("{} ({})", e.rule, e.origin)),
             );
         }

@@ -106,6 +106,8 @@ impl Serialize for Precedence {
     }
 }
 
+/// Displayed as the level, followed by `.DST_PREFIX_LEN.SRC_PREFIX_LEN` when either side
+/// is a prefix (`15.0.4` for `ns/web-*` to an exact destination).
 impl fmt::Display for Precedence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.level())?;

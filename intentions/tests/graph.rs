@@ -113,7 +113,9 @@ fn dot_marks_allow_deny_and_audit() {
     };
     let dot = AccessGraph::build(&rules, &known, audit).to_dot();
     assert!(
-        dot.contains("\"default/api\" -> \"default/db\" [color=orange, style=dotted"),
+        dot.contains(
+            "\"default/api\" -> \"default/db\" [color=orange, style=dotted, label=\"deny (audit)\""
+        ),
         "{dot}"
     );
     assert!(dot.contains("label=\"default deny (audit)"), "{dot}");
