@@ -9,7 +9,8 @@
 //! One exchange, initiator `I` and responder `R`:
 //! 1. `I` sends [`start`]: `Summary` (its bucket hashes).
 //! 2. `R` answers `Details`: the buckets that differ and `R`'s key versions in them (empty:
-//!    done, the states are equal).
+//!    done, the states are equal). For buckets that are empty on `I` (hash 0: a new node, or
+//!    a new key space) `R` sends its entries right away instead of their versions.
 //! 3. `I` answers `Push`: its entries `R` lacks or has older, and the keys it wants from `R`.
 //! 4. `R` applies them and answers `Entries`: the wanted entries. `I` applies them; done.
 //!
@@ -45,6 +46,8 @@ pub enum SyncMessage {
         buckets: Vec<u8>,
         /// The responder's key versions in those buckets.
         versions: Vec<KeyVersion>,
+        /// The responder's entries in differing buckets that are empty on the initiator.
+        entries: Vec<Entry>,
     },
     /// Step 3: entries the responder lacks, and keys the initiator wants.
     Push {
@@ -98,10 +101,20 @@ pub fn handle<A: Authority>(
 ) -> Result<Option<SyncMessage>, SyncError> {
     match message {
         SyncMessage::Summary(remote) => details(state, &remote).map(Some),
-        SyncMessage::Details { buckets, versions } => {
+        SyncMessage::Details {
+            buckets,
+            mut versions,
+            entries,
+        } => {
             if buckets.is_empty() {
                 return Ok(None);
             }
+            // What the responder sent in full, it holds: count it among its versions.
+            versions.extend(entries.iter().map(|e| KeyVersion {
+                key: e.key.clone(),
+                version: e.version(),
+            }));
+            apply_all(state, entries, now_ms);
             Ok(Some(push(state, &buckets, versions)))
         }
         SyncMessage::Push { entries, want } => {
@@ -132,16 +145,25 @@ fn details<A: Authority>(state: &State<A>, remote: &[[u8; 8]]) -> Result<SyncMes
         .filter(|(_, (ours, theirs))| ours.to_le_bytes() != **theirs)
         .filter_map(|(i, _)| u8::try_from(i).ok())
         .collect();
-    let wanted: BTreeSet<u8> = buckets.iter().copied().collect();
-    let versions = state
+    let differing: BTreeSet<u8> = buckets.iter().copied().collect();
+    let is_empty_there = |bucket: u8| remote[usize::from(bucket)] == [0; 8];
+    let (full, summarized): (Vec<_>, Vec<_>) = state
         .stored()
-        .filter(|s| wanted.contains(&s.bucket))
+        .filter(|s| differing.contains(&s.bucket))
+        .partition(|s| is_empty_there(s.bucket));
+    let versions = summarized
+        .into_iter()
         .map(|s| KeyVersion {
             key: s.entry.key.clone(),
             version: s.version.clone(),
         })
         .collect();
-    Ok(SyncMessage::Details { buckets, versions })
+    let entries = full.into_iter().map(|s| s.entry.clone()).collect();
+    Ok(SyncMessage::Details {
+        buckets,
+        versions,
+        entries,
+    })
 }
 
 /// Step 3: what we have newer in the differing buckets, and what we want.

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::key::{Key, NodeName, Segment};
 use super::{Authority, Entry, State};
+use crate::hlc::Hlc;
 
 /// Default time a node stays down before its catalog entries are reaped: 72 hours.
 pub const DEFAULT_REAP_AFTER_MS: u64 = 72 * 3600 * 1000;
@@ -58,10 +59,33 @@ impl<A: Authority> State<A> {
         })
     }
 
+    /// The nodes that have live catalog entries. Nodes among them that membership does not
+    /// know at all (e.g. long gone before this agent started) should be given a `down_since`
+    /// by the agent (the time it first noticed) so that they are reaped too.
+    pub fn catalog_nodes(&self) -> BTreeSet<NodeName> {
+        self.iter()
+            .filter_map(|e| match &e.key {
+                Key::Catalog { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The newest purged catalog clock per reaped node, for the agent to persist.
+    pub fn reaped_floors(&self) -> &BTreeMap<NodeName, Hlc> {
+        &self.reaped
+    }
+
+    /// Restores a persisted reaped floor (see [`State::reaped_floors`]) after a restart.
+    pub fn restore_reaped_floor(&mut self, node: NodeName, floor: Hlc) {
+        let slot = self.reaped.entry(node).or_default();
+        *slot = (*slot).max(floor);
+    }
+
     /// Purges every catalog entry (live or tombstone) of `node`, and refuses older copies
     /// from then on. Returns how many entries were removed.
     pub fn reap_node(&mut self, node: &NodeName) -> usize {
-        let keys: Vec<(Key, crate::hlc::Hlc)> = self
+        let keys: Vec<(Key, Hlc)> = self
             .iter_all()
             .filter(|e| matches!(&e.key, Key::Catalog { node: n, .. } if n == node))
             .map(|e| (e.key.clone(), e.hlc))
@@ -71,8 +95,7 @@ impl<A: Authority> State<A> {
             self.remove(key);
         }
         if let Some(newest) = newest {
-            let floor = self.reaped.entry(node.clone()).or_default();
-            *floor = (*floor).max(newest);
+            self.restore_reaped_floor(node.clone(), newest);
         }
         keys.len()
     }

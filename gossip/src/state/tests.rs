@@ -323,6 +323,14 @@ fn down_nodes_are_flagged_then_reaped_and_old_copies_stay_out() {
     assert_eq!(s.catalog(&BTreeSet::new()).count(), 1);
     // A peer that has not reaped yet pushes the old copy back: ignored.
     assert_eq!(s.apply(a_web.clone(), later), Ok(Applied::Stale));
+    assert_eq!(s.catalog_nodes(), ["node-b".parse().unwrap()].into());
+    // The floor survives a restart when the agent persists and restores it.
+    let floors = s.reaped_floors().clone();
+    let mut restarted = State::new(w.auth.clone(), StateConfig::default());
+    for (node, floor) in floors {
+        restarted.restore_reaped_floor(node, floor);
+    }
+    assert_eq!(restarted.apply(a_web.clone(), later), Ok(Applied::Stale));
     // The node comes back and writes again: accepted.
     let back = signed(&w.a, a_web.key.clone(), b"back", Hlc::new(later, 0), false);
     assert_eq!(s.apply(back, later), Ok(Applied::New));

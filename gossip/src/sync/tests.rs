@@ -316,3 +316,32 @@ proptest! {
         prop_assert_eq!(snapshot(&b), snapshot(&all));
     }
 }
+
+#[test]
+fn an_empty_node_gets_entries_with_the_details_and_wants_nothing() {
+    let m = mesh();
+    let mut full = State::new(m.auth.clone(), StateConfig::default());
+    for i in 0..50 {
+        let k = key(&format!("intentions/default/svc-{i}"));
+        full.write(&*m.op, &m.op.name, k, vec![3; 40], NOW).unwrap();
+    }
+    let mut empty = State::new(m.auth.clone(), StateConfig::default());
+    let reply = handle(&mut full, start(&empty), NOW).unwrap().unwrap();
+    let SyncMessage::Details {
+        versions, entries, ..
+    } = &reply
+    else {
+        panic!("expected details, got {reply:?}");
+    };
+    assert!(versions.is_empty());
+    assert_eq!(entries.len(), 50);
+    let push = handle(&mut empty, reply, NOW).unwrap().unwrap();
+    assert_eq!(
+        push,
+        SyncMessage::Push {
+            entries: vec![],
+            want: vec![]
+        }
+    );
+    assert_eq!(snapshot(&empty), snapshot(&full));
+}
