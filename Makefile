@@ -1,0 +1,35 @@
+# rhizome: `make demo` (a running mesh you can watch) and `make test` (the whole suite).
+# Needs only the Rust toolchain (cargo, rustfmt, clippy); each target says what else it checks.
+
+CARGO ?= cargo
+RHIZOME := target/release/rhizome
+
+.PHONY: all build release test fmt-check clippy unit demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace
+
+release:
+	$(CARGO) build --release -p rhizome-agent
+
+## test: formatting, lints (warnings are errors), then every test of every crate.
+## Network-namespace tests need root and iproute2; without them they print why they skip.
+test: fmt-check clippy unit
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --all-features
+
+## demo: builds rhizome (release), starts agents on 127.0.0.1, shows the mesh, stops them.
+demo: release
+	@bash examples/demo/run.sh $(RHIZOME)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,149 @@
+//! The running agent: opens the store, binds its listeners, starts its tasks and stops them
+//! all on one shutdown signal.
+
+use crate::api;
+use crate::config::AgentConfig;
+use crate::store::{Store, TreeName};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// State shared by the agent's tasks and API handlers.
+pub struct Shared {
+    /// The effective configuration.
+    pub config: AgentConfig,
+    /// The persistent store.
+    pub store: Store,
+    /// When the agent started (monotonic), for uptime.
+    pub started: Instant,
+    /// When the agent started (Unix seconds).
+    pub started_unix: u64,
+    /// How many times an agent has started on this data_dir (this start included).
+    pub boot_count: u64,
+    /// Address the HTTP API actually bound (port 0 in config resolves here).
+    pub http_addr: SocketAddr,
+    /// Prometheus registry behind `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+}
+
+/// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
+pub struct Agent {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Agent {
+    /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
+    /// running) if the data_dir is in use or a port cannot be bound.
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        let store = Store::open(&config.data_dir)?;
+        let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
+        store.flush()?;
+        let http = tokio::net::TcpListener::bind(config.http_addr())
+            .await
+            .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
+        let http_addr = http.local_addr()?;
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            started: Instant::now(),
+            started_unix,
+            boot_count,
+            http_addr,
+            metrics: crate::metrics::Metrics::new(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        tracing::info!(
+            node = %shared.config.node_name,
+            http = %http_addr,
+            data_dir = %shared.config.data_dir.display(),
+            boot = boot_count,
+            services = shared.config.services.len(),
+            "agent started"
+        );
+        Ok(Agent {
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Shared state (for tests and the CLI).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Address of the HTTP API.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.shared.http_addr
+    }
+
+    /// Runs until a task fails or `signal` resolves, then shuts down.
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(signal);
+        let outcome = tokio::select! {
+            () = &mut signal => Ok(()),
+            Some(done) = self.tasks.join_next() => match done {
+                Ok(Ok(())) => Err(anyhow::anyhow!("an agent task stopped unexpectedly")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("an agent task panicked: {e}")),
+            },
+        };
+        self.shutdown().await?;
+        outcome
+    }
+
+    /// Signals every task to stop, waits for them, and flushes the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        tracing::info!(node = %self.shared.config.node_name, "agent stopping");
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.shared.config.proxy.drain_timeout.0;
+        while !self.tasks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "task ended with an error"),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        left = self.tasks.len(),
+                        "drain timeout: aborting remaining tasks"
+                    );
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        self.shared.store.flush()?;
+        tracing::info!(node = %self.shared.config.node_name, "agent stopped, store flushed");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The `rhizome` command line: one binary for the agent and every operator command.
+
+mod run_agent;
+mod status;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// rhizome: a service mesh with no central controller.
+///
+/// One `rhizome agent` runs on every host (VM or Kubernetes node). Agents gossip membership,
+/// the service catalog and access rules ("intentions") to each other, issue mTLS certificates
+/// for their local workloads, and proxy TCP between services over QUIC with mutual TLS.
+/// The other commands talk to the local agent's HTTP API (127.0.0.1:7948 by default).
+#[derive(Parser, Debug)]
+#[command(
+    name = "rhizome",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Address of the agent's HTTP API, for commands that talk to an agent.
+    #[arg(long, global = true, env = crate::env::HTTP_ADDR, default_value = "127.0.0.1:7948")]
+    pub http_addr: String,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list
+    /// (default: $RHIZOME_LOG_LEVEL, then $RUST_LOG, then info).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    /// Write logs as one JSON object per line.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every subcommand.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent in the foreground (until SIGINT/SIGTERM).
+    Agent(run_agent::AgentArgs),
+    /// Show the local agent: node name, version, addresses, uptime.
+    Info(status::FormatArgs),
+    /// List the services registered on the local agent.
+    Services(status::FormatArgs),
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
+        Command::Info(f) => status::info(&cli.http_addr, &f),
+        Command::Services(f) => status::services(&cli.http_addr, &f),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `rhizome info` and `rhizome services`: read-only views of the local agent.
+
+use crate::api::AgentSelf;
+use crate::client::Client;
+use std::process::ExitCode;
+
+/// Output format of read-only commands.
+#[derive(clap::Args, Debug)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// How a command prints its result.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned, human-readable text.
+    Table,
+    /// JSON, with the field names of the HTTP API.
+    Json,
+}
+
+pub fn info(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(addr);
+    if f.format == Format::Json {
+        let v: serde_json::Value = client.get("/v1/agent/self")?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s: AgentSelf = client.get("/v1/agent/self")?;
+    println!("node_name:  {}", s.node_name);
+    println!("version:    {}", s.version);
+    println!("gossip:     {}", s.addresses.gossip);
+    println!("data:       {}", s.addresses.data);
+    println!("http:       {}", s.addresses.http);
+    println!("uptime:     {}s", s.uptime_seconds);
+    println!("boot_count: {}", s.boot_count);
+    println!("data_dir:   {}", s.data_dir);
+    println!("dev:        {}", s.dev);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn services(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
+    let v: Vec<serde_json::Value> = Client::new(addr).get("/v1/agent/services")?;
+    if f.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v
+        .iter()
+        .map(|s| {
+            let text = |k: &str| {
+                s.get(k)
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                    .unwrap_or_default()
+            };
+            vec![
+                text("id"),
+                text("namespace"),
+                text("name"),
+                format!("{}:{}", text("address"), text("port")),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "NAMESPACE", "NAME", "ADDRESS"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows under a header with columns padded to their widest cell.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

@@ -1,0 +1,198 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+const GOOD: &str = r#"
+node_name = "web-1"
+data_dir  = "/var/lib/rhizome"
+bind_addr = "10.0.0.5"
+retry_join = ["10.0.0.6:7946", "10.0.0.7:7946"]
+ports {
+  gossip = 8301
+  data   = 8302
+  http   = 8500
+}
+service {
+  name = "web"
+  port = 8080
+  tags = ["v1"]
+  meta = { team = "edge" }
+  upstreams {
+    destination_name = "db"
+    local_bind_port  = 9191
+  }
+  upstreams {
+    destination_name = "cache"
+    local_bind_port  = 9192
+  }
+  check {
+    http     = "http://127.0.0.1:8080/health"
+    interval = "5s"
+    timeout  = "1s"
+  }
+}
+service {
+  name      = "db"
+  namespace = "data"
+  port      = 5432
+  check {
+    tcp = "127.0.0.1:5432"
+  }
+}
+"#;
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let c = AgentConfig::from_str(GOOD, "agent.hcl").unwrap();
+    assert_eq!(c.node_name, "web-1");
+    assert_eq!(
+        c.ports,
+        Ports {
+            gossip: 8301,
+            data: 8302,
+            http: 8500
+        }
+    );
+    assert_eq!(
+        c.advertise_addr.to_string(),
+        "10.0.0.5",
+        "advertise defaults to bind"
+    );
+    assert_eq!(
+        c.client_addr.to_string(),
+        "127.0.0.1",
+        "API stays on loopback by default"
+    );
+    assert_eq!(c.retry_join.len(), 2);
+    assert_eq!(
+        c.default_intention_policy,
+        Policy::Deny,
+        "deny unless told otherwise"
+    );
+    assert_eq!(c.transport, Transport::Quic);
+    assert_eq!(c.services.len(), 2);
+    let web = &c.services[0];
+    assert_eq!(web.namespace, "default");
+    assert_eq!(web.upstreams.len(), 2);
+    assert_eq!(web.upstreams[1].destination_name, "cache");
+    assert_eq!(web.upstreams[0].destination_namespace, "default");
+    assert_eq!(web.meta.get("team").map(String::as_str), Some("edge"));
+    assert_eq!(web.checks[0].interval.0, Duration::from_secs(5));
+    assert!(matches!(web.checks[0].kind, CheckKind::Http { .. }));
+    let db = &c.services[1];
+    assert_eq!(db.namespace, "data");
+    assert_eq!(
+        db.checks[0].interval.0,
+        Duration::from_secs(10),
+        "default interval"
+    );
+    assert_eq!(c.gossip.probe_interval.0, Duration::from_secs(1));
+}
+
+fn err(src: &str) -> String {
+    AgentConfig::from_str(src, "agent.hcl")
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn typo_in_key_names_file_line_column() {
+    let e = err("node_name = \"a\"\ndata_dir = \"/tmp/x\"\nbind_adr = \"127.0.0.1\"\n");
+    assert!(e.starts_with("agent.hcl:3:1:"), "{e}");
+    assert!(e.contains("unknown field `bind_adr`"), "{e}");
+}
+
+#[test]
+fn typo_inside_nested_block_is_located() {
+    let src = "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\nservice {\n  name = \"web\"\n  port = 80\n  upstreams {\n    destination = \"db\"\n    local_bind_port = 1\n  }\n}\n";
+    let e = err(src);
+    assert!(e.starts_with("agent.hcl:8:5:"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = err("node_name = \"a\"\ndata_dir = \"/x\"\nports {\n  http = \"eighty\"\n}\n");
+    assert!(e.starts_with("agent.hcl:4:3:"), "{e}");
+    assert!(e.contains("invalid type"), "{e}");
+}
+
+#[test]
+fn bad_duration_is_located() {
+    let src = "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\ngossip {\n  probe_interval = \"fast\"\n}\n";
+    let e = err(src);
+    assert!(e.starts_with("agent.hcl:5:3:"), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_explained() {
+    let base = "data_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+    assert!(err(base).contains("node_name is required"));
+    assert!(err(&format!("node_name = \"Bad Name\"\n{base}")).contains("not a valid name"));
+    assert!(err("node_name = \"a\"\ndata_dir = \"/x\"\n").contains("advertise_addr is required"));
+    assert!(
+        err(&format!(
+            "node_name = \"a\"\n{base}default_intention_policy = \"maybe\"\n"
+        ))
+        .contains("expected \"allow\" or \"deny\"")
+    );
+    let two_checks = format!(
+        "node_name = \"a\"\n{base}service {{\n name = \"w\"\n port = 1\n check {{\n tcp = \"127.0.0.1:1\"\n http = \"http://x\"\n }}\n}}\n"
+    );
+    assert!(err(&two_checks).contains("exactly one of tcp or http"));
+    let clash = format!(
+        "node_name = \"a\"\n{base}service {{\n name = \"w\"\n port = 1\n upstreams {{\n destination_name = \"x\"\n local_bind_port = 7948\n }}\n}}\n"
+    );
+    assert!(err(&clash).contains("collides with an agent port"));
+}
+
+#[test]
+fn directory_merges_files_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("00-agent.hcl"),
+        "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("10-web.hcl"),
+        "service {\n  name = \"web\"\n  port = 80\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("20-db.hcl"),
+        "service {\n  name = \"db\"\n  port = 81\n}\nnode_name = \"b\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README.txt"), "not config").unwrap();
+    let c = AgentConfig::load_dir(dir.path()).unwrap();
+    assert_eq!(c.node_name, "b", "later files override scalars");
+    let names: Vec<_> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "db"], "services accumulate");
+}
+
+#[test]
+fn directory_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.hcl"), "node_name = \"a\"\n").unwrap();
+    std::fs::write(dir.path().join("b.hcl"), "service {\n  nme = \"web\"\n}\n").unwrap();
+    let e = AgentConfig::load_dir(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("b.hcl:2:3:"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        AgentConfig::load_dir(empty.path())
+            .unwrap_err()
+            .to_string()
+            .contains("no *.hcl files")
+    );
+}
+
+#[test]
+fn env_function_reads_the_environment() {
+    // cargo sets CARGO_PKG_NAME for the test process; an unset variable reads as "".
+    let src = "node_name = env(\"CARGO_PKG_NAME\")\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+    let c = AgentConfig::from_str(src, "agent.hcl").unwrap();
+    assert_eq!(c.node_name, "rhizome-agent");
+    let unset = "node_name = env(\"RHIZOME_TEST_SURELY_UNSET_VARIABLE\")\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+    assert!(err(unset).contains("not a valid name"));
+}

@@ -1,0 +1,16 @@
+//! rhizome-agent: the `rhizome` binary's library. The agent (config, store, HTTP API,
+//! metrics, and the tasks that drive the CA, gossip, intentions and the L4 proxy) and the CLI.
+//!
+//! The three library crates (`rhizome-ca`, `rhizome-intentions`, `rhizome-gossip`) are pure
+//! state machines; this crate owns every socket, file, clock and task.
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod env;
+pub mod logging;
+pub mod metrics;
+pub mod store;
