@@ -25,6 +25,7 @@ pub mod extension;
 pub mod id;
 pub mod info;
 pub mod issue;
+pub mod join;
 pub mod key;
 pub mod pem;
 pub mod renewal;
@@ -42,6 +43,7 @@ pub use info::{CertInfo, InfoError};
 pub use issue::{
     BACKDATE, Credential, DEFAULT_AGENT_TTL, DEFAULT_LEAF_TTL, DEFAULT_ROOT_TTL, IssueError,
 };
+pub use join::{PinnedRootVerifier, join_client_config, join_server_config, pinned_root};
 pub use key::{KeyError, PrivateKey, sign, verify_signature};
 pub use pem::{PemError, certs_from_pem, certs_to_pem};
 pub use renewal::{fraction_of_life_used, renewal_at};

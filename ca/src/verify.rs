@@ -100,6 +100,10 @@ pub enum VerifyError {
     /// A CA above the issuing agent is not a root or cross-signed root of the trust domain.
     #[error("unexpected CA certificate in the chain")]
     UnexpectedCa,
+    /// During a join, the signer's chain does not include the root pinned by the token's
+    /// fingerprint (or that certificate is not a usable root).
+    #[error("signer's chain does not contain the pinned root")]
+    PinnedRootMissing,
     /// The server is a valid mesh identity but not the one dialled (SNI name).
     #[error("connected to {found}, expected {expected}")]
     UnexpectedPeer {
