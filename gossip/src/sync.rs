@@ -196,11 +196,9 @@ fn push<A: Authority>(state: &State<A>, buckets: &[u8], versions: Vec<KeyVersion
     SyncMessage::Push { entries, want }
 }
 
-/// Applies entries from a peer; outcomes land in the state's counters.
+/// Applies entries from a peer, trust material first; outcomes land in the state's counters.
 fn apply_all<A: Authority>(state: &mut State<A>, entries: Vec<Entry>, now_ms: u64) {
-    for entry in entries {
-        let _ = state.apply(entry, now_ms);
-    }
+    let _ = state.apply_batch(entries, now_ms);
 }
 
 #[cfg(test)]
