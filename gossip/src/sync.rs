@@ -26,6 +26,11 @@ use crate::state::{
     Authority, BUCKETS, DecodeError, Entry, Key, Kind, State, Version, bucket_of, decode, encode,
 };
 
+/// Largest frame the agent should accept for one [`SyncMessage`]: 64 MiB. A cold start of
+/// 1,000 nodes with three ~300-byte entries each takes about 0.9 MB; refuse anything larger
+/// than this bound before allocating it.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
 /// One key and the version a peer holds of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVersion {
