@@ -7,6 +7,16 @@
 //! [`State::delete`]. Every change is queued for the agent, which drains it with
 //! [`State::drain_changes`] to persist it; the agent also calls [`State::set_wall_clock`] on
 //! each tick, since broadcasts arrive without a time argument.
+//!
+//! Order of calls in the agent's driver:
+//! 1. start: `State::load(authority, config, stored_records, now)`, then
+//!    `restore_reaped_floor` for persisted floors;
+//! 2. every tick: `set_wall_clock(now)`; periodically `gc_tombstones(now - horizon)` and
+//!    `reap_down_nodes(&down_since, now, reap_after)`;
+//! 3. local write: `write`/`delete`, then `broadcast_item` + `broadcast_key` to membership;
+//! 4. membership hands broadcast items to the state as a [`crate::BroadcastReceiver`];
+//! 5. anti-entropy: [`crate::sync::start`] / [`crate::sync::handle`] with a random peer;
+//! 6. after each of the above: `drain_changes` into the store.
 
 mod authority;
 mod catalog;
