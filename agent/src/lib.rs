@@ -16,4 +16,5 @@ pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod store;
+pub mod tcp_port;
 pub mod testkit;
