@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod env;
+pub mod gossip;
 pub mod identity;
 pub mod logging;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+mod gossip;
 mod run_agent;
 mod status;
 
@@ -44,6 +45,18 @@ pub enum Command {
     Info(status::FormatArgs),
     /// List the services registered on the local agent.
     Services(status::FormatArgs),
+    /// List the members of the mesh: node, gossip address, status, incarnation.
+    Members(status::FormatArgs),
+    /// Query the service catalog of the mesh.
+    #[command(subcommand)]
+    Catalog(gossip::CatalogCommand),
+    /// Ask the local agent to join the mesh through a member's gossip address.
+    Join(gossip::JoinArgs),
+    /// Ask the local agent to leave the mesh gracefully.
+    Leave,
+    /// Manage the gossip encryption keys of the whole mesh.
+    #[command(subcommand)]
+    Keyring(gossip::KeyringCommand),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -52,6 +65,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
         Command::Info(f) => status::info(&cli.http_addr, &f),
         Command::Services(f) => status::services(&cli.http_addr, &f),
+        Command::Members(f) => gossip::members(&cli.http_addr, &f),
+        Command::Catalog(c) => gossip::catalog(&cli.http_addr, &c),
+        Command::Join(a) => gossip::join(&cli.http_addr, &a),
+        Command::Leave => gossip::leave(&cli.http_addr),
+        Command::Keyring(c) => gossip::keyring(&cli.http_addr, &c),
     };
     match result {
         Ok(code) => code,
