@@ -247,3 +247,191 @@ pub fn operator_entry(
     entry.signature = signer.sign(&entry.signing_bytes())?;
     Ok(entry)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use rhizome_ca::{RootCa, TrustBundle};
+    use rhizome_gossip::state::{State, StateConfig};
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    struct Fixture {
+        root: RootCa,
+        bundle: SharedBundle,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let root = RootCa::generate(
+                "auth.test".parse().unwrap(),
+                OffsetDateTime::now_utc(),
+                rhizome_ca::DEFAULT_ROOT_TTL,
+            )
+            .unwrap();
+            let bundle = SharedBundle::new(TrustBundle::new(vec![root.cert().clone()]).unwrap());
+            Fixture { root, bundle }
+        }
+
+        fn agent_leaf(&self, node: &str) -> Credential {
+            let ca = self
+                .root
+                .issue_agent(
+                    &node.parse().unwrap(),
+                    None,
+                    OffsetDateTime::now_utc(),
+                    rhizome_ca::DEFAULT_AGENT_TTL,
+                )
+                .unwrap();
+            ca.issue_agent_leaf(OffsetDateTime::now_utc(), time::Duration::hours(1))
+                .unwrap()
+        }
+
+        fn state(&self, node: &str, dev: bool) -> State<AgentAuthority> {
+            State::new(
+                AgentAuthority::new(self.bundle.clone(), node, dev),
+                StateConfig::default(),
+            )
+        }
+    }
+
+    fn seg(s: &str) -> Segment {
+        s.parse().unwrap()
+    }
+
+    fn catalog(node: &str) -> Key {
+        format!("catalog/{node}/web").parse().unwrap()
+    }
+
+    #[test]
+    fn agents_write_only_their_own_keys_and_need_a_published_certificate() {
+        let f = Fixture::new();
+        let leaf_a = f.agent_leaf("a");
+        let leaf_b = f.agent_leaf("b");
+        let mut writer_a = f.state("a", false);
+        let mut writer_b = f.state("b", false);
+        let mut observer = f.state("c", false);
+
+        let web = writer_a
+            .write(
+                &CredentialSigner::by_fingerprint(&leaf_a),
+                &seg("a"),
+                catalog("a"),
+                b"{}".to_vec(),
+                NOW,
+            )
+            .err();
+        assert!(
+            web.is_some(),
+            "a's own authority does not know its leaf yet"
+        );
+        let certs = writer_a
+            .write(
+                &CredentialSigner::with_chain(&leaf_a),
+                &seg("a"),
+                Key::Certs(seg("a")),
+                vec![],
+                NOW,
+            )
+            .unwrap();
+        let web = writer_a
+            .write(
+                &CredentialSigner::by_fingerprint(&leaf_a),
+                &seg("a"),
+                catalog("a"),
+                b"{}".to_vec(),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(
+            observer.apply(web.clone(), NOW),
+            Err(Rejection::UnknownSigner)
+        );
+        assert!(observer.apply(certs, NOW).is_ok());
+        assert!(observer.apply(web.clone(), NOW).is_ok());
+
+        // b signs an entry about a's instance: wrong owner, even with a valid chain.
+        writer_b
+            .write(
+                &CredentialSigner::with_chain(&leaf_b),
+                &seg("b"),
+                Key::Certs(seg("b")),
+                vec![],
+                NOW,
+            )
+            .map(|e| observer.apply(e, NOW))
+            .unwrap()
+            .unwrap();
+        let mut forged = web.clone();
+        forged.origin = seg("b");
+        forged.hlc = Hlc::new(NOW + 1, 0);
+        let signer = CredentialSigner::by_fingerprint(&leaf_b);
+        forged.signer = signer.signer();
+        forged.signature = signer.sign(&forged.signing_bytes()).unwrap();
+        assert_eq!(observer.apply(forged, NOW), Err(Rejection::WrongOwner));
+
+        // A changed value under a's valid signature.
+        let mut tampered = web;
+        tampered.value = b"{\"evil\":1}".to_vec();
+        tampered.hlc = Hlc::new(NOW + 2, 0);
+        assert_eq!(observer.apply(tampered, NOW), Err(Rejection::BadSignature));
+
+        // Agents may not write operator keys outside --dev.
+        let intent: Key = "intentions/default/db".parse().unwrap();
+        let by_agent = writer_b.write(
+            &CredentialSigner::by_fingerprint(&leaf_b),
+            &seg("b"),
+            intent,
+            b"x".to_vec(),
+            NOW,
+        );
+        assert!(by_agent.is_err());
+    }
+
+    #[test]
+    fn operators_sign_operator_keys_and_dev_agents_may_too() {
+        let f = Fixture::new();
+        let op = f
+            .root
+            .issue_operator(
+                &"alice".parse().unwrap(),
+                OffsetDateTime::now_utc(),
+                time::Duration::hours(1),
+            )
+            .unwrap();
+        let mut observer = f.state("c", false);
+        let intent: Key = "keyring/primary".parse().unwrap();
+        let entry = operator_entry(&op, intent.clone(), b"k".to_vec(), false, NOW).unwrap();
+        assert_eq!(entry.origin.as_str(), "alice");
+        assert!(observer.apply(entry, NOW).is_ok());
+        let on_catalog = operator_entry(&op, catalog("c"), b"{}".to_vec(), false, NOW + 1).unwrap();
+        assert_eq!(observer.apply(on_catalog, NOW), Err(Rejection::WrongOwner));
+        let leaf = f.agent_leaf("a");
+        assert!(operator_entry(&leaf, intent.clone(), vec![], false, NOW).is_err());
+
+        let mut dev = f.state("a", true);
+        let certs = dev
+            .write(
+                &CredentialSigner::with_chain(&leaf),
+                &seg("a"),
+                Key::Certs(seg("a")),
+                vec![],
+                NOW,
+            )
+            .unwrap();
+        let own = dev
+            .write(
+                &CredentialSigner::by_fingerprint(&leaf),
+                &seg("a"),
+                intent,
+                b"k2".to_vec(),
+                NOW,
+            )
+            .unwrap();
+        // Another dev agent accepts a's certificate but not a's operator-key writes.
+        let mut other = f.state("a2", true);
+        assert!(other.apply(certs, NOW).is_ok());
+        assert_eq!(other.apply(own, NOW), Err(Rejection::WrongOwner));
+    }
+}

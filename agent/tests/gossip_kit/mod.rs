@@ -18,6 +18,7 @@ gossip {
   gossip_interval = "50ms"
   suspicion_mult = 3
   push_pull_interval = "1s"
+  reap_after = "3s"
 }
 "#;
 
