@@ -28,6 +28,8 @@ pub struct Shared {
     pub boot_count: u64,
     /// Address the HTTP API actually bound (port 0 in config resolves here).
     pub http_addr: SocketAddr,
+    /// Address the TCP data-port listener bound (None when no TCP service is registered).
+    pub data_tcp_addr: Option<SocketAddr>,
     /// Prometheus registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// This agent's credentials (trust bundle, intermediate, workload leaves).
@@ -63,7 +65,35 @@ impl Agent {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let identity = Arc::new(Identity::load(&config)?);
+        let identity = Arc::new(Identity::obtain(&config, &store).await?);
+        let signer = match (&config.ca.root_dir, config.ca.signer) {
+            (Some(dir), true) => Some(Arc::new(crate::join::Signer::new(
+                crate::certfiles::load_root(dir)?,
+                identity.clone(),
+                store.clone(),
+                rhizome_ca::DEFAULT_AGENT_TTL,
+            ))),
+            _ => None,
+        };
+        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        if let Some(signer) = &signer {
+            tcp_services.register(
+                crate::join::JOIN_ALPN,
+                Arc::new(crate::join::JoinService(signer.clone())),
+            );
+        }
+        let data_tcp = if tcp_services.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(config.data_addr())
+                    .await
+                    .with_context(|| {
+                        format!("cannot bind the TCP data port on {}", config.data_addr())
+                    })?,
+            )
+        };
+        let data_tcp_addr = data_tcp.as_ref().map(|l| l.local_addr()).transpose()?;
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -81,6 +111,7 @@ impl Agent {
             started_unix,
             boot_count,
             http_addr,
+            data_tcp_addr,
             metrics: crate::metrics::Metrics::new(),
             identity,
             catalog,
@@ -90,6 +121,19 @@ impl Agent {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
+        tasks.spawn(crate::renewal::run(
+            shared.clone(),
+            signer.clone(),
+            expiry_watch,
+        ));
+        if let Some(listener) = data_tcp {
+            tasks.spawn(crate::tcp_port::serve(
+                listener,
+                tcp_services,
+                stop_rx.clone(),
+            ));
+        }
         tracing::info!(
             node = %shared.config.node_name,
             http = %http_addr,

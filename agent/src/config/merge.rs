@@ -97,6 +97,9 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             ca.signer = c.signer.unwrap_or(ca.signer);
             ca.root_dir = c.root_dir.map(PathBuf::from).or(ca.root_dir);
             ca.join_token = c.join_token.or(ca.join_token);
+            if let Some(addrs) = c.signer_addrs {
+                ca.signer_addrs = addrs;
+            }
             ca.leaf_ttl = c.leaf_ttl.unwrap_or(ca.leaf_ttl);
         }
         if let Some(g) = f.gossip {
