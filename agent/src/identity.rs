@@ -126,6 +126,22 @@ impl Identity {
         Self::assemble(node, bundle, agent, None, config)
     }
 
+    /// Builds the identity from an intermediate and bundle obtained elsewhere (tests, tools),
+    /// issuing the agent leaf and the configured services' leaves.
+    pub fn from_credentials(
+        config: &AgentConfig,
+        agent: AgentCa,
+        bundle: TrustBundle,
+    ) -> anyhow::Result<Identity> {
+        let node: NodeName = config.node_name.parse()?;
+        anyhow::ensure!(
+            agent.node() == &node,
+            "intermediate issued for node {} but node_name is {node}",
+            agent.node()
+        );
+        Self::assemble(node, bundle, agent, None, config)
+    }
+
     fn assemble(
         node: NodeName,
         bundle: TrustBundle,

@@ -581,6 +581,51 @@ mod tests {
         assert_eq!(signer_targets(&cfg), ["s:1"]);
     }
 
+    #[test]
+    fn signer_refuses_anonymous_renewals_and_other_roots_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let td: rhizome_ca::TrustDomain = "s.test".parse().unwrap();
+        let root = RootCa::generate(td.clone(), now, time::Duration::days(1)).unwrap();
+        let node: NodeName = "signer".parse().unwrap();
+        let agent = root
+            .issue_agent(&node, None, now, time::Duration::days(1))
+            .unwrap();
+        let bundle = TrustBundle::new(vec![root.cert().clone()]).unwrap();
+        let cfg = AgentConfig::dev("signer", dir.path().to_path_buf());
+        let identity = Arc::new(Identity::from_credentials(&cfg, agent, bundle).unwrap());
+        let other = RootCa::generate(td.clone(), now, time::Duration::days(1)).unwrap();
+        let signer = Signer::new(root, identity, store, time::Duration::days(1));
+        let (csr, _) = AgentCa::new_csr(&td, &"j".parse().unwrap()).unwrap();
+
+        let anonymous = signer.decide(Request::Renew { csr: csr.0.clone() }, None, now);
+        assert!(
+            matches!(anonymous, Err(Refusal::NotAnAgent)),
+            "{anonymous:?}"
+        );
+
+        let claims = rhizome_ca::Claims {
+            id: rhizome_ca::TokenId::random().unwrap(),
+            expires: now + time::Duration::hours(1),
+            node_pattern: "*".parse().unwrap(),
+            services: None,
+            root: other.fingerprint(),
+            max_uses: None,
+        };
+        let token = claims.sign(&other).unwrap();
+        let join = Request::Join {
+            node: "j".into(),
+            token,
+            csr: csr.0,
+        };
+        let refused = signer.decide(join, None, now).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::Token(TokenError::WrongRoot { .. })),
+            "{refused}"
+        );
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_oversize_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);

@@ -22,6 +22,8 @@ use time::OffsetDateTime;
 pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Shortest sleep, so that a certificate that cannot be renewed does not spin the task.
 pub const MIN_SLEEP: Duration = Duration::from_secs(1);
+/// Time between two attempts to renew the intermediate over the network.
+pub const INTERMEDIATE_RETRY: Duration = Duration::from_secs(300);
 
 /// A certificate the agent renews.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -175,7 +177,7 @@ pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> any
 
 /// Re-reads `ca { dir }`: a changed bundle.pem replaces the bundle; an agent.pem holding
 /// another, later-expiring intermediate replaces it and every leaf is re-issued.
-fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Result<()> {
+pub fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Result<()> {
     let bundle = TrustBundle::from_pem(&crate::certfiles::read(&dir.join(files::BUNDLE))?)?;
     if bundle.fingerprints() != identity.bundle().load().fingerprints() {
         tracing::info!(
@@ -199,13 +201,42 @@ fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Result<(
     Ok(())
 }
 
+/// What the renewal task remembers between passes.
+struct TaskState {
+    schedule: Schedule,
+    watch: ExpiryWatch,
+    last_intermediate_try: Option<std::time::Instant>,
+}
+
+impl TaskState {
+    /// Whether to try renewing the intermediate now: only with a way to do it (a local root
+    /// or known signers), and at most once per [`INTERMEDIATE_RETRY`] over the network.
+    fn may_renew_intermediate(&mut self, shared: &Shared, signer: Option<&Signer>) -> bool {
+        if signer.is_some() {
+            return true;
+        }
+        if join::signer_targets(&shared.config).is_empty() {
+            tracing::debug!("intermediate due but no signer known; expiry warnings will follow");
+            return false;
+        }
+        let now = std::time::Instant::now();
+        if self
+            .last_intermediate_try
+            .is_some_and(|t| now.duration_since(t) < INTERMEDIATE_RETRY)
+        {
+            return false;
+        }
+        self.last_intermediate_try = Some(now);
+        true
+    }
+}
+
 /// One pass: reload files, renew what is due, refresh expiry gauges. Returns the next
 /// renewal deadline.
 async fn tick(
     shared: &Shared,
     signer: Option<&Signer>,
-    schedule: &mut Schedule,
-    watch: &mut ExpiryWatch,
+    state: &mut TaskState,
 ) -> Option<OffsetDateTime> {
     let identity = &shared.identity;
     if let Some(dir) = &shared.config.ca.dir
@@ -215,9 +246,10 @@ async fn tick(
         tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "cannot re-read the CA directory");
     }
     let now = OffsetDateTime::now_utc();
-    let (due, _) = schedule.due(identity, now, &mut system_jitter);
+    let (due, _) = state.schedule.due(identity, now, &mut system_jitter);
     for target in due {
         let outcome = match &target {
+            Target::Intermediate if !state.may_renew_intermediate(shared, signer) => continue,
             Target::Intermediate => renew_intermediate(shared, signer).await,
             leaf => renew_leaf(identity, leaf, now),
         };
@@ -228,20 +260,26 @@ async fn tick(
             }
         }
     }
-    watch.update(&expiry::report(identity, now), std::time::Instant::now());
-    schedule.due(identity, now, &mut system_jitter).1
+    state
+        .watch
+        .update(&expiry::report(identity, now), std::time::Instant::now());
+    state.schedule.due(identity, now, &mut system_jitter).1
 }
 
 /// The renewal task: runs until the agent shuts down.
 pub async fn run(
     shared: Arc<Shared>,
     signer: Option<Arc<Signer>>,
-    mut watch: ExpiryWatch,
+    watch: ExpiryWatch,
 ) -> anyhow::Result<()> {
     let mut stop = shared.shutdown.clone();
-    let mut schedule = Schedule::new();
+    let mut state = TaskState {
+        schedule: Schedule::new(),
+        watch,
+        last_intermediate_try: None,
+    };
     loop {
-        let next = tick(&shared, signer.as_deref(), &mut schedule, &mut watch).await;
+        let next = tick(&shared, signer.as_deref(), &mut state).await;
         let wait = next
             .map(|d| d - OffsetDateTime::now_utc())
             .and_then(|d| Duration::try_from(d).ok())

@@ -133,3 +133,85 @@ fn system_jitter_stays_in_unit_interval() {
         assert!((0.0..1.0).contains(&j), "{j}");
     }
 }
+
+/// The rotation's switch on an agent with `ca { dir }`: a new bundle and a new intermediate
+/// (issued by the new root, carrying the cross certificate) are picked up from disk, and the
+/// re-issued leaves still verify for peers that trust only the old root.
+#[test]
+fn ca_dir_reload_switches_bundle_and_intermediate() {
+    use rhizome_ca::{CertKind, RootCa, TrustBundle};
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::now_utc();
+    let old = RootCa::generate("rot.test".parse().unwrap(), now, Duration::days(365)).unwrap();
+    let agent_dir = dir.path().join("n1-ca");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    let first = old
+        .issue_agent(&"n1".parse().unwrap(), None, now, Duration::days(10))
+        .unwrap();
+    std::fs::write(agent_dir.join("agent.pem"), first.chain_pem()).unwrap();
+    std::fs::write(agent_dir.join("agent.key"), first.key_pem()).unwrap();
+    std::fs::write(agent_dir.join("bundle.pem"), old.cert_pem()).unwrap();
+    let src = format!(
+        "node_name = \"n1\"\ndata_dir = \"{}/data\"\nbind_addr = \"127.0.0.1\"\nca {{\n  dir = \"{}\"\n}}\n",
+        dir.path().display(),
+        agent_dir.display()
+    );
+    let identity = Identity::load(&AgentConfig::from_str(&src, "t.hcl").unwrap()).unwrap();
+    identity.ensure_workload("default", "web").unwrap();
+    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    assert_eq!(
+        identity.bundle().load().roots().len(),
+        1,
+        "unchanged files: nothing happens"
+    );
+
+    let mut new = RootCa::generate("rot.test".parse().unwrap(), now, Duration::days(365)).unwrap();
+    new.set_cross_signed(vec![
+        old.cross_sign(&new, now, Duration::days(365)).unwrap(),
+    ]);
+    let both = TrustBundle::new(vec![old.cert().clone(), new.cert().clone()]).unwrap();
+    std::fs::write(agent_dir.join("bundle.pem"), both.to_pem()).unwrap();
+    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    assert_eq!(
+        identity.bundle().load().roots().len(),
+        2,
+        "bundle-add picked up"
+    );
+
+    let second = new
+        .issue_agent(&"n1".parse().unwrap(), None, now, Duration::days(20))
+        .unwrap();
+    std::fs::write(agent_dir.join("agent.pem"), second.chain_pem()).unwrap();
+    let half = rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir);
+    assert!(
+        half.is_err(),
+        "a half-moved pair (new chain, old key) is refused"
+    );
+    assert_eq!(identity.agent_ca().cert(), first.cert());
+    std::fs::write(agent_dir.join("agent.key"), second.key_pem()).unwrap();
+    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    assert_eq!(
+        identity.agent_ca().cert(),
+        second.cert(),
+        "switched to the new intermediate"
+    );
+
+    let web = identity.ensure_workload("default", "web").unwrap();
+    assert_eq!(
+        &web.credential.chain()[1],
+        second.cert(),
+        "leaves re-issued from the new one"
+    );
+    let old_only = TrustBundle::new(vec![old.cert().clone()]).unwrap();
+    let (leaf, rest) = web.credential.chain().split_first().unwrap();
+    let id = rhizome_ca::verify_chain_with(
+        &old_only,
+        leaf,
+        rest,
+        rhizome_ca::unix_time(OffsetDateTime::now_utc()),
+        &[CertKind::Workload],
+        rhizome_ca::Usage::Client,
+    )
+    .unwrap();
+    assert_eq!(id.to_string(), "spiffe://rot.test/ns/default/svc/web");
+}
