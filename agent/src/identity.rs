@@ -86,9 +86,10 @@ impl Identity {
 
     /// Loads or obtains the agent's credentials, in order: `--dev` (in-memory root),
     /// `ca { dir }` (files; a later intermediate renewed into the store wins if it chains to
-    /// the files' bundle), an intermediate kept in the store from an earlier join or
-    /// self-issue, a signer's own root (`ca { signer, root_dir }`: issues itself an
-    /// intermediate), a join with `ca { join_token }` (network). Obtained ones are stored.
+    /// the files' bundle), a signer's own root (`ca { signer, root_dir }`: keeps its stored
+    /// intermediate if the current root issued it, else issues itself one), an
+    /// intermediate kept in the store from an earlier join, a join with `ca { join_token }`
+    /// (network). Obtained ones are stored.
     pub async fn obtain(config: &AgentConfig, store: &Store) -> anyhow::Result<Identity> {
         if config.dev && config.ca.dir.is_none() {
             return Self::load(config);
@@ -109,18 +110,19 @@ impl Identity {
             }
             return Self::assemble(node, bundle, agent, None, config);
         }
+        if let (true, Some(dir)) = (config.ca.signer, &config.ca.root_dir) {
+            let (agent, bundle) = signer_credentials(dir, &node, stored)?;
+            save_credentials(store, &agent, &bundle)?;
+            return Self::assemble(node, bundle, agent, None, config);
+        }
         if let Some((agent, bundle)) = stored {
             return Self::assemble(node, bundle, agent, None, config);
         }
-        let (agent, bundle) = if let (true, Some(dir)) = (config.ca.signer, &config.ca.root_dir) {
-            let root = crate::certfiles::load_root(dir)?;
-            let agent = root.issue_agent(&node, None, now(), rhizome_ca::DEFAULT_AGENT_TTL)?;
-            tracing::info!(root = %root.fingerprint(), "signer: issued its own intermediate");
-            (agent, crate::certfiles::root_dir_bundle(dir, &root)?)
-        } else if let Some(token) = &config.ca.join_token {
-            crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
-        } else {
-            return Self::load(config);
+        let (agent, bundle) = match &config.ca.join_token {
+            Some(token) => {
+                crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
+            }
+            None => return Self::load(config),
         };
         save_credentials(store, &agent, &bundle)?;
         Self::assemble(node, bundle, agent, None, config)
@@ -376,6 +378,26 @@ fn load_dir(config: &AgentConfig, node: &NodeName) -> anyhow::Result<(AgentCa, T
             node.as_str()
         );
     }
+    Ok((agent, bundle))
+}
+
+/// A signer's own credentials: the stored intermediate if the root of `dir` issued it (a
+/// root switched during a rotation makes it issue a new one), and the root directory's bundle.
+fn signer_credentials(
+    dir: &std::path::Path,
+    node: &NodeName,
+    stored: Option<(AgentCa, TrustBundle)>,
+) -> anyhow::Result<(AgentCa, TrustBundle)> {
+    let root = crate::certfiles::load_root(dir)?;
+    let bundle = crate::certfiles::root_dir_bundle(dir, &root)?;
+    let own = TrustBundle::new(vec![root.cert().clone()])?;
+    if let Some((agent, _)) = stored
+        && crate::join::check_issued(&agent, &own, node, None).is_ok()
+    {
+        return Ok((agent, bundle));
+    }
+    let agent = root.issue_agent(node, None, now(), rhizome_ca::DEFAULT_AGENT_TTL)?;
+    tracing::info!(root = %root.fingerprint(), "signer: issued its own intermediate");
     Ok((agent, bundle))
 }
 

@@ -280,3 +280,60 @@ async fn bad_tokens_are_refused_with_the_reason() {
     assert!(err.contains("malformed join token"), "{err}");
     a.shutdown().await.unwrap();
 }
+
+/// A signer whose root directory is switched to a new root (rotation) issues itself a new
+/// intermediate under it at restart, and joins with tokens of the new root work.
+#[tokio::test]
+async fn signer_follows_a_rotated_root_dir() {
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let (a, old, _) = signer(d).await;
+    let first = a.shared().identity.agent_ca().cert().clone();
+    a.shutdown().await.unwrap();
+
+    let now = OffsetDateTime::now_utc();
+    let mut new = RootCa::generate(TD.parse().unwrap(), now, Duration::days(30)).unwrap();
+    let cross = old.cross_sign(&new, now, Duration::days(30)).unwrap();
+    new.set_cross_signed(vec![cross.clone()]);
+    let dir = d.join("root");
+    std::fs::write(dir.join("root.pem"), new.cert_pem()).unwrap();
+    std::fs::write(dir.join("root.key"), new.key_pem()).unwrap();
+    std::fs::write(dir.join("cross.pem"), rhizome_ca::certs_to_pem(&[cross])).unwrap();
+    let both = TrustBundle::new(vec![old.cert().clone(), new.cert().clone()]).unwrap();
+    std::fs::write(dir.join("bundle.pem"), both.to_pem()).unwrap();
+
+    let cfg = base(
+        "signer-a",
+        d,
+        &format!(
+            "ca {{\n  signer = true\n  root_dir = \"{}\"\n}}\n",
+            dir.display()
+        ),
+    );
+    let a = Agent::start(cfg).await.unwrap();
+    let ca = a.shared().identity.agent_ca();
+    assert_ne!(ca.cert(), &first, "a new intermediate under the new root");
+    assert_eq!(ca.chain().len(), 2, "carrying the cross certificate");
+    let addr = a.shared().data_tcp_addr.unwrap();
+    let b = Agent::start(joiner(
+        "web-9",
+        d,
+        &token(&new, "web-*", Duration::hours(1), None),
+        addr,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(b.shared().identity.bundle().load().roots().len(), 2);
+    let old_only = TrustBundle::new(vec![old.cert().clone()]).unwrap();
+    assert_eq!(
+        verify_as_agent(
+            &old_only,
+            b.shared().identity.agent_leaf().chain(),
+            CertKind::Agent
+        ),
+        format!("spiffe://{TD}/agent/web-9"),
+        "peers still trusting only the old root accept B"
+    );
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

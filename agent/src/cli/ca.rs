@@ -54,8 +54,16 @@ pub enum CaCommand {
     #[command(subcommand)]
     Token(TokenCommand),
     /// Root rotation, step by step (new root + cross certificate, bundle add, switch,
-    /// bundle remove). See `rhizome ca rotate --help`.
-    #[command(subcommand)]
+    /// bundle remove), with no connection refused on the way.
+    ///
+    /// 1. `rotate new-root --ca-dir OLD --out NEW`
+    /// 2. `rotate bundle-add --bundle AGENT/bundle.pem --root NEW/root.pem` on every agent
+    /// 3. switch: `issue-agent --ca-dir NEW ...` for each node (the chains carry NEW/cross.pem,
+    ///    so peers trusting only OLD accept them), move agent.pem/agent.key into place; point
+    ///    signers' root_dir at NEW
+    /// 4. `rotate bundle-remove --bundle AGENT/bundle.pem --root OLD/root.pem` everywhere
+    /// 5. `rotate finish --ca-dir NEW`
+    #[command(subcommand, verbatim_doc_comment)]
     Rotate(RotateCommand),
     /// Ask the local agent for every certificate it holds (roots, intermediate, agent leaf,
     /// workload leaves) with issuer, SPIFFE id, expiry and seconds left.
