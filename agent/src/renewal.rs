@@ -49,7 +49,6 @@ pub fn system_jitter() -> f64 {
         return 0.5;
     }
     // 53 random bits as a fraction: exact in an f64.
-    #[allow(clippy::cast_precision_loss)]
     let x = (u64::from_be_bytes(b) >> 11) as f64;
     x / (1u64 << 53) as f64
 }

@@ -202,6 +202,15 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             "ca { signer = true } needs root_dir (the directory of `rhizome ca init`)",
         ));
     }
+    if ca.leaf_ttl.0 < Duration::from_secs(600) {
+        return Err(invalid(
+            "<config>",
+            format!(
+                "ca {{ leaf_ttl = \"{}\" }} is too short: at least 10m (leaves are renewed at 60-90% of their life)",
+                ca.leaf_ttl
+            ),
+        ));
+    }
     let p = [
         ("gossip", ports.gossip),
         ("data", ports.data),
