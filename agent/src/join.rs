@@ -408,7 +408,10 @@ async fn exchange(
         }
     };
     let fatal = |e: anyhow::Error| Attempt::Fatal(e.context("the signer's answer is unusable"));
-    let agent = AgentCa::from_pem(&chain, &key.to_pem()).map_err(|e| fatal(e.into()))?;
+    let agent = rhizome_ca::certs_from_pem(&chain)
+        .map_err(rhizome_ca::IssueError::from)
+        .and_then(|certs| AgentCa::from_chain(certs, key))
+        .map_err(|e| fatal(e.into()))?;
     let bundle = TrustBundle::from_pem(&bundle).map_err(|e| fatal(e.into()))?;
     check_issued(&agent, &bundle, node, must_trust).map_err(fatal)?;
     Ok((agent, bundle))
@@ -623,6 +626,37 @@ mod tests {
         assert!(
             matches!(refused, Refusal::Token(TokenError::WrongRoot { .. })),
             "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_signers_are_retried_then_reported() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let now = OffsetDateTime::now_utc();
+        let root =
+            RootCa::generate("u.test".parse().unwrap(), now, time::Duration::days(1)).unwrap();
+        let token = rhizome_ca::Claims {
+            id: rhizome_ca::TokenId::random().unwrap(),
+            expires: now + time::Duration::hours(1),
+            node_pattern: "*".parse().unwrap(),
+            services: None,
+            root: root.fingerprint(),
+            max_uses: None,
+        }
+        .sign(&root)
+        .unwrap();
+        let mut cfg = AgentConfig::dev("n1", "/tmp/x".into());
+        cfg.ca.signer_addrs = vec![addr.to_string()];
+        let err = join_mesh(&cfg, &token, Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("could not reach any signer"), "{text}");
+        assert!(
+            text.contains(&format!("connecting to signer {addr}")),
+            "{text}"
         );
     }
 
