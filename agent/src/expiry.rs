@@ -127,10 +127,11 @@ impl ExpiryWatch {
 
     /// Refreshes the gauges (replacing every series, so renewed certificates disappear) and
     /// logs a warning for each certificate past [`WARN_FRACTION`] of its life, at most once per
-    /// [`WARN_EVERY`] each. Returns how many certificates are past the threshold.
-    pub fn update(&mut self, certs: &[CertStatus], mono_now: Instant) -> usize {
+    /// [`WARN_EVERY`] each.
+    pub fn update(&mut self, certs: &[CertStatus], mono_now: Instant) -> ExpiryUpdate {
         self.gauges.clear();
         let mut late = 0;
+        let mut warned = 0;
         for c in certs {
             self.gauges
                 .get_or_create(&CertLabels {
@@ -158,17 +159,27 @@ impl ExpiryWatch {
                     "certificate past 90% of its life: renew it"
                 );
                 self.warned.insert(c.serial.clone(), mono_now);
+                warned += 1;
             }
         }
         self.warned
             .retain(|serial, _| certs.iter().any(|c| &c.serial == serial));
-        late
+        ExpiryUpdate { late, warned }
     }
 
     /// Whether the certificate of this serial was warned about (for tests).
     pub fn was_warned(&self, serial: &str) -> bool {
         self.warned.contains_key(serial)
     }
+}
+
+/// What one [`ExpiryWatch::update`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryUpdate {
+    /// Certificates past [`WARN_FRACTION`] of their life.
+    pub late: usize,
+    /// Warnings logged by this update (late ones not warned about within [`WARN_EVERY`]).
+    pub warned: usize,
 }
 
 #[cfg(test)]
@@ -198,15 +209,32 @@ mod tests {
         let metrics = crate::metrics::Metrics::new();
         let mut watch = ExpiryWatch::new(&metrics);
         let t0 = Instant::now();
-        assert_eq!(watch.update(&certs, t0), 0);
+        assert_eq!(
+            watch.update(&certs, t0),
+            ExpiryUpdate { late: 0, warned: 0 }
+        );
         let text = metrics.encode();
         assert!(
             text.contains("rhizome_cert_expiry_seconds{kind=\"workload\",spiffe_id=\"spiffe://rhizome.local/ns/default/svc/web\""),
             "{text}"
         );
-        // 71 hours later the 72 h leaves and the agent leaf are past 90 %.
+        // 71 hours later the 72 h leaves and the agent leaf are past 90 %: warned once, then
+        // again only after an hour.
         let later = report(&id, now + time::Duration::hours(71));
-        assert_eq!(watch.update(&later, t0), 2);
+        assert_eq!(
+            watch.update(&later, t0),
+            ExpiryUpdate { late: 2, warned: 2 }
+        );
+        let half_hour = t0 + Duration::from_secs(1800);
+        assert_eq!(
+            watch.update(&later, half_hour),
+            ExpiryUpdate { late: 2, warned: 0 }
+        );
+        let hour = t0 + WARN_EVERY;
+        assert_eq!(
+            watch.update(&later, hour),
+            ExpiryUpdate { late: 2, warned: 2 }
+        );
         assert!(watch.was_warned(&certs[3].serial));
         assert!(!watch.was_warned(&certs[0].serial), "the root is young");
     }

@@ -142,15 +142,18 @@ pub fn renew_all_leaves(identity: &Identity, now: OffsetDateTime) -> anyhow::Res
     Ok(())
 }
 
-/// Renews the intermediate: from the local root on signers, else from a signer over the
-/// join protocol. Stores it (and the bundle the signer sent), then re-issues every leaf.
+/// Renews the intermediate: from the local root on signers (and `--dev` agents), else from
+/// a signer over the join protocol. Stores it (and the bundle the signer sent), then re-issues every leaf.
 pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> anyhow::Result<()> {
     let identity = &shared.identity;
     let now = OffsetDateTime::now_utc();
-    let (agent, bundle): (AgentCa, TrustBundle) = match signer {
-        Some(s) => {
+    let local_root = signer
+        .map(Signer::root)
+        .or_else(|| identity.dev_root().map(|r| r.as_ref()));
+    let (agent, bundle): (AgentCa, TrustBundle) = match local_root {
+        Some(root) => {
             let services = identity.agent_ca().allowed_services().map(<[_]>::to_vec);
-            let agent = s.root().issue_agent(
+            let agent = root.issue_agent(
                 identity.node(),
                 services.as_deref(),
                 now,
@@ -211,7 +214,7 @@ impl TaskState {
     /// Whether to try renewing the intermediate now: only with a way to do it (a local root
     /// or known signers), and at most once per [`INTERMEDIATE_RETRY`] over the network.
     fn may_renew_intermediate(&mut self, shared: &Shared, signer: Option<&Signer>) -> bool {
-        if signer.is_some() {
+        if signer.is_some() || shared.identity.dev_root().is_some() {
             return true;
         }
         if join::signer_targets(&shared.config).is_empty() {

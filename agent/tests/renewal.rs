@@ -215,3 +215,35 @@ fn ca_dir_reload_switches_bundle_and_intermediate() {
     .unwrap();
     assert_eq!(id.to_string(), "spiffe://rot.test/ns/default/svc/web");
 }
+
+/// A `--dev` agent renews its intermediate from its in-memory root, and re-issues its leaves.
+#[tokio::test]
+async fn dev_agent_renews_its_intermediate_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AgentConfig::dev("dev1", dir.path().join("data"));
+    cfg.ports.http = 0;
+    cfg.ports.gossip = 0;
+    cfg.ports.data = 0;
+    let agent = rhizome_agent::agent::Agent::start(cfg).await.unwrap();
+    let identity = agent.shared().identity.clone();
+    let before = identity.agent_ca().cert().clone();
+    let leaf_before = identity.agent_leaf().leaf().clone();
+    rhizome_agent::renewal::renew_intermediate(agent.shared(), None)
+        .await
+        .unwrap();
+    assert_ne!(identity.agent_ca().cert(), &before);
+    let leaf = identity.agent_leaf();
+    assert_ne!(leaf.leaf(), &leaf_before, "leaves re-issued");
+    assert_eq!(&leaf.chain()[1], identity.agent_ca().cert());
+    let (end, rest) = leaf.chain().split_first().unwrap();
+    rhizome_ca::verify_chain_with(
+        &identity.bundle().load(),
+        end,
+        rest,
+        rhizome_ca::unix_time(OffsetDateTime::now_utc()),
+        &[rhizome_ca::CertKind::Agent],
+        rhizome_ca::Usage::Client,
+    )
+    .unwrap();
+    agent.shutdown().await.unwrap();
+}
