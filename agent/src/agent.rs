@@ -28,8 +28,6 @@ pub struct Shared {
     pub boot_count: u64,
     /// Address the HTTP API actually bound (port 0 in config resolves here).
     pub http_addr: SocketAddr,
-    /// Address the TCP data-port listener bound (None when no TCP service is registered).
-    pub data_tcp_addr: Option<SocketAddr>,
     /// Prometheus registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// This agent's credentials (trust bundle, intermediate, workload leaves).
@@ -54,7 +52,7 @@ pub struct Agent {
 impl Agent {
     /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
     /// running) if the data_dir is in use or a port cannot be bound.
-    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+    pub async fn start(mut config: AgentConfig) -> anyhow::Result<Agent> {
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -93,7 +91,10 @@ impl Agent {
                     })?,
             )
         };
-        let data_tcp_addr = data_tcp.as_ref().map(|l| l.local_addr()).transpose()?;
+        if let Some(listener) = &data_tcp {
+            // Port 0 (tests) resolves here, before anything advertises the data address.
+            config.ports.data = listener.local_addr()?.port();
+        }
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -111,7 +112,6 @@ impl Agent {
             started_unix,
             boot_count,
             http_addr,
-            data_tcp_addr,
             metrics: crate::metrics::Metrics::new(),
             identity,
             catalog,

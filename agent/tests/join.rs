@@ -47,10 +47,8 @@ async fn signer(dir: &Path) -> (Agent, RootCa, SocketAddr) {
         ),
     );
     let a = Agent::start(cfg).await.unwrap();
-    let addr = a
-        .shared()
-        .data_tcp_addr
-        .expect("signers bind the TCP data port");
+    let addr = a.shared().config.data_addr();
+    assert_ne!(addr.port(), 0, "signers bind the TCP data port");
     (a, root, addr)
 }
 
@@ -314,7 +312,7 @@ async fn signer_follows_a_rotated_root_dir() {
     let ca = a.shared().identity.agent_ca();
     assert_ne!(ca.cert(), &first, "a new intermediate under the new root");
     assert_eq!(ca.chain().len(), 2, "carrying the cross certificate");
-    let addr = a.shared().data_tcp_addr.unwrap();
+    let addr = a.shared().config.data_addr();
     let b = Agent::start(joiner(
         "web-9",
         d,
