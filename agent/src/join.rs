@@ -660,6 +660,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn requests_are_parsed_strictly() {
+        let ok: Request = serde_json::from_str(r#"{"op":"renew","csr":"c"}"#).unwrap();
+        assert_eq!(ok, Request::Renew { csr: "c".into() });
+        for bad in [
+            r#"{"op":"renew","csr":"c","extra":1}"#,
+            r#"{"op":"steal","csr":"c"}"#,
+            r#"{"op":"join","node":"n","csr":"c"}"#,
+            r#"{"csr":"c"}"#,
+            "[]",
+        ] {
+            assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");
+        }
+        let answer: Response =
+            serde_json::from_str(r#"{"refused":{"reason":"join token expired"}}"#).unwrap();
+        assert_eq!(
+            answer,
+            Response::Refused {
+                reason: "join token expired".into()
+            }
+        );
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_oversize_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
