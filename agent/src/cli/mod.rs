@@ -1,5 +1,7 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+mod ca;
+mod ca_rotate;
 mod gossip;
 mod run_agent;
 mod status;
@@ -57,6 +59,9 @@ pub enum Command {
     /// Manage the gossip encryption keys of the whole mesh.
     #[command(subcommand)]
     Keyring(gossip::KeyringCommand),
+    /// Certificate authority: create roots, issue agent/operator/workload certificates,
+    /// verify chains, join tokens, root rotation (offline, on files), and `ca status`.
+    Ca(ca::CaArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -70,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Join(a) => gossip::join(&cli.http_addr, &a),
         Command::Leave => gossip::leave(&cli.http_addr),
         Command::Keyring(c) => gossip::keyring(&cli.http_addr, &c),
+        Command::Ca(args) => ca::run(args, &cli.http_addr),
     };
     match result {
         Ok(code) => code,

@@ -143,9 +143,12 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND));
+    // Exchanges in flight hold the replica (and so the store): end them with the agent.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
-            () = super::stopped(&mut shutdown) => return Ok(()),
+            () = super::stopped(&mut shutdown) => break,
+            Some(_) = conns.join_next() => continue,
             got = listener.accept() => match got {
                 Ok(x) => x,
                 Err(e) => {
@@ -155,10 +158,10 @@ pub async fn serve(
             },
         };
         let Ok(permit) = slots.clone().acquire_owned().await else {
-            return Ok(());
+            break;
         };
         let (replica, keys, metrics) = (replica.clone(), keys.clone(), metrics.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let mut conn = Conn {
@@ -175,6 +178,9 @@ pub async fn serve(
             }
         });
     }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Initiates exchanges: on request (after join, when a member without a known certificate

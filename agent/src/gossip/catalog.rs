@@ -236,6 +236,9 @@ pub async fn builder(shared: Arc<Shared>) -> anyhow::Result<()> {
             _ = version.changed() => {}
             _ = members.changed() => {}
             _ = tick.tick() => {
+                if let Err(e) = shared.replica.ensure_certs() {
+                    tracing::warn!(error = %e, "cannot publish the renewed agent certificate");
+                }
                 track_down(&mut down_since, &shared.replica, &rows);
                 for (node, removed) in shared.replica.tick(&down_since, reap_after_ms, horizon_ms) {
                     tracing::info!(peer.node = %node, removed, "reaped the instances of a node down too long");

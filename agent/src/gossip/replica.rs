@@ -172,10 +172,11 @@ impl Replica {
         Ok(result?)
     }
 
-    /// Publishes `certs/<node>` (chain embedded) when the agent leaf is not the one published,
+    /// Publishes `certs/<node>` (chain embedded) when the agent leaf is not the one published
+    /// (called before each local write and periodically, as the leaf is renewed),
     /// then re-signs this agent's own catalog entries with the new leaf, so peers that restart
     /// and no longer know the old leaf still accept them.
-    fn ensure_certs(&self) -> Result<(), ReplicaError> {
+    pub fn ensure_certs(&self) -> Result<(), ReplicaError> {
         let leaf = self.identity.agent_leaf();
         let fp = Fingerprint::of(leaf.leaf()).0;
         let mut inner = self.lock();
