@@ -24,9 +24,21 @@ async fn four_agents_join_then_one_leaves_and_one_fails() {
         all_alive(&[&a, &b, &c, &d], &names)
     })
     .await;
-    let rows = a.shared().gossip.members();
+    let http = a.http_addr().to_string();
+    let rows: Vec<serde_json::Value> = tokio::task::spawn_blocking(move || {
+        rhizome_agent::client::Client::new(http).get("/v1/members")
+    })
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(rows.len(), 4);
-    assert!(rows.iter().all(|r| r.incarnation >= 1));
+    for row in &rows {
+        let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["address", "incarnation", "node", "status"]);
+        assert_eq!(row["status"], "alive");
+        assert!(row["incarnation"].as_u64().unwrap() >= 1);
+    }
 
     d.shutdown().await.unwrap();
     wait_until("d shows as left", LIMIT, || {
