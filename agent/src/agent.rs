@@ -27,6 +27,8 @@ pub struct Shared {
     pub http_addr: SocketAddr,
     /// Prometheus registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Pods of this node seen by Kubernetes pod discovery (`None`: `kubernetes` disabled).
+    pub kube_pods: Option<crate::kube::PodRegistryRx>,
 }
 
 /// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
@@ -47,6 +49,7 @@ impl Agent {
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
         let http_addr = http.local_addr()?;
+        let kube = crate::kube::Discovery::connect(&config).await?;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -58,10 +61,15 @@ impl Agent {
             boot_count,
             http_addr,
             metrics: crate::metrics::Metrics::new(),
+            kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
         });
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        if let Some(kube) = kube {
+            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
+            tasks.spawn(kube.run(metrics, stop_rx.clone()));
+        }
         tracing::info!(
             node = %shared.config.node_name,
             http = %http_addr,

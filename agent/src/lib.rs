@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod duration;
 pub mod env;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod store;
