@@ -2,9 +2,12 @@
 //! all on one shutdown signal.
 
 use crate::api;
+use crate::catalog::{Catalog, local_instances};
 use crate::config::AgentConfig;
+use crate::identity::Identity;
 use crate::store::{Store, TreeName};
 use anyhow::Context as _;
+use rhizome_intentions::{Action, Policy, RuleSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +32,16 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Pods of this node seen by Kubernetes pod discovery (`None`: `kubernetes` disabled).
     pub kube_pods: Option<crate::kube::PodRegistryRx>,
+    /// This agent's credentials (trust bundle, intermediate, workload leaves).
+    pub identity: Arc<Identity>,
+    /// The service catalog; writers `send_replace`, readers `subscribe()`.
+    pub catalog: watch::Sender<Arc<Catalog>>,
+    /// The intentions in force; replaced only by a rule set that built without errors.
+    pub rules: watch::Sender<Arc<RuleSet>>,
+    /// Default decision and audit mode for intentions.
+    pub policy: Policy,
+    /// Turns true once when the agent shuts down; every task watches it.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
@@ -53,6 +66,17 @@ impl Agent {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let identity = Arc::new(Identity::load(&config)?);
+        let policy = Policy {
+            default: match config.default_intention_policy {
+                crate::config::Policy::Allow => Action::Allow,
+                crate::config::Policy::Deny => Action::Deny,
+            },
+            audit: config.intention_mode == crate::config::IntentionMode::Audit,
+        };
+        let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
+        let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
+        let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -62,8 +86,12 @@ impl Agent {
             http_addr,
             metrics: crate::metrics::Metrics::new(),
             kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
+            identity,
+            catalog,
+            rules,
+            policy,
+            shutdown: stop_rx.clone(),
         });
-        let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
         if let Some(kube) = kube {

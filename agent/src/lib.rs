@@ -6,12 +6,16 @@
 
 pub mod agent;
 pub mod api;
+pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod duration;
 pub mod env;
+pub mod identity;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod store;
+pub mod tcp_port;
+pub mod testkit;

@@ -7,9 +7,12 @@ use rhizome_agent::client::{Client, ClientError};
 use rhizome_agent::config::AgentConfig;
 
 fn config(dir: &std::path::Path, node: &str) -> AgentConfig {
+    let ca = rhizome_agent::testkit::TestCa::new("test.mesh").unwrap();
+    let ca_dir = ca.agent_dir(dir, node).unwrap();
     let src = format!(
-        "node_name = \"{node}\"\ndata_dir = \"{}\"\nbind_addr = \"127.0.0.1\"\nports {{\n  http = 0\n  gossip = 0\n  data = 0\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n  tags = [\"v2\"]\n  upstreams {{\n    destination_name = \"db\"\n    local_bind_port = 19191\n  }}\n}}\n",
-        dir.display()
+        "node_name = \"{node}\"\ndata_dir = \"{}/data\"\nca {{\n  dir = \"{}\"\n}}\nbind_addr = \"127.0.0.1\"\nports {{\n  http = 0\n  gossip = 0\n  data = 0\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n  tags = [\"v2\"]\n  upstreams {{\n    destination_name = \"db\"\n    local_bind_port = 19191\n  }}\n}}\n",
+        dir.display(),
+        ca_dir.display()
     );
     AgentConfig::from_str(&src, "test.hcl").unwrap()
 }

@@ -6,6 +6,9 @@
 mod fake_kube;
 
 use fake_kube::{FakeApi, pod};
+use rhizome_agent::agent::Agent;
+use rhizome_agent::client::Client;
+use rhizome_agent::config::AgentConfig;
 use rhizome_agent::kube::{
     Discovery, KubeMetrics, PodRegistry, PodRegistryRx, Settings, SkipReason, SourceRefused,
     attribute,
@@ -284,4 +287,121 @@ async fn kube_connection_from_unknown_pod_ip_is_refused() {
     api.apply(pod("web", NODE, Some("web"), false, Some("127.0.0.2")));
     until(&mut rx, "web NotReady", |r| r.services().count() == 1).await;
     assert_eq!(call("127.0.0.2", addr).await, "", "not ready: refused");
+}
+
+fn agent_config(dir: &std::path::Path, kubeconfig: &std::path::Path) -> AgentConfig {
+    let ca = rhizome_agent::testkit::TestCa::new("test.mesh").unwrap();
+    let ca_dir = ca.agent_dir(dir, "agent-1").unwrap();
+    let src = format!(
+        r#"
+node_name = "agent-1"
+data_dir  = "{data}/data"
+bind_addr = "127.0.0.1"
+ca {{ dir = "{ca}" }}
+ports {{
+  http   = 0
+  gossip = 0
+  data   = 0
+}}
+kubernetes {{
+  enabled    = true
+  node_name  = "{NODE}"
+  kubeconfig = "{kubeconfig}"
+}}
+"#,
+        data = dir.display(),
+        ca = ca_dir.display(),
+        kubeconfig = kubeconfig.display(),
+    );
+    AgentConfig::from_str(&src, "kube.hcl").unwrap()
+}
+
+/// A kubeconfig (JSON is YAML) pointing at `url` without credentials.
+fn write_kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let doc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{ "name": "fake", "cluster": { "server": url } }],
+        "users": [{ "name": "agent", "user": {} }],
+        "contexts": [{ "name": "fake", "context": { "cluster": "fake", "user": "agent" } }],
+        "current-context": "fake",
+    });
+    std::fs::write(&path, doc.to_string()).unwrap();
+    path
+}
+
+async fn get_json(addr: SocketAddr, path: &'static str) -> serde_json::Value {
+    tokio::task::spawn_blocking(move || Client::new(addr.to_string()).get(path))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kube_agent_serves_pods_endpoint_and_metrics() {
+    let mut bad = pod("bad", NODE, Some("web"), true, Some("10.1.0.9"));
+    bad["metadata"]["annotations"]["rhizome.io/port"] = "http".into();
+    let api = FakeApi::start(vec![
+        pod("web-1", NODE, Some("web"), true, Some("10.1.0.5")),
+        pod("web-2", NODE, Some("web"), false, Some("10.1.0.6")),
+        bad,
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &api.url());
+    let agent = Agent::start(agent_config(dir.path(), &kubeconfig))
+        .await
+        .unwrap();
+    let mut rx = agent.shared().kube_pods.clone().expect("discovery enabled");
+    until(&mut rx, "agent synced", |r| r.is_synced()).await;
+
+    let view = get_json(agent.http_addr(), "/v1/kubernetes/pods").await;
+    assert_eq!(view["enabled"], true);
+    assert_eq!(view["node_name"], NODE);
+    assert_eq!(view["synced"], true);
+    let pods = view["pods"].as_array().unwrap();
+    let by_name = |n: &str| pods.iter().find(|p| p["name"] == n).unwrap().clone();
+    let web1 = by_name("web-1");
+    assert_eq!(web1["state"], "registered");
+    assert_eq!(web1["service"]["name"], "web");
+    assert_eq!(web1["service"]["address"], "10.1.0.5");
+    assert_eq!(web1["service"]["upstreams"][0]["destination_name"], "db");
+    assert_eq!(by_name("web-2")["reason"], "not ready");
+    let bad = by_name("bad");
+    assert_eq!(bad["state"], "skipped");
+    assert!(
+        bad["reason"].as_str().unwrap().contains("rhizome.io/port"),
+        "{bad}"
+    );
+
+    let addr = agent.http_addr();
+    let metrics =
+        tokio::task::spawn_blocking(move || Client::new(addr.to_string()).get_raw("/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("rhizome_kube_annotation_errors_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rhizome_kube_pods_registered 1"),
+        "{metrics}"
+    );
+    agent.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn kube_enabled_without_api_access_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kubeconfig");
+    let err = Agent::start(agent_config(dir.path(), &missing))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("kubernetes.kubeconfig"),
+        "{err:#}"
+    );
 }

@@ -10,7 +10,14 @@
 //! [`SpiffeVerifier`] (both TLS roles), the CLI and gossip signature checks. Trust bundles
 //! ([`TrustBundle`], swapped at runtime through [`SharedBundle`]) may hold several roots, so
 //! roots rotate by cross-signing without dropping connections. Join tokens
-//! ([`token::Claims`], [`verify_token`]) let a new agent get its intermediate from a signer.
+//! ([`token::Claims`], [`verify_token`]) let a new agent get its intermediate from a signer;
+//! [`join`] has the TLS configs for that exchange, pinning the root by fingerprint.
+//!
+//! Typical agent use: load [`AgentCa`] (`agent.pem`/`agent.key`) and [`TrustBundle`]
+//! (`bundle.pem`); issue leaves with [`AgentCa::issue_workload`]; serve them through a
+//! [`SniResolver`] in [`server_config`], present one per source with [`ClientCredential`] in
+//! [`client_config`], both verified by a [`SpiffeVerifier`]; renew at [`renewal_at`]
+//! and re-insert; rotate roots by storing a new bundle into the [`SharedBundle`].
 //!
 //! Non-goals: files, sockets and clocks. `now` is always an argument (`time::OffsetDateTime`
 //! for issuance and tokens, `rustls_pki_types::UnixTime` for chain checks, see
@@ -25,6 +32,7 @@ pub mod extension;
 pub mod id;
 pub mod info;
 pub mod issue;
+pub mod join;
 pub mod key;
 pub mod pem;
 pub mod renewal;
@@ -42,6 +50,7 @@ pub use info::{CertInfo, InfoError};
 pub use issue::{
     BACKDATE, Credential, DEFAULT_AGENT_TTL, DEFAULT_LEAF_TTL, DEFAULT_ROOT_TTL, IssueError,
 };
+pub use join::{PinnedRootVerifier, join_client_config, join_server_config, pinned_root};
 pub use key::{KeyError, PrivateKey, sign, verify_signature};
 pub use pem::{PemError, certs_from_pem, certs_to_pem};
 pub use renewal::{fraction_of_life_used, renewal_at};
@@ -51,4 +60,6 @@ pub use tls::{
     server_config,
 };
 pub use token::{Claims, NodePattern, TokenError, TokenId, peek_claims, verify_token};
-pub use verify::{Usage, VerifyError, unix_time, verify_chain, verify_chain_with};
+pub use verify::{
+    SignedError, Usage, VerifyError, unix_time, verify_chain, verify_chain_with, verify_signed,
+};

@@ -49,16 +49,20 @@ pub struct FingerprintError;
 impl FromStr for Fingerprint {
     type Err = FingerprintError;
     fn from_str(s: &str) -> Result<Self, FingerprintError> {
-        let s = s.trim();
-        if s.len() != 64 || !s.is_ascii() {
-            return Err(FingerprintError);
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| FingerprintError)?;
-        }
-        Ok(Self(out))
+        decode_hex(s.trim()).map(Self).ok_or(FingerprintError)
     }
+}
+
+/// Decodes exactly `N` bytes of hex; `None` on any other input.
+pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// A root CA of a trust domain: self-signed ECDSA P-256 certificate and its key.

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use crate::id::{IdError, NodeName, ServiceName};
 use crate::key::{self, KeyError};
-use crate::root::{Fingerprint, RootCa};
+use crate::root::{Fingerprint, RootCa, decode_hex};
 
 const PREFIX: &str = "rhz1";
 
@@ -259,7 +259,7 @@ fn split(token: &str) -> Result<(&str, Vec<u8>, Vec<u8>), TokenError> {
 fn decode_claims(payload: &[u8]) -> Result<Claims, TokenError> {
     let bad = |e: String| TokenError::Malformed(e);
     let w: Wire = serde_json::from_slice(payload).map_err(|e| bad(e.to_string()))?;
-    let id_bytes: HexId = w.id.parse()?;
+    let id = decode_hex(&w.id).ok_or_else(|| bad("bad token id".to_owned()))?;
     let services = w
         .svc
         .map(|v| {
@@ -270,7 +270,7 @@ fn decode_claims(payload: &[u8]) -> Result<Claims, TokenError> {
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
     Ok(Claims {
-        id: TokenId(id_bytes.0),
+        id: TokenId(id),
         expires: OffsetDateTime::from_unix_timestamp(w.exp).map_err(|e| bad(e.to_string()))?,
         node_pattern: w.node.parse().map_err(|e: IdError| bad(e.to_string()))?,
         services,
@@ -280,24 +280,6 @@ fn decode_claims(payload: &[u8]) -> Result<Claims, TokenError> {
             .map_err(|_| bad("bad root fingerprint".to_owned()))?,
         max_uses: w.uses,
     })
-}
-
-/// 16 bytes in hex (token ids).
-struct HexId([u8; 16]);
-
-impl FromStr for HexId {
-    type Err = TokenError;
-    fn from_str(s: &str) -> Result<Self, TokenError> {
-        let bad = || TokenError::Malformed("bad token id".to_owned());
-        if s.len() != 32 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut out = [0u8; 16];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(Self(out))
-    }
 }
 
 #[cfg(test)]

@@ -100,6 +100,10 @@ pub enum VerifyError {
     /// A CA above the issuing agent is not a root or cross-signed root of the trust domain.
     #[error("unexpected CA certificate in the chain")]
     UnexpectedCa,
+    /// During a join, the signer's chain does not include the root pinned by the token's
+    /// fingerprint (or that certificate is not a usable root).
+    #[error("signer's chain does not contain the pinned root")]
+    PinnedRootMissing,
     /// The server is a valid mesh identity but not the one dialled (SNI name).
     #[error("connected to {found}, expected {expected}")]
     UnexpectedPeer {
@@ -293,4 +297,35 @@ fn from_webpki(e: webpki::Error) -> VerifyError {
         W::BadDer | W::BadDerTime | W::TrailingData(_) => VerifyError::Malformed(format!("{e:?}")),
         other => VerifyError::Chain(format!("{other:?}")),
     }
+}
+
+/// Why a signed message (a gossip entry) was refused; the sender's fault, nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignedError {
+    /// No certificate came with the message.
+    #[error("no signer certificate")]
+    NoCertificate,
+    /// The signer's chain was refused.
+    #[error("signer certificate refused: {0}")]
+    Chain(#[from] VerifyError),
+    /// The signature does not match the message and the signer's key.
+    #[error("signature refused: {0}")]
+    Signature(#[from] crate::key::KeyError),
+}
+
+/// Verifies `chain` (signer leaf first) as one of `accept` at `now`, then `sig` over `msg`
+/// with the leaf's key; returns the signer's SPIFFE id. For operator- and agent-signed
+/// gossip entries.
+pub fn verify_signed(
+    bundle: &TrustBundle,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+    accept: &[CertKind],
+    msg: &[u8],
+    sig: &[u8],
+) -> Result<SpiffeId, SignedError> {
+    let (leaf, rest) = chain.split_first().ok_or(SignedError::NoCertificate)?;
+    let id = verify_chain_with(bundle, leaf, rest, now, accept, Usage::Client)?;
+    crate::key::verify_signature(leaf, msg, sig)?;
+    Ok(id)
 }

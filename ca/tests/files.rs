@@ -9,7 +9,8 @@ use std::process::Command;
 
 use common::*;
 use rhizome_ca::{
-    AgentCa, CertInfo, CertKind, Credential, IssueError, KeyError, RootCa, TrustBundle,
+    AgentCa, CertInfo, CertKind, Credential, IssueError, KeyError, RootCa, SignedError,
+    TrustBundle, VerifyError,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -178,6 +179,49 @@ fn gossip_signatures_verify_only_with_the_signers_cert() {
         rhizome_ca::verify_signature(op.leaf(), b"catalog/node-1/web-1=v1", &sig),
         Err(KeyError::BadSignature)
     );
+    // Chain and signature together, as the agent checks gossip entries.
+    let msg = b"intentions/default/db=allow web";
+    let op_sig = rhizome_ca::sign(op.key(), msg).unwrap();
+    let got = rhizome_ca::verify_signed(
+        &mesh.bundle,
+        op.chain(),
+        now(),
+        &[CertKind::Operator],
+        msg,
+        &op_sig,
+    );
+    assert_eq!(got, Ok(op.id().clone()));
+    let agent_sig = rhizome_ca::sign(me.key(), msg).unwrap();
+    let got = rhizome_ca::verify_signed(
+        &mesh.bundle,
+        me.chain(),
+        now(),
+        &[CertKind::Operator],
+        msg,
+        &agent_sig,
+    );
+    assert!(
+        matches!(got, Err(SignedError::Chain(VerifyError::WrongKind { .. }))),
+        "{got:?}"
+    );
+    let got = rhizome_ca::verify_signed(
+        &mesh.bundle,
+        op.chain(),
+        now(),
+        &[CertKind::Operator],
+        b"other",
+        &op_sig,
+    );
+    assert_eq!(got, Err(SignedError::Signature(KeyError::BadSignature)));
+    let got = rhizome_ca::verify_signed(
+        &mesh.bundle,
+        &[],
+        now(),
+        &[CertKind::Operator],
+        msg,
+        &op_sig,
+    );
+    assert_eq!(got, Err(SignedError::NoCertificate));
 }
 
 fn openssl_available() -> bool {

@@ -201,3 +201,60 @@ async fn client_credential_can_be_replaced() {
         *web2.leaf()
     );
 }
+
+/// The join protocol's TLS: the joiner pins the root by fingerprint and accepts only an
+/// agent identity under it; the signer asks for no client certificate.
+async fn join_handshake(
+    joiner: Arc<rustls::ClientConfig>,
+    signer: Arc<rustls::ServerConfig>,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    let (c_io, s_io) = tokio::io::duplex(64 * 1024);
+    let name = rustls_pki_types::ServerName::try_from("signer.mesh.invalid").unwrap();
+    let (c, s) = tokio::join!(
+        tokio_rustls::TlsConnector::from(joiner).connect(name, c_io),
+        tokio_rustls::TlsAcceptor::from(signer).accept(s_io)
+    );
+    let c = c.map_err(|e| format!("joiner: {e}"))?;
+    s.map_err(|e| format!("signer: {e}"))?;
+    Ok(c.get_ref().1.peer_certificates().unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn joiner_pins_the_root_by_fingerprint() {
+    let mesh = Mesh::new("rhizome.local");
+    let a = mesh.agent("signer-1", None);
+    let me = a.issue_agent_leaf(t0(), time::Duration::hours(1)).unwrap();
+    let alpn = vec![b"rhizome-join/1".to_vec()];
+    let signer = Arc::new(
+        rhizome_ca::join_server_config(&me, mesh.root.cert(), alpn.clone(), clock()).unwrap(),
+    );
+    let fp = mesh.root.fingerprint();
+    let joiner = Arc::new(rhizome_ca::join_client_config(fp, alpn.clone(), clock()).unwrap());
+    let certs = join_handshake(joiner, signer.clone()).await.unwrap();
+    assert_eq!(
+        peer_spiffe_id(&certs),
+        Some(id("spiffe://rhizome.local/agent/signer-1"))
+    );
+    assert_eq!(
+        rhizome_ca::pinned_root(&certs, &fp).as_ref(),
+        Some(mesh.root.cert())
+    );
+
+    // A token pinning another root refuses this signer.
+    let other = Mesh::new("rhizome.local").root.fingerprint();
+    let wrong = Arc::new(rhizome_ca::join_client_config(other, alpn.clone(), clock()).unwrap());
+    let err = join_handshake(wrong, signer).await.unwrap_err();
+    assert!(
+        err.starts_with("joiner:") && err.contains("PinnedRootMissing"),
+        "{err}"
+    );
+
+    // A workload leaf cannot pose as a signer.
+    let web = workload(&a, "default", "web");
+    let fake = Arc::new(
+        rhizome_ca::join_server_config(&web, mesh.root.cert(), alpn.clone(), clock()).unwrap(),
+    );
+    let joiner = Arc::new(rhizome_ca::join_client_config(fp, alpn, clock()).unwrap());
+    let err = join_handshake(joiner, fake).await.unwrap_err();
+    assert!(err.contains("WrongKind"), "{err}");
+}

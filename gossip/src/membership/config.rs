@@ -44,6 +44,9 @@ pub struct MembershipConfig {
     pub announce_down_interval_ms: u64,
     /// How long a down identity is remembered (so it cannot come back unrenewed).
     pub remove_down_after_ms: u64,
+    /// Interval of full member-table exchanges with a random member (memberlist
+    /// `PushPullInterval`), scaled up beyond 32 members; 0 keeps only the one at join.
+    pub push_pull_interval_ms: u64,
 }
 
 impl Default for MembershipConfig {
@@ -63,6 +66,7 @@ impl Default for MembershipConfig {
             announce_interval_ms: 30_000,
             announce_down_interval_ms: 65_000,
             remove_down_after_ms: 24 * 3_600_000,
+            push_pull_interval_ms: 30_000,
         }
     }
 }
@@ -116,9 +120,10 @@ impl MembershipConfig {
         Duration::from_millis(self.probe_interval_ms)
     }
 
-    /// Retransmissions per update for a cluster of `n` members.
+    /// Retransmissions per update for a cluster of `n` members (memberlist's
+    /// `retransmit_mult * ceil(log10(n + 1))`).
     pub fn max_transmissions(&self, n: usize) -> NonZeroU8 {
-        let tx = (f64::from(self.retransmit_mult) * ((n as f64) + 1.0).log10()).ceil();
+        let tx = f64::from(self.retransmit_mult) * ((n as f64) + 1.0).log10().ceil();
         let tx = tx.clamp(1.0, 255.0) as u8;
         NonZeroU8::new(tx).unwrap_or(NonZeroU8::MIN)
     }
@@ -172,7 +177,8 @@ mod tests {
             (Duration::from_secs(4), Duration::from_secs(24))
         );
         assert_eq!(c.suspicion_bounds(1000).0, Duration::from_secs(12));
-        assert_eq!(c.max_transmissions(1000).get(), 13);
+        assert_eq!(c.max_transmissions(1000).get(), 16);
+        assert_eq!(c.max_transmissions(30).get(), 8);
         let f = c.to_foca(1000);
         assert_eq!(f.probe_rtt, Duration::from_millis(500));
         assert_eq!(f.suspect_to_down_after, Duration::from_secs(72));

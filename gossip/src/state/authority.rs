@@ -38,9 +38,21 @@ pub enum Rejection {
 /// revoked, that [`Entry::origin`] is the signer's identity, and that this identity may write
 /// [`Entry::key`]: `catalog/<node>/...` and `certs/<node>` only by agent `<node>`; intentions,
 /// `ca/bundle`, `keyring/...` and `revoked/...` only by an operator.
+///
+/// Trust material travels in the state itself: [`Authority::observe`] sees every entry that
+/// entered the state, so the agent can learn agent certificates from `certs/<node>`, the roots
+/// from `ca/bundle` and revocations from `revoked/<node>`. Batches (sync messages, stored
+/// records) are applied trust material first (see [`super::Key::apply_rank`]), so an entry
+/// and the certificate it references can arrive together.
 pub trait Authority {
     /// Accepts the entry, or says why not.
     fn check(&self, entry: &Entry) -> Result<(), Rejection>;
+
+    /// Called after `entry` entered the state (it passed [`Authority::check`] and was newer).
+    /// The default does nothing.
+    fn observe(&mut self, entry: &Entry) {
+        let _ = entry;
+    }
 }
 
 /// The local writer's signing identity, used by [`super::State::write`].

@@ -137,6 +137,18 @@ impl Key {
         self.owner_node().is_none()
     }
 
+    /// Order in which a batch of entries is applied: the trust bundle, then revocations, then
+    /// agent certificates, then everything else, so that entries can be verified with trust
+    /// material from the same batch.
+    pub fn apply_rank(&self) -> u8 {
+        match self {
+            Key::CaBundle => 0,
+            Key::Revoked(_) => 1,
+            Key::Certs(_) => 2,
+            _ => 3,
+        }
+    }
+
     /// Stable 64-bit hash of the key's text (FNV-1a), identical on every platform and build.
     pub fn stable_hash(&self) -> u64 {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

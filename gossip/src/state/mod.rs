@@ -7,6 +7,16 @@
 //! [`State::delete`]. Every change is queued for the agent, which drains it with
 //! [`State::drain_changes`] to persist it; the agent also calls [`State::set_wall_clock`] on
 //! each tick, since broadcasts arrive without a time argument.
+//!
+//! Order of calls in the agent's driver:
+//! 1. start: `State::load(authority, config, stored_records, now)`, then
+//!    `restore_reaped_floor` for persisted floors;
+//! 2. every tick: `set_wall_clock(now)`; periodically `gc_tombstones(now - horizon)` and
+//!    `reap_down_nodes(&down_since, now, reap_after)`;
+//! 3. local write: `write`/`delete`, then `broadcast_item` + `broadcast_key` to membership;
+//! 4. membership hands broadcast items to the state as a [`crate::BroadcastReceiver`];
+//! 5. anti-entropy: [`crate::sync::start`] / [`crate::sync::handle`] with a random peer;
+//! 6. after each of the above: `drain_changes` into the store.
 
 mod authority;
 mod catalog;
@@ -172,8 +182,15 @@ impl<A: Authority> State<A> {
     ) -> (Self, LoadReport) {
         let mut state = State::new(authority, config);
         let mut report = LoadReport::default();
+        let mut entries = Vec::new();
         for record in records {
-            match state.apply_bytes(record, now_ms) {
+            match Entry::from_bytes(record) {
+                Ok(entry) => entries.push(entry),
+                Err(_) => report.skipped += 1,
+            }
+        }
+        for outcome in state.apply_batch(entries, now_ms) {
+            match outcome {
                 Ok(Applied::New) => report.loaded += 1,
                 Ok(Applied::Stale) | Err(_) => report.skipped += 1,
             }
@@ -200,6 +217,20 @@ impl<A: Authority> State<A> {
         }
     }
 
+    /// Applies a batch (e.g. a sync message) trust material first (see [`Key::apply_rank`]),
+    /// otherwise in the given order; returns each outcome in application order.
+    pub fn apply_batch(
+        &mut self,
+        mut entries: Vec<Entry>,
+        now_ms: u64,
+    ) -> Vec<Result<Applied, Rejection>> {
+        entries.sort_by_key(|e| e.key.apply_rank());
+        entries
+            .into_iter()
+            .map(|entry| self.apply(entry, now_ms))
+            .collect()
+    }
+
     /// Verifies and merges one entry received from a peer or the store. Counts the outcome.
     pub fn apply(&mut self, entry: Entry, now_ms: u64) -> Result<Applied, Rejection> {
         self.set_wall_clock(now_ms);
@@ -217,6 +248,7 @@ impl<A: Authority> State<A> {
         // `admit` checked the drift bound, so the update cannot fail.
         let _ = self.clock.update(entry.hlc, self.wall_ms);
         self.counters.accepted += 1;
+        self.authority.observe(&entry);
         self.insert(Stored::new(entry));
         Ok(Applied::New)
     }
@@ -366,6 +398,16 @@ impl<A: Authority> State<A> {
     /// The local hybrid logical clock.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The authority, e.g. to inspect the trust material it learned.
+    pub fn authority(&self) -> &A {
+        &self.authority
+    }
+
+    /// The authority, mutably, e.g. to update roots or revocations known out of band.
+    pub fn authority_mut(&mut self) -> &mut A {
+        &mut self.authority
     }
 
     /// The tunables in force.

@@ -71,10 +71,47 @@ impl EntrySigner for Identity {
     }
 }
 
+/// A certificate of the test mini-CA: `[public key, name, root signature]`.
+fn endorsement_message(name: &str, public: &[u8]) -> Vec<u8> {
+    let mut m = b"test-cert\0".to_vec();
+    m.extend_from_slice(name.as_bytes());
+    m.push(0);
+    m.extend_from_slice(public);
+    m
+}
+
+impl Identity {
+    /// A "certificate chain" for this agent signed by `root`.
+    pub fn certify(&self, root: &Identity) -> Vec<Vec<u8>> {
+        let public = self.key.public_key().as_ref().to_vec();
+        let sig = root
+            .sign(&endorsement_message(self.name.as_str(), &public))
+            .unwrap();
+        vec![public, self.name.as_str().as_bytes().to_vec(), sig]
+    }
+}
+
+/// Signs as an identity but names the signer by its whole chain (for `certs/<node>`).
+pub struct ChainSigner<'a> {
+    pub id: &'a Identity,
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl EntrySigner for ChainSigner<'_> {
+    fn signer(&self) -> Signer {
+        Signer::Chain(self.chain.clone())
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.id.sign(message)
+    }
+}
+
 /// Verifies signatures against known identities and enforces who may write which key.
+/// Agents may also be learned from `certs/<node>` entries whose chain a root endorsed.
 #[derive(Clone, Default)]
 pub struct TestAuthority {
     known: BTreeMap<[u8; 32], (Vec<u8>, NodeName, Role)>,
+    roots: Vec<Vec<u8>>,
 }
 
 impl TestAuthority {
@@ -90,16 +127,52 @@ impl TestAuthority {
                 ),
             );
         }
-        TestAuthority { known }
+        TestAuthority {
+            known,
+            roots: Vec::new(),
+        }
+    }
+
+    /// An authority that knows `identities` and trusts chains endorsed by `roots`.
+    pub fn with_roots(identities: &[&Arc<Identity>], roots: &[&Arc<Identity>]) -> Self {
+        let mut auth = TestAuthority::new(identities);
+        auth.roots = roots
+            .iter()
+            .map(|r| r.key.public_key().as_ref().to_vec())
+            .collect();
+        auth
+    }
+
+    /// Resolves a chain to `(public key, agent name)` if a root endorsed it.
+    fn verify_chain(&self, chain: &[Vec<u8>]) -> Result<(Vec<u8>, NodeName), Rejection> {
+        let [public, name, sig] = chain else {
+            return Err(Rejection::UnknownSigner);
+        };
+        let name_text = std::str::from_utf8(name).map_err(|_| Rejection::UnknownSigner)?;
+        let message = endorsement_message(name_text, public);
+        let endorsed = self.roots.iter().any(|root| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, root)
+                .verify(&message, sig)
+                .is_ok()
+        });
+        let name = name_text.parse().map_err(|_| Rejection::UnknownSigner)?;
+        if endorsed {
+            Ok((public.clone(), name))
+        } else {
+            Err(Rejection::UnknownSigner)
+        }
     }
 }
 
 impl Authority for TestAuthority {
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
-        let Signer::Fingerprint(fp) = &entry.signer else {
-            return Err(Rejection::UnknownSigner);
+        let (public, name, role) = match &entry.signer {
+            Signer::Fingerprint(fp) => self.known.get(fp).ok_or(Rejection::UnknownSigner)?,
+            Signer::Chain(chain) => {
+                let (public, name) = self.verify_chain(chain)?;
+                &(public, name, Role::Agent)
+            }
         };
-        let (public, name, role) = self.known.get(fp).ok_or(Rejection::UnknownSigner)?;
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public)
             .verify(&entry.signing_bytes(), &entry.signature)
             .map_err(|_| Rejection::BadSignature)?;
@@ -115,6 +188,15 @@ impl Authority for TestAuthority {
             Ok(())
         } else {
             Err(Rejection::WrongOwner)
+        }
+    }
+
+    fn observe(&mut self, entry: &Entry) {
+        if let (Key::Certs(_), Signer::Chain(chain)) = (&entry.key, &entry.signer)
+            && let Ok((public, name)) = self.verify_chain(chain)
+        {
+            let fp: [u8; 32] = digest(&SHA256, &public).as_ref().try_into().unwrap();
+            self.known.insert(fp, (public, name, Role::Agent));
         }
     }
 }

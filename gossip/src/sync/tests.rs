@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::*;
 use crate::BroadcastReceiver;
 use crate::hlc::Hlc;
-use crate::state::StateConfig;
+use crate::state::{Rejection, StateConfig};
 use proptest::prelude::*;
 
 use crate::state::testkit::{Identity, NOW, POOL_SIZE, Role, TestAuthority, catalog, pool};
@@ -344,4 +344,56 @@ fn an_empty_node_gets_entries_with_the_details_and_wants_nothing() {
         }
     );
     assert_eq!(snapshot(&empty), snapshot(&full));
+}
+
+#[test]
+fn certificates_travel_with_the_entries_they_sign() {
+    use crate::state::testkit::ChainSigner;
+    let root = Identity::new("root", Role::Operator);
+    let a = Identity::new("node-a", Role::Agent);
+    // Nobody knows node-a's key up front: only the root is trusted.
+    let trust = || TestAuthority::with_roots(&[], &[&root]);
+    let mut origin = State::new(trust(), StateConfig::default());
+    let chain = ChainSigner {
+        id: &a,
+        chain: a.certify(&root),
+    };
+    let certs = origin
+        .write(&chain, &a.name, key("certs/node-a"), Vec::new(), NOW)
+        .unwrap();
+    assert!(origin.broadcast_item(&certs).is_some());
+    let web = origin
+        .write(&*a, &a.name, catalog("node-a", "web"), b"v".to_vec(), NOW)
+        .unwrap();
+
+    // A broadcast that arrives before the certificate is refused (and counted) ...
+    let mut late = State::new(trust(), StateConfig::default());
+    late.set_wall_clock(NOW);
+    assert_eq!(late.receive_broadcast(&web.to_bytes()), None);
+    assert_eq!(late.counters().unknown_signer, 1);
+    // ... and a sync repairs it: in one batch, the certificate is applied first although
+    // `catalog/` sorts before `certs/`.
+    exchange(&mut late, &mut origin, NOW);
+    assert_eq!(late.get(&web.key), Some(&web));
+    assert_eq!(snapshot(&late), snapshot(&origin));
+    assert_eq!(late.counters().unknown_signer, 1);
+
+    // Stored records in key order load the same way.
+    let records: Vec<Vec<u8>> = origin.iter_all().map(Entry::to_bytes).collect();
+    let (loaded, report) = State::load(
+        trust(),
+        StateConfig::default(),
+        records.iter().map(Vec::as_slice),
+        NOW,
+    );
+    assert_eq!((report.loaded, report.skipped), (2, 0));
+    assert_eq!(snapshot(&loaded), snapshot(&origin));
+
+    // A chain endorsed by another root is not trusted.
+    let rogue = Identity::new("rogue-root", Role::Operator);
+    let mut forged = certs.clone();
+    forged.signer = crate::state::Signer::Chain(a.certify(&rogue));
+    a.resign(&mut forged);
+    let mut fresh = State::new(trust(), StateConfig::default());
+    assert_eq!(fresh.apply(forged, NOW), Err(Rejection::UnknownSigner));
 }

@@ -1,0 +1,40 @@
+//! Helpers for tests and benchmarks: a throwaway mesh CA that writes the same files as
+//! `rhizome ca init` / `rhizome ca issue-agent`, so test agents load real credentials.
+
+use crate::identity::files;
+use rhizome_ca::{NodeName, RootCa, TrustDomain};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+/// A root CA for one test mesh.
+pub struct TestCa {
+    /// The root (its key stays in memory).
+    pub root: RootCa,
+}
+
+impl TestCa {
+    /// A new root for `trust_domain`.
+    pub fn new(trust_domain: &str) -> anyhow::Result<TestCa> {
+        let td: TrustDomain = trust_domain.parse()?;
+        let root = RootCa::generate(td, OffsetDateTime::now_utc(), rhizome_ca::DEFAULT_ROOT_TTL)?;
+        Ok(TestCa { root })
+    }
+
+    /// Writes `agent.pem`, `agent.key` and `bundle.pem` for `node` under `dir/<node>-ca` and
+    /// returns that directory (for `ca { dir = ... }`).
+    pub fn agent_dir(&self, dir: &Path, node: &str) -> anyhow::Result<PathBuf> {
+        let node_name: NodeName = node.parse()?;
+        let agent = self.root.issue_agent(
+            &node_name,
+            None,
+            OffsetDateTime::now_utc(),
+            rhizome_ca::DEFAULT_AGENT_TTL,
+        )?;
+        let out = dir.join(format!("{node}-ca"));
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join(files::AGENT_CERT), agent.chain_pem())?;
+        std::fs::write(out.join(files::AGENT_KEY), agent.key_pem())?;
+        std::fs::write(out.join(files::BUNDLE), self.root.cert_pem())?;
+        Ok(out)
+    }
+}
