@@ -179,6 +179,36 @@ async fn kube_relist_after_410_neither_loses_nor_duplicates() {
 }
 
 #[tokio::test]
+async fn kube_watch_refused_with_http_410_relists() {
+    let api = FakeApi::start(vec![
+        pod("a", NODE, Some("web"), true, Some("10.1.0.1")),
+        pod("b", NODE, Some("api"), true, Some("10.1.0.2")),
+    ])
+    .await;
+    api.refuse_expired_with_http_410();
+    let (mut rx, metrics, _stop) = discover(&api);
+    until(&mut rx, "a and b", |r| r.services().count() == 2).await;
+    api.wait_for_watches(1).await;
+
+    // The watch ends; meanwhile history expires, so the rewatch gets HTTP 410.
+    api.expire_silently(|pods| {
+        pods.remove("a");
+    });
+    api.end_watches();
+    let r = until(&mut rx, "relisted without a", |r| ids(r) == ["b.shop"]).await;
+    assert_eq!(r.pods().count(), 1);
+    assert_eq!(api.lists(), 2, "one relist");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|q| q.contains("watch=true") && q.contains("resourceVersion=102")),
+        "the refused rewatch from the old version: {:?}",
+        api.requests()
+    );
+    assert_eq!(metrics.watch_errors.get(), 1);
+}
+
+#[tokio::test]
 async fn kube_watch_resumes_from_bookmark_and_after_dropped_connection_without_relist() {
     let api = FakeApi::start(vec![pod("a", NODE, Some("web"), true, Some("10.1.0.1"))]).await;
     let (mut rx, metrics, _stop) = discover(&api);

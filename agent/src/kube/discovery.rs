@@ -145,30 +145,60 @@ impl Discovery {
     pub async fn run(
         self,
         metrics: KubeMetrics,
-        stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let events = pod_events(self.client, &self.settings.node_name);
         tracing::info!(k8s.node = %self.settings.node_name, "watching the pods of this node");
-        drive(events, PodTable::new(self.settings), self.tx, metrics, stop).await
+        let mut table = PodTable::new(self.settings.clone());
+        loop {
+            let events = pod_events(self.client.clone(), &self.settings.node_name);
+            match drive(events, &mut table, &self.tx, &metrics, stop.clone()).await? {
+                Ended::Stopped => return Ok(()),
+                Ended::Expired => {
+                    // A fresh watcher starts with a relist; the table keeps publishing the
+                    // current set until that list is complete.
+                    tracing::info!("pod watch refused with 410 Gone: restarting with a relist");
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = tokio::time::sleep(RESTART_DELAY) => {}
+                    }
+                }
+            }
+        }
     }
 }
 
+/// Pause before a watcher is rebuilt after a refused watch, so a server that keeps
+/// refusing is not hammered with lists.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Why [`drive`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The stop signal arrived.
+    Stopped,
+    /// The server refused to start a watch with HTTP 410 Gone. The `kube` watcher would
+    /// retry the same expired resource version forever; the caller builds a new watcher,
+    /// which relists.
+    Expired,
+}
+
 /// Drives `table` with `events`, publishing a snapshot on `tx` after each change. Errors
-/// of the stream are logged and counted; the stream itself retries.
+/// of the stream are logged and counted; the stream itself retries, except after a watch
+/// refused with HTTP 410, where this returns [`Ended::Expired`].
 pub async fn drive<S>(
     events: S,
-    mut table: PodTable,
-    tx: watch::Sender<Arc<PodRegistry>>,
-    metrics: KubeMetrics,
+    table: &mut PodTable,
+    tx: &watch::Sender<Arc<PodRegistry>>,
+    metrics: &KubeMetrics,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()>
+) -> anyhow::Result<Ended>
 where
     S: Stream<Item = Result<Event<Pod>, watcher::Error>>,
 {
     let mut events = std::pin::pin!(events);
     loop {
         let next = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
             next = events.next() => next,
         };
         match next {
@@ -176,29 +206,41 @@ where
             Some(Err(e)) => {
                 metrics.watch_errors.inc();
                 log_watch_error(&e);
-            }
-            Some(Ok(event)) => {
-                metrics.events.inc();
-                let change = table.handle(event);
-                for bad in table.take_bad() {
-                    metrics.annotation_errors.inc();
-                    tracing::warn!(k8s.pod = %bad.pod, reason = %bad.reason, "pod skipped");
-                }
-                if change == Change::Changed {
-                    let snapshot = table.snapshot();
-                    let registered = snapshot.services().count();
-                    metrics
-                        .registered
-                        .set(i64::try_from(registered).unwrap_or(i64::MAX));
-                    tracing::debug!(
-                        registered,
-                        generation = snapshot.generation(),
-                        "pod registry updated"
-                    );
-                    tx.send_replace(Arc::new(snapshot));
+                if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
+                {
+                    return Ok(Ended::Expired);
                 }
             }
+            Some(Ok(event)) => apply(table, event, tx, metrics),
         }
+    }
+}
+
+/// One event into the table; publishes when it changed something.
+fn apply(
+    table: &mut PodTable,
+    event: Event<Pod>,
+    tx: &watch::Sender<Arc<PodRegistry>>,
+    metrics: &KubeMetrics,
+) {
+    metrics.events.inc();
+    let change = table.handle(event);
+    for bad in table.take_bad() {
+        metrics.annotation_errors.inc();
+        tracing::warn!(k8s.pod = %bad.pod, reason = %bad.reason, "pod skipped");
+    }
+    if change == Change::Changed {
+        let snapshot = table.snapshot();
+        let registered = snapshot.services().count();
+        metrics
+            .registered
+            .set(i64::try_from(registered).unwrap_or(i64::MAX));
+        tracing::debug!(
+            registered,
+            generation = snapshot.generation(),
+            "pod registry updated"
+        );
+        tx.send_replace(Arc::new(snapshot));
     }
 }
 

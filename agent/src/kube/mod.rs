@@ -18,7 +18,9 @@ pub mod registry;
 pub mod source;
 pub mod table;
 
-pub use discovery::{Discovery, KubeMetrics, PodRegistryRx, client, drive, pod_events, settings};
+pub use discovery::{
+    Discovery, Ended, KubeMetrics, PodRegistryRx, client, drive, pod_events, settings,
+};
 pub use registry::{PodEntry, PodRegistry, PodState, PodView, Settings, SkipReason};
 pub use source::{Attribution, SourceRefused, attribute};
 pub use table::{Change, PodTable};

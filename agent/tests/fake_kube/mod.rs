@@ -46,6 +46,8 @@ struct Inner {
     floor: u64,
     requests: Vec<String>,
     live_watches: usize,
+    /// Refuse expired watches with HTTP 410 instead of 200 and an ERROR event.
+    gone_as_http: bool,
 }
 
 /// The fake API server; stops when dropped.
@@ -146,12 +148,24 @@ impl FakeApi {
     /// every resource version seen so far is expired, live watches get ERROR 410, and new
     /// watches from old versions get it too. Only a relist shows the new state.
     pub fn expire(&self, changes: impl FnOnce(&mut BTreeMap<String, Value>)) {
+        self.expire_silently(changes);
+        let _ = self.live.send(Live::Gone);
+    }
+
+    /// Like [`FakeApi::expire`] but live watches are not told: only the next watch request
+    /// (after [`FakeApi::end_watches`]) is refused.
+    pub fn expire_silently(&self, changes: impl FnOnce(&mut BTreeMap<String, Value>)) {
         let mut g = self.inner.lock().unwrap();
         changes(&mut g.pods);
         g.rv += 1;
         g.floor = g.rv;
         g.history.clear();
-        let _ = self.live.send(Live::Gone);
+    }
+
+    /// Refuse watches from expired versions with an HTTP 410 response (some servers and
+    /// proxies do) rather than a 200 stream holding an ERROR event.
+    pub fn refuse_expired_with_http_410(&self) {
+        self.inner.lock().unwrap().gone_as_http = true;
     }
 
     /// Bumps the resource version (as a change elsewhere in the cluster would) and sends a
@@ -321,6 +335,10 @@ fn watch(ctx: Ctx, node: Option<String>, q: &HashMap<String, String>) -> Respons
     let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let mut g = ctx.inner.lock().unwrap();
     if from < g.floor {
+        if g.gone_as_http {
+            let status = gone(from, g.floor)["object"].clone();
+            return (axum::http::StatusCode::GONE, axum::Json(status)).into_response();
+        }
         let body = gone(from, g.floor).to_string() + "\n";
         return Body::from(body).into_response();
     }
