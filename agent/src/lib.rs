@@ -16,6 +16,7 @@ pub mod env;
 pub mod expiry;
 pub mod identity;
 pub mod join;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod renewal;
