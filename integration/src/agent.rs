@@ -11,6 +11,7 @@ use crate::host::{Host, read_tail};
 use crate::net::Net;
 use crate::process::Proc;
 use crate::wait::wait_until;
+use rhizome_agent::testkit::TestCa;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -26,12 +27,15 @@ pub const AGENT_LABEL: &str = "agent";
 ///
 /// The base file (`00-harness.hcl`) sets `node_name` (`h<index>`), `data_dir`
 /// (`<host dir>/data`), `bind_addr` (the host address), `client_addr = "127.0.0.1"` and
-/// `log_level`. Snippets added with [`AgentSpec::hcl`] go to `50-test.hcl`, read after it,
-/// so they may override any of those and add services, `retry_join`, `ca`, `encrypt`...
+/// `log_level`, and `ca { dir }`: agent credentials issued for the node by the network's
+/// test CA ([`Net::ca`]), unless [`AgentSpec::without_credentials`]. Snippets added with
+/// [`AgentSpec::hcl`] go to `50-test.hcl`, read after it, so they may override any of those
+/// and add services, `retry_join`, `encrypt`...
 #[derive(Clone, Debug)]
 pub struct AgentSpec {
     node_name: Option<String>,
     log_level: String,
+    credentials: bool,
     snippets: Vec<String>,
 }
 
@@ -40,6 +44,7 @@ impl Default for AgentSpec {
         AgentSpec {
             node_name: None,
             log_level: "info".to_string(),
+            credentials: true,
             snippets: Vec::new(),
         }
     }
@@ -60,6 +65,13 @@ impl AgentSpec {
     /// The agent's log filter (default `info`).
     pub fn log_level(mut self, level: &str) -> AgentSpec {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// No `ca { dir }` from the test CA: the agent must get credentials another way (a
+    /// `ca { join_token }` through a signer, say).
+    pub fn without_credentials(mut self) -> AgentSpec {
+        self.credentials = false;
         self
     }
 
@@ -92,15 +104,16 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Writes the configuration for `host` and checks it with `rhizome agent --validate`,
-    /// which also tells the harness the effective addresses. Does not start the agent.
-    pub fn prepare(host: &Host, spec: &AgentSpec) -> Result<AgentProc> {
+    /// Writes the configuration for `host` (credentials from `ca` when the spec wants them)
+    /// and checks it with `rhizome agent --validate`, which also tells the harness the
+    /// effective addresses. Does not start the agent.
+    pub(crate) fn prepare(host: &Host, spec: &AgentSpec, ca: &TestCa) -> Result<AgentProc> {
         let config_dir = host.dir().join("config");
         let data_dir = host.dir().join("data");
         std::fs::create_dir_all(&config_dir)
             .map_err(|e| HarnessError::io(format!("create {}", config_dir.display()), e))?;
         let node = spec.node_name.clone().unwrap_or_else(|| host.name());
-        let base = format!(
+        let mut base = format!(
             "# written by the rhizome-integration harness\n\
              node_name = {}\ndata_dir = {}\nbind_addr = \"{}\"\nclient_addr = \"127.0.0.1\"\n\
              log_level = {}\n",
@@ -109,6 +122,15 @@ impl AgentProc {
             host.addr(),
             hcl_string(&spec.log_level),
         );
+        if spec.credentials {
+            let dir = ca
+                .agent_dir(host.dir(), &node)
+                .map_err(|e| HarnessError::Ca(format!("node {node:?}: {e:#}")))?;
+            base += &format!(
+                "ca {{\n  dir = {}\n}}\n",
+                hcl_string(&dir.to_string_lossy())
+            );
+        }
         write(&config_dir.join("00-harness.hcl"), &base)?;
         let extra = spec.snippets.join("\n") + "\n";
         write(&config_dir.join("50-test.hcl"), &extra)?;
@@ -321,13 +343,19 @@ fn json_parse<T: std::str::FromStr>(v: &serde_json::Value, key: &str) -> Result<
 }
 
 impl Net {
-    /// Configures and starts an agent on host `index`, waiting until its API answers.
-    pub fn start_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
+    /// Writes and validates the configuration of an agent on host `index`, without starting
+    /// it (call [`AgentProc::start`]).
+    pub fn prepare_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
         let host = self
             .hosts()
             .get(index)
             .ok_or_else(|| HarnessError::Usage(format!("no host {index}")))?;
-        let mut agent = AgentProc::prepare(host, spec)?;
+        AgentProc::prepare(host, spec, self.ca())
+    }
+
+    /// Configures and starts an agent on host `index`, waiting until its API answers.
+    pub fn start_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
+        let mut agent = self.prepare_agent(index, spec)?;
         agent.start()?;
         Ok(agent)
     }
@@ -337,7 +365,7 @@ impl Net {
     pub fn start_agents(&self, spec: impl Fn(&Host) -> AgentSpec) -> Result<Vec<AgentProc>> {
         let mut agents = Vec::with_capacity(self.hosts().len());
         for host in self.hosts() {
-            let mut agent = AgentProc::prepare(host, &spec(host))?;
+            let mut agent = AgentProc::prepare(host, &spec(host), self.ca())?;
             agent.spawn()?;
             agents.push(agent);
         }

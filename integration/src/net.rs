@@ -9,6 +9,7 @@ use crate::error::{HarnessError, Result};
 use crate::host::{Host, read_tail};
 use crate::names::{self, RunId};
 use crate::process::{Registry, kill_namespace_processes};
+use rhizome_agent::testkit::TestCa;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +26,9 @@ pub fn host_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, u8::try_from(index + 1).unwrap_or(u8::MAX))
 }
 
+/// Trust domain of the test CA every network creates.
+pub const TRUST_DOMAIN: &str = "rhizome.test";
+
 /// Prefix length of the hosts' subnet.
 pub const PREFIX_LEN: u8 = 24;
 
@@ -39,6 +43,7 @@ pub struct Net {
     registry: Arc<Registry>,
     bins: Arc<Binaries>,
     extra_bridges: Mutex<Vec<String>>,
+    ca: TestCa,
 }
 
 /// Why namespace tests cannot run here, if they cannot.
@@ -74,6 +79,7 @@ impl Net {
         preflight()?;
         let bins = Arc::new(Binaries::locate()?);
         let _ = names::sweep_stale();
+        let ca = TestCa::new(TRUST_DOMAIN).map_err(|e| HarnessError::Ca(format!("{e:#}")))?;
         let id = RunId::new();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", id.as_str()))
@@ -88,6 +94,7 @@ impl Net {
             registry: Arc::new(Registry::default()),
             bins,
             extra_bridges: Mutex::new(Vec::new()),
+            ca,
         };
         net.add_switch()?;
         for index in 0..hosts {
@@ -187,6 +194,12 @@ impl Net {
         self.dir
             .as_ref()
             .map_or(std::path::Path::new("/nonexistent"), |d| d.path())
+    }
+
+    /// The network's mesh root CA (trust domain [`TRUST_DOMAIN`]); agents get credentials
+    /// issued by it unless their spec says otherwise.
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
     }
 
     /// The programs run in hosts.
