@@ -159,6 +159,8 @@ fn five_agents_answer_die_restart_and_ride_out_link_faults() {
         assert_eq!(me["addresses"]["bind"], net.host(i).addr().to_string());
         let api = a.api_get("/v1/agent/self").unwrap();
         assert_eq!(api["node_name"], me["node_name"]);
+        assert_eq!(a.gossip_addr().unwrap(), net.host(i).socket(7946));
+        assert_eq!(a.http_addr(), "127.0.0.1:7948".parse().unwrap());
     }
 
     // kill -9, then restart on the same data_dir: same node, one more boot.
