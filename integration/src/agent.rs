@@ -5,7 +5,6 @@
 //! reachable only from that host, as in production; the harness queries it by running the
 //! CLI or `rhizome-testsvc get` there with `ip netns exec`.
 
-use crate::cmd;
 use crate::error::{HarnessError, Result};
 use crate::host::{Host, read_tail};
 use crate::net::Net;
@@ -134,7 +133,7 @@ impl AgentProc {
         write(&config_dir.join("00-harness.hcl"), &base)?;
         let extra = spec.snippets.join("\n") + "\n";
         write(&config_dir.join("50-test.hcl"), &extra)?;
-        let out = cmd::run(
+        let out = host.run(
             &host.bins().rhizome,
             [
                 "agent".as_ref(),
