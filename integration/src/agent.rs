@@ -10,7 +10,6 @@ use crate::host::{Host, read_tail};
 use crate::net::Net;
 use crate::process::Proc;
 use crate::wait::wait_until;
-use rhizome_agent::testkit::TestCa;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -26,8 +25,9 @@ pub const AGENT_LABEL: &str = "agent";
 ///
 /// The base file (`00-harness.hcl`) sets `node_name` (`h<index>`), `data_dir`
 /// (`<host dir>/data`), `bind_addr` (the host address), `client_addr = "127.0.0.1"` and
-/// `log_level`, and `ca { dir }`: agent credentials issued for the node by the network's
-/// test CA ([`Net::ca`]), unless [`AgentSpec::without_credentials`]. Snippets added with
+/// `log_level`, and `ca { dir }`: an intermediate for the node issued from the network's
+/// mesh root ([`Net::ca_dir`]) with `rhizome ca issue-agent`, unless
+/// [`AgentSpec::without_credentials`]. Snippets added with
 /// [`AgentSpec::hcl`] go to `50-test.hcl`, read after it, so they may override any of those
 /// and add services, `retry_join`, `encrypt`...
 #[derive(Clone, Debug)]
@@ -67,7 +67,7 @@ impl AgentSpec {
         self
     }
 
-    /// No `ca { dir }` from the test CA: the agent must get credentials another way (a
+    /// No `ca { dir }` from the network's root: the agent must get credentials another way (a
     /// `ca { join_token }` through a signer, say).
     pub fn without_credentials(mut self) -> AgentSpec {
         self.credentials = false;
@@ -103,10 +103,15 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Writes the configuration for `host` (credentials from `ca` when the spec wants them)
+    /// Writes the configuration for `host` (credentials from the root in `ca_dir` when the
+    /// spec wants them)
     /// and checks it with `rhizome agent --validate`, which also tells the harness the
     /// effective addresses. Does not start the agent.
-    pub(crate) fn prepare(host: &Host, spec: &AgentSpec, ca: &TestCa) -> Result<AgentProc> {
+    pub(crate) fn prepare(
+        host: &Host,
+        spec: &AgentSpec,
+        ca_dir: Option<&Path>,
+    ) -> Result<AgentProc> {
         let config_dir = host.dir().join("config");
         let data_dir = host.dir().join("data");
         std::fs::create_dir_all(&config_dir)
@@ -121,10 +126,8 @@ impl AgentProc {
             host.addr(),
             hcl_string(&spec.log_level),
         );
-        if spec.credentials {
-            let dir = ca
-                .agent_dir(host.dir(), &node)
-                .map_err(|e| HarnessError::Ca(format!("node {node:?}: {e:#}")))?;
+        if let Some(root) = ca_dir.filter(|_| spec.credentials) {
+            let dir = issue_agent(host, root, &node)?;
             base += &format!(
                 "ca {{\n  dir = {}\n}}\n",
                 hcl_string(&dir.to_string_lossy())
@@ -327,6 +330,30 @@ impl AgentProc {
     }
 }
 
+/// `rhizome ca issue-agent` for `node` into `<host dir>/ca-<node>` (kept if it exists: the
+/// same node keeps its identity when its agent is prepared again).
+fn issue_agent(host: &Host, root: &Path, node: &str) -> Result<PathBuf> {
+    let out = host.dir().join(format!("ca-{node}"));
+    if out.join("agent.pem").is_file() {
+        return Ok(out);
+    }
+    host.run(
+        &host.bins().rhizome,
+        [
+            "ca".as_ref(),
+            "issue-agent".as_ref(),
+            "--ca-dir".as_ref(),
+            root.as_os_str(),
+            "--node".as_ref(),
+            node.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .map_err(|e| HarnessError::Ca(e.to_string()))?;
+    Ok(out)
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| HarnessError::io(format!("write {}", path.display()), e))
 }
@@ -342,6 +369,14 @@ fn json_parse<T: std::str::FromStr>(v: &serde_json::Value, key: &str) -> Result<
 }
 
 impl Net {
+    fn root_for(&self, spec: &AgentSpec) -> Result<Option<PathBuf>> {
+        if spec.credentials {
+            self.ca_dir().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Writes and validates the configuration of an agent on host `index`, without starting
     /// it (call [`AgentProc::start`]).
     pub fn prepare_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
@@ -349,7 +384,8 @@ impl Net {
             .hosts()
             .get(index)
             .ok_or_else(|| HarnessError::Usage(format!("no host {index}")))?;
-        AgentProc::prepare(host, spec, self.ca())
+        let root = self.root_for(spec)?;
+        AgentProc::prepare(host, spec, root.as_deref())
     }
 
     /// Configures and starts an agent on host `index`, waiting until its API answers.
@@ -364,7 +400,9 @@ impl Net {
     pub fn start_agents(&self, spec: impl Fn(&Host) -> AgentSpec) -> Result<Vec<AgentProc>> {
         let mut agents = Vec::with_capacity(self.hosts().len());
         for host in self.hosts() {
-            let mut agent = AgentProc::prepare(host, &spec(host), self.ca())?;
+            let spec = spec(host);
+            let root = self.root_for(&spec)?;
+            let mut agent = AgentProc::prepare(host, &spec, root.as_deref())?;
             agent.spawn()?;
             agents.push(agent);
         }

@@ -52,9 +52,9 @@ pub enum HarnessError {
         /// What happened (log tail, output).
         detail: String,
     },
-    /// The network's test CA could not create or issue credentials (a bug in the harness or
-    /// the CA code; nothing was started).
-    #[error("test CA: {0}")]
+    /// `rhizome ca init` / `ca issue-agent` failed for the network's mesh root (a bug in the
+    /// CA code or the harness; nothing was started).
+    #[error("mesh CA: {0}")]
     Ca(String),
     /// The test used the harness wrongly (bad host index, overlapping partition groups).
     #[error("harness misuse: {0}")]

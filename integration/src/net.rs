@@ -9,7 +9,6 @@ use crate::error::{HarnessError, Result};
 use crate::host::{Host, read_tail};
 use crate::names::{self, RunId};
 use crate::process::{Registry, kill_namespace_processes};
-use rhizome_agent::testkit::TestCa;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +25,7 @@ pub fn host_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, u8::try_from(index + 1).unwrap_or(u8::MAX))
 }
 
-/// Trust domain of the test CA every network creates.
+/// Trust domain of the mesh root every network creates (with `rhizome ca init`).
 pub const TRUST_DOMAIN: &str = "rhizome.test";
 
 /// Prefix length of the hosts' subnet.
@@ -43,7 +42,7 @@ pub struct Net {
     registry: Arc<Registry>,
     bins: Arc<Binaries>,
     extra_bridges: Mutex<Vec<String>>,
-    ca: TestCa,
+    ca_dir: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// Why namespace tests cannot run here, if they cannot.
@@ -79,7 +78,6 @@ impl Net {
         preflight()?;
         let bins = Arc::new(Binaries::locate()?);
         let _ = names::sweep_stale();
-        let ca = TestCa::new(TRUST_DOMAIN).map_err(|e| HarnessError::Ca(format!("{e:#}")))?;
         let id = RunId::new();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", id.as_str()))
@@ -94,7 +92,7 @@ impl Net {
             registry: Arc::new(Registry::default()),
             bins,
             extra_bridges: Mutex::new(Vec::new()),
-            ca,
+            ca_dir: Mutex::new(None),
         };
         net.add_switch()?;
         for index in 0..hosts {
@@ -196,10 +194,32 @@ impl Net {
             .map_or(std::path::Path::new("/nonexistent"), |d| d.path())
     }
 
-    /// The network's mesh root CA (trust domain [`TRUST_DOMAIN`]); agents get credentials
-    /// issued by it unless their spec says otherwise.
-    pub fn ca(&self) -> &TestCa {
-        &self.ca
+    /// The mesh root's directory (`root.pem`, `root.key`), made with `rhizome ca init` on
+    /// first use; agents get intermediates issued from it (`rhizome ca issue-agent`) unless
+    /// their spec says otherwise. Signer agents can point `ca { root_dir }` at it.
+    pub fn ca_dir(&self) -> Result<std::path::PathBuf> {
+        let mut slot = self
+            .ca_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(dir) = slot.as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = self.dir().join("ca");
+        cmd::run(
+            &self.bins.rhizome,
+            [
+                "ca".as_ref(),
+                "init".as_ref(),
+                "--trust-domain".as_ref(),
+                TRUST_DOMAIN.as_ref(),
+                "--out".as_ref(),
+                dir.as_os_str(),
+            ],
+        )
+        .map_err(|e| HarnessError::Ca(e.to_string()))?;
+        *slot = Some(dir.clone());
+        Ok(dir)
     }
 
     /// The programs run in hosts.
