@@ -27,14 +27,14 @@ pub const AGENT_LABEL: &str = "agent";
 /// (`<host dir>/data`), `bind_addr` (the host address), `client_addr = "127.0.0.1"` and
 /// `log_level`, and `ca { dir }`: an intermediate for the node issued from the network's
 /// mesh root ([`Net::ca_dir`]) with `rhizome ca issue-agent`, unless
-/// [`AgentSpec::without_credentials`]. Snippets added with
+/// [`AgentSpec::without_mesh_ca`]. Snippets added with
 /// [`AgentSpec::hcl`] go to `50-test.hcl`, read after it, so they may override any of those
 /// and add services, `retry_join`, `encrypt`...
 #[derive(Clone, Debug)]
 pub struct AgentSpec {
     node_name: Option<String>,
     log_level: String,
-    credentials: bool,
+    mesh_ca: bool,
     snippets: Vec<String>,
 }
 
@@ -43,7 +43,7 @@ impl Default for AgentSpec {
         AgentSpec {
             node_name: None,
             log_level: "info".to_string(),
-            credentials: true,
+            mesh_ca: true,
             snippets: Vec::new(),
         }
     }
@@ -67,10 +67,10 @@ impl AgentSpec {
         self
     }
 
-    /// No `ca { dir }` from the network's root: the agent must get credentials another way (a
-    /// `ca { join_token }` through a signer, say).
-    pub fn without_credentials(mut self) -> AgentSpec {
-        self.credentials = false;
+    /// No `ca { dir }` from the network's mesh root: the agent gets its credentials another
+    /// way (a `ca { join_token }` through a signer, say, or as a signer itself).
+    pub fn without_mesh_ca(mut self) -> AgentSpec {
+        self.mesh_ca = false;
         self
     }
 
@@ -126,7 +126,7 @@ impl AgentProc {
             host.addr(),
             hcl_string(&spec.log_level),
         );
-        if let Some(root) = ca_dir.filter(|_| spec.credentials) {
+        if let Some(root) = ca_dir.filter(|_| spec.mesh_ca) {
             let dir = issue_agent(host, root, &node)?;
             base += &format!(
                 "ca {{\n  dir = {}\n}}\n",
@@ -370,7 +370,7 @@ fn json_parse<T: std::str::FromStr>(v: &serde_json::Value, key: &str) -> Result<
 
 impl Net {
     fn root_for(&self, spec: &AgentSpec) -> Result<Option<PathBuf>> {
-        if spec.credentials {
+        if spec.mesh_ca {
             self.ca_dir().map(Some)
         } else {
             Ok(None)

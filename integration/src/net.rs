@@ -26,7 +26,7 @@ pub fn host_addr(index: usize) -> Ipv4Addr {
 }
 
 /// Trust domain of the mesh root every network creates (with `rhizome ca init`).
-pub const TRUST_DOMAIN: &str = "rhizome.test";
+pub const TRUST_DOMAIN: &str = "mesh.test";
 
 /// Prefix length of the hosts' subnet.
 pub const PREFIX_LEN: u8 = 24;
@@ -205,7 +205,7 @@ impl Net {
         if let Some(dir) = slot.as_ref() {
             return Ok(dir.clone());
         }
-        let dir = self.dir().join("ca");
+        let dir = self.dir().join("mesh-ca");
         cmd::run(
             &self.bins.rhizome,
             [

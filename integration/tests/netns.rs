@@ -163,7 +163,7 @@ fn five_agents_answer_die_restart_and_ride_out_link_faults() {
         assert_eq!(a.http_addr(), "127.0.0.1:7948".parse().unwrap());
         // It runs with the intermediate the harness issued for it from the network's root.
         let certs = a.cli(&["ca", "status", "--format", "json"]).unwrap();
-        let agent_id = format!("spiffe://rhizome.test/agent/h{i}");
+        let agent_id = format!("spiffe://mesh.test/agent/h{i}");
         assert!(certs.contains(&agent_id), "{agent_id} not in {certs}");
     }
 
