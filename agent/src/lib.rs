@@ -17,6 +17,7 @@ pub mod expiry;
 pub mod gossip;
 pub mod identity;
 pub mod join;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod renewal;

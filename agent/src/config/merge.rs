@@ -96,7 +96,10 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             ca.dir = c.dir.map(PathBuf::from).or(ca.dir);
             ca.signer = c.signer.unwrap_or(ca.signer);
             ca.root_dir = c.root_dir.map(PathBuf::from).or(ca.root_dir);
-            ca.join_token = c.join_token.or(ca.join_token);
+            ca.join_token = c
+                .join_token
+                .filter(|t| !t.trim().is_empty())
+                .or(ca.join_token);
             if let Some(addrs) = c.signer_addrs {
                 ca.signer_addrs = addrs;
             }
@@ -122,6 +125,7 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             kube.enabled = k.enabled.unwrap_or(kube.enabled);
             kube.node_name = k.node_name.filter(|n| !n.is_empty()).or(kube.node_name);
             kube_bind.put(k.upstream_bind_addr, &file);
+            kube.kubeconfig = k.kubeconfig.map(PathBuf::from).or(kube.kubeconfig);
         }
         for s in f.service {
             services.push(service(s, &file)?);
