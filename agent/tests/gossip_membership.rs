@@ -33,7 +33,12 @@ async fn four_agents_join_then_one_leaves_and_one_fails() {
     .unwrap();
     assert_eq!(rows.len(), 4);
     for row in &rows {
-        let mut fields: Vec<&str> = row.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = row
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         fields.sort_unstable();
         assert_eq!(fields, ["address", "incarnation", "node", "status"]);
         assert_eq!(row["status"], "alive");
