@@ -32,6 +32,11 @@ use crate::store::{Store, TreeName};
 /// Longest wait between two rounds of join attempts.
 pub const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 
+/// For this many probe intervals after joining, this agent announces itself directly to each
+/// member it learns of, so members that missed the epidemic news of its arrival learn it at
+/// once instead of at the next member-table exchange.
+const JOIN_WINDOW_PROBES: u32 = 10;
+
 /// Store key of the last generation used (in the `Meta` tree).
 const GENERATION_KEY: &[u8] = b"gossip_generation";
 
@@ -139,6 +144,8 @@ struct Running {
     start: Instant,
     retry: Option<Retry>,
     left: bool,
+    /// Until when members we learn of get a direct announce (see [`JOIN_WINDOW_PROBES`]).
+    greet_until: Option<Instant>,
 }
 
 impl Driver {
@@ -154,6 +161,7 @@ impl Driver {
             start: Instant::now(),
             retry,
             left: false,
+            greet_until: None,
         };
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -303,19 +311,30 @@ impl Running {
         self.on_command(Command::Join(addrs)).await;
     }
 
-    /// Seals and sends every queued packet, handles events, republishes the member table.
+    /// Seals and sends every queued packet, handles events (which may queue more packets),
+    /// republishes the member table.
     async fn flush(&mut self) {
-        while let Some(t) = self.d.membership.poll_transmit() {
-            match self.d.keys.seal(now_ms(), &t.payload) {
-                Ok(sealed) => match self.d.socket.send_to(&sealed, t.to).await {
-                    Ok(_) => self.d.metrics.packet_sent(),
-                    Err(e) => tracing::debug!(peer.addr = %t.to, error = %e, "gossip send failed"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot seal a gossip packet"),
+        loop {
+            let mut idle = true;
+            while let Some(t) = self.d.membership.poll_transmit() {
+                idle = false;
+                match self.d.keys.seal(now_ms(), &t.payload) {
+                    Ok(sealed) => match self.d.socket.send_to(&sealed, t.to).await {
+                        Ok(_) => self.d.metrics.packet_sent(),
+                        Err(e) => {
+                            tracing::debug!(peer.addr = %t.to, error = %e, "gossip send failed");
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot seal a gossip packet"),
+                }
             }
-        }
-        while let Some(event) = self.d.membership.poll_event() {
-            self.on_event(event);
+            while let Some(event) = self.d.membership.poll_event() {
+                idle = false;
+                self.on_event(event);
+            }
+            if idle {
+                break;
+            }
         }
         let rows = Arc::new(self.rows());
         self.d.members.send_if_modified(|current| {
@@ -341,6 +360,9 @@ impl Running {
                 if !has_cert {
                     let _ = self.d.sync.try_send(SyncRequest::Peer(id.addr));
                 }
+                if self.greet_until.is_some_and(|t| Instant::now() < t) {
+                    self.greet(id.addr);
+                }
             }
             MemberEvent::Suspect(id) => {
                 tracing::info!(peer.node = %id.name, peer.addr = %id.addr, "member suspect");
@@ -364,6 +386,21 @@ impl Running {
                 );
                 self.retry = None;
                 let _ = self.d.sync.try_send(SyncRequest::Random);
+                let window =
+                    Duration::from_millis(self.d.config.probe_interval_ms) * JOIN_WINDOW_PROBES;
+                self.greet_until = Some(Instant::now() + window);
+                let known: Vec<SocketAddr> = self
+                    .d
+                    .membership
+                    .members()
+                    .iter()
+                    .skip(1)
+                    .filter(|m| m.status == MemberStatus::Alive)
+                    .map(|m| m.address)
+                    .collect();
+                for addr in known {
+                    self.greet(addr);
+                }
             }
             MemberEvent::Isolated => tracing::warn!("no other gossip member is reachable"),
             MemberEvent::Rejoined(id) => {
@@ -379,6 +416,14 @@ impl Running {
                 self.d.id = id;
             }
             MemberEvent::Defunct => tracing::warn!("gossip identity defunct"),
+        }
+    }
+
+    /// Announces ourselves to `addr` directly (it adds us and answers with members it knows).
+    fn greet(&mut self, addr: SocketAddr) {
+        let now = self.now();
+        if let Err(e) = self.d.membership.join(now, addr) {
+            tracing::debug!(peer.addr = %addr, error = %e, "announce failed");
         }
     }
 
