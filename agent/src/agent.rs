@@ -52,7 +52,7 @@ pub struct Agent {
 impl Agent {
     /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
     /// running) if the data_dir is in use or a port cannot be bound.
-    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+    pub async fn start(mut config: AgentConfig) -> anyhow::Result<Agent> {
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -60,6 +60,9 @@ impl Agent {
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
         let http_addr = http.local_addr()?;
+        let data = crate::proxy::DataSockets::bind(&config).await?;
+        // Port 0 (tests) resolves here, before anything advertises the data address.
+        config.ports.data = data.port();
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -90,6 +93,13 @@ impl Agent {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        crate::proxy::start(&shared, data.udp, &mut tasks, &mut tcp_services).await?;
+        tasks.spawn(crate::tcp_port::serve(
+            data.tcp,
+            tcp_services,
+            stop_rx.clone(),
+        ));
         tracing::info!(
             node = %shared.config.node_name,
             http = %http_addr,

@@ -15,6 +15,7 @@ pub mod env;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod store;
 pub mod tcp_port;
 pub mod testkit;

@@ -1,0 +1,245 @@
+//! The data plane end to end on loopback: real agents, real QUIC with mTLS, real sockets.
+//! Catalogs and intentions are pushed into the agents directly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_support;
+
+use proxy_support::*;
+use rhizome_agent::catalog::Health;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// A client agent `a` (service web, upstream to db on `port`) and a server agent `b`
+/// (service db on the echo backend), each knowing the other's instances.
+async fn pair(
+    mesh: &Mesh,
+    extra_a: &str,
+) -> (
+    rhizome_agent::agent::Agent,
+    rhizome_agent::agent::Agent,
+    u16,
+) {
+    let echo = echo_server().await;
+    let port = free_port();
+    let b = mesh
+        .start("b", &service("db", "db-1", echo.port(), &[]))
+        .await;
+    let a = mesh
+        .start(
+            "a",
+            &format!(
+                "{extra_a}\n{}",
+                service(
+                    "web",
+                    "web-1",
+                    1,
+                    &[Up {
+                        destination: "db",
+                        port
+                    }]
+                )
+            ),
+        )
+        .await;
+    publish(&a, &own_instances(&b));
+    (a, b, port)
+}
+
+#[tokio::test]
+async fn allowed_traffic_flows_byte_exact_with_half_close_and_is_counted() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "").await;
+    rules(&b, &[&allow("db", "web")]);
+
+    assert_eq!(roundtrip(port, b"x").await.unwrap(), b"x");
+    let mib = pattern(1 << 20);
+    assert!(
+        roundtrip(port, &mib).await.unwrap() == mib,
+        "1 MiB echoed byte-exact"
+    );
+    // Several at once over the one pooled QUIC connection.
+    let many = futures::future::join_all((0..20).map(|i| {
+        let data = pattern(1000 + i);
+        async move { roundtrip(port, &data).await.unwrap() == data }
+    }))
+    .await;
+    assert!(many.iter().all(|ok| *ok));
+
+    eventually("connections closed on both sides", || {
+        metrics(&a).contains(
+            "rhizome_proxy_connections_active{direction=\"outbound\",source=\"default/web\",destination=\"default/db\"} 0",
+        ) && metrics(&b).contains(
+            "rhizome_proxy_connections_active{direction=\"inbound\",source=\"default/web\",destination=\"default/db\"} 0",
+        )
+    })
+    .await;
+    let text = metrics(&a);
+    assert!(
+        text.contains("rhizome_proxy_connections_opened_total{direction=\"outbound\",source=\"default/web\",destination=\"default/db\"} 22"),
+        "{text}"
+    );
+    let sent: u64 = 1 + (1 << 20) + (0..20).map(|i| 1000 + i).sum::<u64>();
+    assert!(
+        text.contains(&format!("rhizome_proxy_bytes_to_destination_total{{direction=\"outbound\",source=\"default/web\",destination=\"default/db\"}} {sent}")),
+        "{text}"
+    );
+    assert!(text.contains("rhizome_proxy_connect_seconds_count"));
+    assert!(
+        text.contains("rhizome_proxy_handshake_seconds_count{transport=\"quic\"} 1"),
+        "one pooled QUIC connection: {text}"
+    );
+    let text_b = metrics(&b);
+    assert!(
+        text_b.contains(&format!("rhizome_proxy_bytes_from_destination_total{{direction=\"inbound\",source=\"default/web\",destination=\"default/db\"}} {sent}")),
+        "{text_b}"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn denied_traffic_is_refused_without_data() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "").await;
+    // Default deny, and an explicit rule for another source.
+    rules(&b, &[&allow("db", "api")]);
+    let got = roundtrip(port, b"secret").await;
+    assert!(
+        got.as_ref().map_or(true, Vec::is_empty),
+        "denied: reset or EOF without data, got {got:?}"
+    );
+    eventually("deny counted on both sides", || {
+        metrics(&a).contains("rhizome_proxy_connections_denied_total{direction=\"outbound\",source=\"default/web\",destination=\"default/db\"} 1")
+            && metrics(&b).contains("rhizome_proxy_connections_denied_total{direction=\"inbound\",source=\"default/web\",destination=\"default/db\"} 1")
+    })
+    .await;
+    // Allowing it afterwards works without restarting anything.
+    rules(&b, &[&allow("db", "web")]);
+    assert_eq!(roundtrip(port, b"now").await.unwrap(), b"now");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rule_change_cuts_a_live_connection() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "").await;
+    rules(&b, &[&allow("db", "web")]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+
+    rules(&b, &[&allow("db", "api")]);
+    // The connection ends (reset, or EOF) without any further byte, within the bound.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the live connection was cut");
+    assert!(rest.is_empty());
+    eventually("cut counted as denied", || {
+        metrics(&b).contains("rhizome_proxy_connections_denied_total{direction=\"inbound\",source=\"default/web\",destination=\"default/db\"} 1")
+    })
+    .await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unhealthy_instances_get_no_connections_and_dead_agents_are_failed_over() {
+    let mesh = Mesh::new("test.mesh");
+    let (name_b, name_c) = (name_server("b").await, name_server("c").await);
+    let port = free_port();
+    let b = mesh
+        .start("b", &service("db", "db-b", name_b.port(), &[]))
+        .await;
+    let c = mesh
+        .start("c", &service("db", "db-c", name_c.port(), &[]))
+        .await;
+    let a = mesh
+        .start(
+            "a",
+            &format!(
+                "proxy {{\n  connect_timeout = \"300ms\"\n}}\n{}",
+                service(
+                    "web",
+                    "web-1",
+                    1,
+                    &[Up {
+                        destination: "db",
+                        port
+                    }]
+                )
+            ),
+        )
+        .await;
+    for server in [&b, &c] {
+        rules(server, &[&allow("db", "web")]);
+    }
+    let mut remote = own_instances(&b);
+    remote.extend(own_instances(&c));
+    publish(&a, &remote);
+
+    // Both healthy: over enough connections both serve (power of two choices spreads load).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(read_all(port).await.unwrap());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "both instances served: {seen:?}");
+
+    // b's check fails: no new connection goes there.
+    set_health(&a, "b", Health::Critical);
+    for _ in 0..10 {
+        assert_eq!(read_all(port).await.unwrap(), b"c");
+    }
+
+    // b healthy again in the catalog, but its agent is gone: every connection still works.
+    set_health(&a, "b", Health::Passing);
+    b.shutdown().await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(read_all(port).await.unwrap(), b"c", "failed over to c");
+    }
+    assert!(
+        !metrics(&a).contains("rhizome_proxy_connections_failed_total{direction=\"outbound\""),
+        "no connection failed"
+    );
+    a.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_connections_per_listener_is_enforced() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "proxy {\n  max_connections = 1\n}").await;
+    rules(&b, &[&allow("db", "web")]);
+    let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    first.write_all(b"1").await.unwrap();
+    let mut one = [0u8; 1];
+    first.read_exact(&mut one).await.unwrap();
+
+    let second = roundtrip(port, b"2").await;
+    assert!(
+        second.as_ref().map_or(true, Vec::is_empty),
+        "over the limit: reset without data, got {second:?}"
+    );
+    drop(first);
+    let mut third = Err(std::io::ErrorKind::Other.into());
+    for _ in 0..100 {
+        third = roundtrip(port, b"3").await;
+        if third.as_ref().is_ok_and(|v| v == b"3") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        third.unwrap(),
+        b"3",
+        "a slot is free again once the first closed"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
