@@ -243,3 +243,34 @@ async fn max_connections_per_listener_is_enforced() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hundred_mib_flows_byte_exact() {
+    let mesh = Mesh::new("test.mesh");
+    let sink = digest_server().await;
+    let port = free_port();
+    let b = mesh
+        .start("b", &service("sink", "sink-1", sink.port(), &[]))
+        .await;
+    let a = mesh
+        .start(
+            "a",
+            &service(
+                "web",
+                "web-1",
+                1,
+                &[Up {
+                    destination: "sink",
+                    port,
+                }],
+            ),
+        )
+        .await;
+    publish(&a, &own_instances(&b));
+    rules(&b, &[&allow("sink", "web")]);
+    let data = pattern(100 << 20);
+    let got = roundtrip(port, &data).await.unwrap();
+    assert_eq!(got, sha256(&data), "the sink saw exactly the 100 MiB sent");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

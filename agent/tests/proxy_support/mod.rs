@@ -142,6 +142,37 @@ pub async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// A server that reads until EOF, then answers with the SHA-256 of what it read.
+pub async fn digest_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => ctx.update(&buf[..n]),
+                        Err(_) => return,
+                    }
+                }
+                let _ = s.write_all(ctx.finish().as_ref()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
 /// A server that writes `name` and closes.
 pub async fn name_server(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
