@@ -1,0 +1,207 @@
+//! `rhizome-bench`: runs a two-agent rhizome chain on loopback for
+//! `../shared/bench/dataplane.py --target` (see its README, "A rhizome chain for --target").
+//!
+//! ```text
+//! rhizome-bench chain [--work DIR] [--transport quic|tls]
+//! ```
+//! writes a test CA and two agent configs under DIR, starts two agents as separate
+//! processes (this binary's `agent` mode), waits until the chain answers, prints
+//! `--target rhizome=18101,18102,PID_A,PID_B` and runs until SIGINT/SIGTERM.
+//!
+//! - server agent `bench-b`: services `bench-echo` -> 127.0.0.1:18000 and `bench-iperf` ->
+//!   127.0.0.1:18001 (the harness's backends), intentions allowing `bench-client`;
+//! - client agent `bench-a`: service `bench-client` with upstreams 18101 -> bench-echo and
+//!   18102 -> bench-iperf.
+//!
+//! Until gossip fills catalogs, the client agent is given the server's instances (and the
+//! server its intentions) at start by the `agent` mode, the same way the tests do.
+
+use anyhow::Context as _;
+use rhizome_agent::agent::{Agent, shutdown_signal};
+use rhizome_agent::catalog::{Catalog, Health, Instance};
+use rhizome_agent::config::AgentConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ECHO_BACKEND: u16 = 18000;
+const IPERF_BACKEND: u16 = 18001;
+const ECHO_UPSTREAM: u16 = 18101;
+const IPERF_UPSTREAM: u16 = 18102;
+const SERVER_DATA: u16 = 18202;
+
+const INTENTIONS: &str = r#"Kind = "service-intentions"
+Name = "bench-*"
+Sources = [
+  { Name = "bench-client", Action = "allow" },
+]
+"#;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: rhizome-bench chain [--work DIR] [--transport quic|tls]\n       \
+         rhizome-bench agent CONFIG_FILE (client|server)"
+    );
+    std::process::exit(2)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("chain") => chain(&args[1..]),
+        Some("agent") if args.len() == 3 => run_agent(Path::new(&args[1]), &args[2]),
+        _ => usage(),
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn agent_hcl(
+    node: &str,
+    work: &Path,
+    ca_dir: &Path,
+    ports: (u16, u16, u16),
+    extra: &str,
+) -> String {
+    format!(
+        "node_name = \"{node}\"\ndata_dir = \"{}/{node}/data\"\nbind_addr = \"127.0.0.1\"\n\
+         default_intention_policy = \"deny\"\nlog_level = \"warn\"\n\
+         ports {{\n  http = {}\n  gossip = {}\n  data = {}\n}}\nca {{\n  dir = \"{}\"\n}}\n{extra}",
+        work.display(),
+        ports.0,
+        ports.1,
+        ports.2,
+        ca_dir.display()
+    )
+}
+
+/// Writes the CA and configs, starts both agents, prints the target, waits for a signal.
+fn chain(args: &[String]) -> anyhow::Result<()> {
+    let work =
+        PathBuf::from(flag(args, "--work").unwrap_or_else(|| "/tmp/rhizome-bench/chain".into()));
+    let transport = flag(args, "--transport").unwrap_or_else(|| "quic".into());
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let ca = rhizome_agent::testkit::TestCa::new("bench.test")?;
+    let server = agent_hcl(
+        "bench-b",
+        &work,
+        &ca.agent_dir(&work, "bench-b")?,
+        (18112, 18122, SERVER_DATA),
+        &format!(
+            "service {{\n  name = \"bench-echo\"\n  port = {ECHO_BACKEND}\n}}\n\
+             service {{\n  name = \"bench-iperf\"\n  port = {IPERF_BACKEND}\n}}\n"
+        ),
+    );
+    let client = agent_hcl(
+        "bench-a",
+        &work,
+        &ca.agent_dir(&work, "bench-a")?,
+        (18111, 18121, 18201),
+        &format!(
+            "transport = \"{transport}\"\nservice {{\n  name = \"bench-client\"\n  port = 1\n  \
+             upstreams {{\n    destination_name = \"bench-echo\"\n    local_bind_port = {ECHO_UPSTREAM}\n  }}\n  \
+             upstreams {{\n    destination_name = \"bench-iperf\"\n    local_bind_port = {IPERF_UPSTREAM}\n  }}\n}}\n"
+        ),
+    );
+    std::fs::write(work.join("server.hcl"), server)?;
+    std::fs::write(work.join("client.hcl"), client)?;
+    let exe = std::env::current_exe()?;
+    let spawn = |file: &str, role: &str| -> anyhow::Result<Child> {
+        let log = std::fs::File::create(work.join(format!("{role}.log")))?;
+        Command::new(&exe)
+            .args(["agent", &work.join(file).display().to_string(), role])
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the {role} agent"))
+    };
+    let mut b = spawn("server.hcl", "server")?;
+    let mut a = spawn("client.hcl", "client")?;
+    let up = wait_listening(ECHO_UPSTREAM) && wait_listening(IPERF_UPSTREAM);
+    if !up {
+        let _ = a.kill();
+        let _ = b.kill();
+        anyhow::bail!("the agents did not come up; see {}/*.log", work.display());
+    }
+    println!(
+        "--target rhizome={ECHO_UPSTREAM},{IPERF_UPSTREAM},{},{}",
+        a.id(),
+        b.id()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(shutdown_signal());
+    for child in [&mut a, &mut b] {
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+    let _ = a.wait();
+    let _ = b.wait();
+    Ok(())
+}
+
+fn wait_listening(port: u16) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// The server's instances as the client agent would learn them by gossip.
+fn server_instances() -> Vec<Instance> {
+    let agent_addr = SocketAddr::from(([127, 0, 0, 1], SERVER_DATA));
+    [("bench-echo", ECHO_BACKEND), ("bench-iperf", IPERF_BACKEND)]
+        .into_iter()
+        .map(|(name, port)| Instance {
+            node: "bench-b".into(),
+            id: name.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            address: [127, 0, 0, 1].into(),
+            port,
+            agent_addr,
+            health: Health::Passing,
+            tags: vec![],
+            meta: Default::default(),
+        })
+        .collect()
+}
+
+/// One agent process: the real agent, plus the catalog/intentions gossip would bring.
+fn run_agent(config: &Path, role: &str) -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a crypto provider is already installed"))?;
+    let cfg = AgentConfig::from_str(
+        &std::fs::read_to_string(config)?,
+        &config.display().to_string(),
+    )?;
+    rhizome_agent::logging::init(cfg.log_level.as_deref(), false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let agent = Agent::start(cfg).await?;
+        let shared = agent.shared().clone();
+        if role == "client" {
+            let mut all = shared.catalog.borrow().instances.clone();
+            all.extend(server_instances());
+            shared.catalog.send_replace(Arc::new(Catalog::new(all)));
+        } else {
+            let rules = rhizome_intentions::RuleSet::load([("bench.hcl", INTENTIONS)])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            shared.rules.send_replace(Arc::new(rules));
+        }
+        agent.run_until(shutdown_signal()).await
+    })
+}
