@@ -274,3 +274,41 @@ async fn a_hundred_mib_flows_byte_exact() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "proxy {\n  drain_timeout = \"20s\"\n}").await;
+    rules(&b, &[&allow("db", "web")]);
+    let mut open = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    open.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    open.read_exact(&mut buf).await.unwrap();
+
+    let stopping = tokio::spawn(a.shutdown());
+    // The upstream listener closes at once...
+    let mut refused = false;
+    for _ in 0..500 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "no new connections while draining");
+    // ...while the open connection keeps working until the app closes it.
+    open.write_all(b"during").await.unwrap();
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"during");
+    open.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    // The drain ends as soon as nothing is open, long before its 20 s limit.
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("drain finished once the connection closed")
+        .unwrap()
+        .unwrap();
+    b.shutdown().await.unwrap();
+}

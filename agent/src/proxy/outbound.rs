@@ -157,11 +157,16 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
     for _ in 0..MAX_ATTEMPTS {
         let catalog = proxy.shared.catalog.borrow().clone();
         let dst = &route.destination;
-        let picked = proxy.picker.pick(
-            catalog.healthy(dst.namespace.as_str(), dst.name.as_str()),
-            &tried,
-            random_below,
-        );
+        let healthy = || catalog.healthy(dst.namespace.as_str(), dst.name.as_str());
+        // Agents that just failed are tried only when no other instance is left.
+        let picked = proxy
+            .picker
+            .pick(
+                healthy().filter(|i| !proxy.pool.recently_failed(i.agent_addr)),
+                &tried,
+                random_below,
+            )
+            .or_else(|| proxy.picker.pick(healthy(), &tried, random_below));
         let Some(inst) = picked else { break };
         tried.push(InstanceKey::of(inst));
         let inflight = proxy.picker.track(inst);
@@ -176,7 +181,9 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
             source: route.source.clone(),
             destination: route.destination.clone(),
         };
-        match attempt(proxy, &key, &request).await {
+        let result = attempt(proxy, &key, &request).await;
+        proxy.pool.record(inst.agent_addr, result.is_ok());
+        match result {
             Ok((Status::Connected, tx, rx)) => {
                 return Ok(Established {
                     tx,

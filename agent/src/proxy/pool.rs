@@ -60,7 +60,12 @@ pub struct Pool {
     slots: Arc<Mutex<HashMap<PoolKey, Slot>>>,
     connect_timeout: Duration,
     metrics: ProxyMetrics,
+    /// Agents a connection attempt failed to recently, and when.
+    failures: Mutex<HashMap<SocketAddr, tokio::time::Instant>>,
 }
+
+/// How long an agent that could not be reached is tried only when nothing else is left.
+pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -98,6 +103,7 @@ impl Pool {
             slots: Arc::new(Mutex::new(HashMap::new())),
             connect_timeout,
             metrics,
+            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -182,6 +188,23 @@ impl Pool {
                 }
             }
         });
+    }
+
+    /// Remembers that `agent` could not be reached (or clears it after a success).
+    pub fn record(&self, agent: SocketAddr, reachable: bool) {
+        let mut map = lock(&self.failures);
+        if reachable {
+            map.remove(&agent);
+        } else {
+            map.insert(agent, tokio::time::Instant::now());
+        }
+    }
+
+    /// Whether `agent` failed within [`FAILURE_BACKOFF`].
+    pub fn recently_failed(&self, agent: SocketAddr) -> bool {
+        lock(&self.failures)
+            .get(&agent)
+            .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
     }
 
     /// Opens one stream on the pooled connection for `key`.
