@@ -30,6 +30,8 @@ pub struct Shared {
     pub http_addr: SocketAddr,
     /// Prometheus registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Pods of this node seen by Kubernetes pod discovery (`None`: `kubernetes` disabled).
+    pub kube_pods: Option<crate::kube::PodRegistryRx>,
     /// This agent's credentials (trust bundle, intermediate, workload leaves).
     pub identity: Arc<Identity>,
     /// The service catalog; writers `send_replace`, readers `subscribe()`.
@@ -60,13 +62,31 @@ impl Agent {
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
         let http_addr = http.local_addr()?;
-        let data = crate::proxy::DataSockets::bind(&config).await?;
-        // Port 0 (tests) resolves here, before anything advertises the data address.
-        config.ports.data = data.port();
+        let kube = crate::kube::Discovery::connect(&config).await?;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let identity = Arc::new(Identity::load(&config)?);
+        let identity = Arc::new(Identity::obtain(&config, &store).await?);
+        let signer = match (&config.ca.root_dir, config.ca.signer) {
+            (Some(dir), true) => Some(Arc::new(crate::join::Signer::new(
+                crate::certfiles::load_root(dir)?,
+                identity.clone(),
+                store.clone(),
+                rhizome_ca::DEFAULT_AGENT_TTL,
+            ))),
+            _ => None,
+        };
+        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        if let Some(signer) = &signer {
+            tcp_services.register(
+                crate::join::JOIN_ALPN,
+                Arc::new(crate::join::JoinService(signer.clone())),
+            );
+        }
+        // UDP (QUIC) and TCP (TLS transport, joins) on one port number; port 0 (tests)
+        // resolves here, before anything advertises the data address.
+        let data = crate::proxy::DataSockets::bind(&config).await?;
+        config.ports.data = data.port();
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -85,6 +105,7 @@ impl Agent {
             boot_count,
             http_addr,
             metrics: crate::metrics::Metrics::new(),
+            kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
             identity,
             catalog,
             rules,
@@ -93,13 +114,22 @@ impl Agent {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
-        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
+        tasks.spawn(crate::renewal::run(
+            shared.clone(),
+            signer.clone(),
+            expiry_watch,
+        ));
         crate::proxy::start(&shared, data.udp, &mut tasks, &mut tcp_services).await?;
         tasks.spawn(crate::tcp_port::serve(
             data.tcp,
             tcp_services,
             stop_rx.clone(),
         ));
+        if let Some(kube) = kube {
+            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
+            tasks.spawn(kube.run(metrics, stop_rx.clone()));
+        }
         tracing::info!(
             node = %shared.config.node_name,
             http = %http_addr,

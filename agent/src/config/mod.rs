@@ -88,6 +88,9 @@ pub struct CaConfig {
     /// Join token from `rhizome ca token create`, to obtain an intermediate from a signer.
     #[serde(skip_serializing)]
     pub join_token: Option<String>,
+    /// Data-port addresses (`host:port`) of signer agents, for joining and intermediate
+    /// renewal; when empty, derived from `retry_join` (see `crate::join::signer_targets`).
+    pub signer_addrs: Vec<String>,
     /// Lifetime of workload leaves.
     pub leaf_ttl: Dur,
 }
@@ -161,6 +164,9 @@ pub struct KubernetesConfig {
     pub node_name: Option<String>,
     /// Address pod upstream listeners bind to (the node address under host networking).
     pub upstream_bind_addr: Option<IpAddr>,
+    /// A kubeconfig file to use instead of the in-cluster service account (then
+    /// `$KUBECONFIG`, then `~/.kube/config`), e.g. for an agent run outside the cluster.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// An upstream: a local listener that reaches a destination service through the mesh.
