@@ -7,6 +7,8 @@
 //!
 //! - [`outbound`]: upstream listeners (one per `upstreams` block of a local service; a
 //!   connection there comes from that service), instance choice ([`picker`]), failover.
+//! - [`pods`]: the listeners of Kubernetes pods' upstreams, opened and closed as pods come
+//!   and go (a connection is attributed to its pod by source IP).
 //! - [`pool`]: QUIC connections to peer agents, pooled per (agent, source, destination);
 //!   TLS connections for `transport = "tls"`.
 //! - [`inbound`]: the QUIC endpoint on the data port and the TLS service on the TCP data
@@ -22,6 +24,7 @@ pub mod inbound;
 pub mod meters;
 pub mod outbound;
 pub mod picker;
+pub mod pods;
 pub mod pool;
 pub mod registry;
 pub mod relay;
@@ -217,10 +220,13 @@ pub async fn start(
             tasks.spawn(outbound::serve_upstream(
                 proxy.clone(),
                 listener,
-                route,
+                outbound::Routing::Fixed(route),
                 shared.shutdown.clone(),
             ));
         }
+    }
+    if let Some(rx) = shared.kube_pods.clone() {
+        tasks.spawn(pods::serve(proxy.clone(), rx, shared.shutdown.clone()));
     }
     tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
     tasks.spawn(watch_rules(proxy.clone(), shared.shutdown.clone()));

@@ -30,18 +30,47 @@ pub struct Route {
     pub destination: ServiceRef,
 }
 
+/// Who the connections of one listener come from.
+pub enum Routing {
+    /// An upstream of a config service: every connection is from that service.
+    Fixed(Route),
+    /// A pod upstream listener shared by the pods of this node: a connection is attributed
+    /// to a pod by its source IP, and to the pod's upstream by the listener port.
+    Pods(crate::kube::PodRegistryRx),
+}
+
+impl Routing {
+    fn route(&self, peer: SocketAddr, local: SocketAddr) -> Option<Route> {
+        match self {
+            Routing::Fixed(route) => Some(route.clone()),
+            Routing::Pods(rx) => {
+                let registry = rx.borrow().clone();
+                let a = crate::kube::attribute(&registry, peer, local).ok()?;
+                Some(Route {
+                    source: ServiceRef::new(&a.service.namespace, &a.service.name).ok()?,
+                    destination: ServiceRef::new(
+                        &a.upstream.destination_namespace,
+                        &a.upstream.destination_name,
+                    )
+                    .ok()?,
+                })
+            }
+        }
+    }
+}
+
 /// Accepts app connections on `listener` until `stop`, at most `proxy.max_connections`
 /// at once (beyond that a connection is reset at once and counted as failed), then waits
 /// for the open ones to end (the drain cuts them when its time is up).
 pub async fn serve_upstream(
     proxy: Arc<Proxy>,
     listener: TcpListener,
-    route: Route,
+    routing: Routing,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let max = usize::try_from(proxy.shared.config.proxy.max_connections).unwrap_or(usize::MAX);
     let limit = Arc::new(Semaphore::new(max));
-    let route = Arc::new(route);
+    let local = listener.local_addr()?;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -55,6 +84,10 @@ pub async fn serve_upstream(
                         continue;
                     }
                 };
+                let Some(route) = routing.route(peer, local) else {
+                    relay::reset_tcp(tcp);
+                    continue;
+                };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::warn!(peer = %peer, src = %route.source, dst = %route.destination, max,
                         "upstream listener at max_connections: connection reset");
@@ -63,7 +96,7 @@ pub async fn serve_upstream(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                let (proxy, route) = (proxy.clone(), route.clone());
+                let proxy = proxy.clone();
                 conns.spawn(async move {
                     handle_app(&proxy, tcp, &route).await;
                     drop(permit);
