@@ -2,11 +2,14 @@
 //! `../shared/bench/dataplane.py --target` (see its README, "A rhizome chain for --target").
 //!
 //! ```text
-//! rhizome-bench chain [--work DIR] [--transport quic|tls]
+//! rhizome-bench chain [--work DIR] [--transport quic|tls] [--offset N]
 //! ```
 //! writes a test CA and two agent configs under DIR, starts two agents as separate
 //! processes (this binary's `agent` mode), waits until the chain answers, prints
-//! `--target rhizome=18101,18102,PID_A,PID_B` and runs until SIGINT/SIGTERM.
+//! `--target rhizome=18101,18102,PID_A,PID_B` and runs until SIGINT/SIGTERM. `--offset N`
+//! moves every port of the chain (not the backends) by N, so several chains (transports,
+//! settings) can run side by side in one benchmark run; the target is then named
+//! `rhizome-<transport>-<N>` (use multiples of 300).
 //!
 //! - server agent `bench-b`: services `bench-echo` -> 127.0.0.1:18000 and `bench-iperf` ->
 //!   127.0.0.1:18001 (the harness's backends), intentions allowing `bench-client`;
@@ -41,8 +44,8 @@ Sources = [
 
 fn usage() -> ! {
     eprintln!(
-        "usage: rhizome-bench chain [--work DIR] [--transport quic|tls]\n       \
-         rhizome-bench agent CONFIG_FILE (client|server)"
+        "usage: rhizome-bench chain [--work DIR] [--transport quic|tls] [--offset N]\n       \
+         rhizome-bench agent CONFIG_FILE (client|server) OFFSET"
     );
     std::process::exit(2)
 }
@@ -51,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("chain") => chain(&args[1..]),
-        Some("agent") if args.len() == 3 => run_agent(Path::new(&args[1]), &args[2]),
+        Some("agent") if args.len() == 4 => {
+            let offset = args[3].parse().context("OFFSET")?;
+            run_agent(Path::new(&args[1]), &args[2], offset)
+        }
         _ => usage(),
     }
 }
@@ -83,8 +89,10 @@ fn agent_hcl(
 
 /// Writes the CA and configs, starts both agents, prints the target, waits for a signal.
 fn chain(args: &[String]) -> anyhow::Result<()> {
-    let work =
-        PathBuf::from(flag(args, "--work").unwrap_or_else(|| "/tmp/rhizome-bench/chain".into()));
+    let offset: u16 = flag(args, "--offset").map_or(Ok(0), |o| o.parse().context("--offset"))?;
+    let work = PathBuf::from(
+        flag(args, "--work").unwrap_or_else(|| format!("/tmp/rhizome-bench/chain-{offset}")),
+    );
     let transport = flag(args, "--transport").unwrap_or_else(|| "quic".into());
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -93,7 +101,7 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
         "bench-b",
         &work,
         &ca.agent_dir(&work, "bench-b")?,
-        (18112, 18122, SERVER_DATA),
+        (18112 + offset, 18122 + offset, SERVER_DATA + offset),
         &format!(
             "service {{\n  name = \"bench-echo\"\n  port = {ECHO_BACKEND}\n}}\n\
              service {{\n  name = \"bench-iperf\"\n  port = {IPERF_BACKEND}\n}}\n"
@@ -103,11 +111,13 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
         "bench-a",
         &work,
         &ca.agent_dir(&work, "bench-a")?,
-        (18111, 18121, 18201),
+        (18111 + offset, 18121 + offset, 18201 + offset),
         &format!(
             "transport = \"{transport}\"\nservice {{\n  name = \"bench-client\"\n  port = 1\n  \
-             upstreams {{\n    destination_name = \"bench-echo\"\n    local_bind_port = {ECHO_UPSTREAM}\n  }}\n  \
-             upstreams {{\n    destination_name = \"bench-iperf\"\n    local_bind_port = {IPERF_UPSTREAM}\n  }}\n}}\n"
+             upstreams {{\n    destination_name = \"bench-echo\"\n    local_bind_port = {}\n  }}\n  \
+             upstreams {{\n    destination_name = \"bench-iperf\"\n    local_bind_port = {}\n  }}\n}}\n",
+            ECHO_UPSTREAM + offset,
+            IPERF_UPSTREAM + offset
         ),
     );
     std::fs::write(work.join("server.hcl"), server)?;
@@ -116,21 +126,33 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
     let spawn = |file: &str, role: &str| -> anyhow::Result<Child> {
         let log = std::fs::File::create(work.join(format!("{role}.log")))?;
         Command::new(&exe)
-            .args(["agent", &work.join(file).display().to_string(), role])
+            .args([
+                "agent",
+                &work.join(file).display().to_string(),
+                role,
+                &offset.to_string(),
+            ])
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting the {role} agent"))
     };
     let mut b = spawn("server.hcl", "server")?;
     let mut a = spawn("client.hcl", "client")?;
-    let up = wait_listening(ECHO_UPSTREAM) && wait_listening(IPERF_UPSTREAM);
+    let up = wait_listening(ECHO_UPSTREAM + offset) && wait_listening(IPERF_UPSTREAM + offset);
     if !up {
         let _ = a.kill();
         let _ = b.kill();
         anyhow::bail!("the agents did not come up; see {}/*.log", work.display());
     }
+    let name = if offset == 0 && transport == "quic" {
+        "rhizome".to_string()
+    } else {
+        format!("rhizome-{transport}-{offset}")
+    };
     println!(
-        "--target rhizome={ECHO_UPSTREAM},{IPERF_UPSTREAM},{},{}",
+        "--target {name}={},{},{},{}",
+        ECHO_UPSTREAM + offset,
+        IPERF_UPSTREAM + offset,
         a.id(),
         b.id()
     );
@@ -158,8 +180,8 @@ fn wait_listening(port: u16) -> bool {
 }
 
 /// The server's instances as the client agent would learn them by gossip.
-fn server_instances() -> Vec<Instance> {
-    let agent_addr = SocketAddr::from(([127, 0, 0, 1], SERVER_DATA));
+fn server_instances(offset: u16) -> Vec<Instance> {
+    let agent_addr = SocketAddr::from(([127, 0, 0, 1], SERVER_DATA + offset));
     [("bench-echo", ECHO_BACKEND), ("bench-iperf", IPERF_BACKEND)]
         .into_iter()
         .map(|(name, port)| Instance {
@@ -178,7 +200,7 @@ fn server_instances() -> Vec<Instance> {
 }
 
 /// One agent process: the real agent, plus the catalog/intentions gossip would bring.
-fn run_agent(config: &Path, role: &str) -> anyhow::Result<()> {
+fn run_agent(config: &Path, role: &str, offset: u16) -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a crypto provider is already installed"))?;
@@ -195,7 +217,7 @@ fn run_agent(config: &Path, role: &str) -> anyhow::Result<()> {
         let shared = agent.shared().clone();
         if role == "client" {
             let mut all = shared.catalog.borrow().instances.clone();
-            all.extend(server_instances());
+            all.extend(server_instances(offset));
             shared.catalog.send_replace(Arc::new(Catalog::new(all)));
         } else {
             let rules = rhizome_intentions::RuleSet::load([("bench.hcl", INTENTIONS)])
