@@ -148,29 +148,39 @@ async fn answer(tx: &mut TunnelTx, status: Status) {
     let _ = tx.finish().await;
 }
 
+/// Reads the request and checks it names a service, from a workload source, matching the
+/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`).
+async fn checked_request(
+    proxy: &Proxy,
+    peer: &Peer,
+    rx: &mut TunnelRx,
+) -> Option<(Request, ServiceRef, ServiceRef)> {
+    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let request = match tokio::time::timeout(timeout, read_request(rx)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::info!(src = %peer.source, error = %e, "bad tunnel request");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let dst = ServiceRef::new(&request.namespace, &request.service).ok()?;
+    let src = peer.source_ref()?;
+    if peer.sni.as_ref() != Some(&dst) {
+        tracing::info!(src = %peer.source, dst = %dst, sni = ?peer.sni,
+            "tunnel request does not match the service named by SNI");
+        return None;
+    }
+    Some((request, src, dst))
+}
+
 /// One tunnel: request, decision, local connect, relay.
 async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: TunnelRx) {
     let started = Instant::now();
     let timeout = proxy.shared.config.proxy.connect_timeout.0;
-    let request = match tokio::time::timeout(timeout, read_request(&mut rx)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::info!(src = %peer.source, error = %e, "bad tunnel request");
-            return answer(&mut tx, Status::BadRequest).await;
-        }
-        Err(_) => return answer(&mut tx, Status::BadRequest).await,
-    };
-    let (Ok(dst), Some(src)) = (
-        ServiceRef::new(&request.namespace, &request.service),
-        peer.source_ref(),
-    ) else {
+    let Some((request, src, dst)) = checked_request(proxy, peer, &mut rx).await else {
         return answer(&mut tx, Status::BadRequest).await;
     };
-    if peer.sni.as_ref() != Some(&dst) {
-        tracing::info!(src = %peer.source, dst = %dst, sni = ?peer.sni,
-            "tunnel request does not match the service named by SNI");
-        return answer(&mut tx, Status::BadRequest).await;
-    }
     let pair = PairLabels {
         direction: Direction::Inbound,
         source: src.to_string(),
