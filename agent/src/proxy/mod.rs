@@ -45,9 +45,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// UDP socket buffer size asked for (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
-const UDP_BUFFER: usize = 4 << 20;
-
 /// The data-port sockets, bound before the agent's shared state exists so that a port 0
 /// in the config resolves to one port number for both UDP (QUIC) and TCP (TLS, join).
 pub struct DataSockets {
@@ -67,13 +64,6 @@ impl DataSockets {
             let udp = std::net::UdpSocket::bind(want)
                 .with_context(|| format!("cannot bind the QUIC data port on udp/{want}"))?;
             let port = udp.local_addr()?.port();
-            if quic_tuned() {
-                // Bursts of QUIC packets overflow the default 208 KiB; the kernel caps this
-                // at net.core.rmem_max / wmem_max.
-                let sock = socket2::SockRef::from(&udp);
-                let _ = sock.set_recv_buffer_size(UDP_BUFFER);
-                let _ = sock.set_send_buffer_size(UDP_BUFFER);
-            }
             match TcpListener::bind(SocketAddr::new(want.ip(), port)).await {
                 Ok(tcp) => return Ok(DataSockets { udp, tcp }),
                 Err(e) if want.port() == 0 => last_err = Some(e),
