@@ -271,6 +271,15 @@ impl PodRegistry {
         self.pod_for_source(ip).and_then(PodEntry::service)
     }
 
+    /// The upstream listener ports the data plane should serve on the node address: the
+    /// union over registered pods (one shared listener per port; [`super::attribute`]
+    /// picks the pod and its upstream per connection).
+    pub fn listener_ports(&self) -> std::collections::BTreeSet<u16> {
+        self.services()
+            .flat_map(|s| s.upstreams.iter().map(|u| u.local_bind_port))
+            .collect()
+    }
+
     /// True once the first complete list of pods has been received: before that, an absent
     /// pod may simply not have been listed yet.
     pub fn is_synced(&self) -> bool {

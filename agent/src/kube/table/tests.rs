@@ -112,6 +112,13 @@ fn kube_table_relist_replaces_without_loss_or_duplicates() {
     assert_eq!(t.handle(Event::InitDone), Change::Changed);
     assert_eq!(registered(&t), ["web-a.shop", "db-c.shop"]);
     assert!(t.snapshot().generation() > generation);
+    assert_eq!(
+        t.snapshot()
+            .listener_ports()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [9191]
+    );
 
     // A relist listing the same set publishes nothing.
     t.handle(Event::Init);
