@@ -103,6 +103,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/health", get(health))
         .route("/v1/kubernetes/pods", get(crate::kube::api::pods))
+        .route("/v1/ca/status", get(crate::expiry::status_handler))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(shared)

@@ -1,5 +1,7 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+mod ca;
+mod ca_rotate;
 mod run_agent;
 mod status;
 
@@ -44,6 +46,9 @@ pub enum Command {
     Info(status::FormatArgs),
     /// List the services registered on the local agent.
     Services(status::FormatArgs),
+    /// Certificate authority: create roots, issue agent/operator/workload certificates,
+    /// verify chains, join tokens, root rotation (offline, on files), and `ca status`.
+    Ca(ca::CaArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -52,6 +57,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
         Command::Info(f) => status::info(&cli.http_addr, &f),
         Command::Services(f) => status::services(&cli.http_addr, &f),
+        Command::Ca(args) => ca::run(args, &cli.http_addr),
     };
     match result {
         Ok(code) => code,
