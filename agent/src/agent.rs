@@ -42,6 +42,10 @@ pub struct Shared {
     pub policy: Policy,
     /// Turns true once when the agent shuts down; every task watches it.
     pub shutdown: watch::Receiver<bool>,
+    /// The replicated signed state (catalog, certificates, intentions, keyring).
+    pub replica: Arc<crate::gossip::replica::Replica>,
+    /// Membership, keyring and join/leave.
+    pub gossip: Arc<crate::gossip::Gossip>,
 }
 
 /// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
@@ -105,6 +109,16 @@ impl Agent {
             },
             audit: config.intention_mode == crate::config::IntentionMode::Audit,
         };
+        let (replica, outgoing) = crate::gossip::replica::Replica::open(
+            store.clone(),
+            identity.clone(),
+            &config.node_name,
+            config.dev,
+        )?;
+        let (gossip, gossip_tasks) =
+            crate::gossip::bind(&config, &store, &replica, outgoing).await?;
+        // Port 0 resolves here too: the API and the catalog show the bound gossip port.
+        config.ports.gossip = gossip.addr().port();
         let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
         let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
         let (stop, stop_rx) = watch::channel(false);
@@ -122,13 +136,12 @@ impl Agent {
             rules,
             policy,
             shutdown: stop_rx.clone(),
+            replica,
+            gossip,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
-        if let Some(kube) = kube {
-            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
-            tasks.spawn(kube.run(metrics, stop_rx.clone()));
-        }
+        crate::gossip::spawn(gossip_tasks, &shared, &mut tasks);
         let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
         tasks.spawn(crate::renewal::run(
             shared.clone(),
@@ -141,6 +154,10 @@ impl Agent {
                 tcp_services,
                 stop_rx.clone(),
             ));
+        }
+        if let Some(kube) = kube {
+            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
+            tasks.spawn(kube.run(metrics, stop_rx.clone()));
         }
         tracing::info!(
             node = %shared.config.node_name,
@@ -183,6 +200,15 @@ impl Agent {
         };
         self.shutdown().await?;
         outcome
+    }
+
+    /// Stops every task at once, as `kill -9` would: no graceful leave, no drain (for tests
+    /// of failure detection). The store is still flushed.
+    pub async fn abort(mut self) -> anyhow::Result<()> {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.shared.store.flush()?;
+        Ok(())
     }
 
     /// Signals every task to stop, waits for them, and flushes the store.
