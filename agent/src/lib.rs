@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod env;
 pub mod identity;
+pub mod intentions;
 pub mod logging;
 pub mod metrics;
 pub mod store;

@@ -1,5 +1,7 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+pub mod graph;
+pub mod intention;
 mod run_agent;
 mod status;
 
@@ -44,6 +46,14 @@ pub enum Command {
     Info(status::FormatArgs),
     /// List the services registered on the local agent.
     Services(status::FormatArgs),
+    /// Intentions: who may connect to whom (validate, check, match, apply, list, delete).
+    Intention {
+        /// The intention command.
+        #[command(subcommand)]
+        command: intention::IntentionCommand,
+    },
+    /// Print the service access graph (services and the intentions between them).
+    Graph(graph::GraphArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -52,6 +62,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
         Command::Info(f) => status::info(&cli.http_addr, &f),
         Command::Services(f) => status::services(&cli.http_addr, &f),
+        Command::Intention { command } => intention::run(&cli.http_addr, command),
+        Command::Graph(args) => graph::run(&cli.http_addr, &args),
     };
     match result {
         Ok(code) => code,

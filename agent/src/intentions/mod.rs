@@ -1,0 +1,276 @@
+//! Intentions in the agent: the signed entries this agent accepted, the rule set built from
+//! them (`Shared::rules`), the `intentions_dir` loader, the HTTP API and the per-connection
+//! decision the data plane calls ([`authorize`]).
+//!
+//! Flow: an entry arrives signed (HTTP API from `rhizome intention apply`, or a file of
+//! `intentions_dir` signed with the operator of `operator_dir`), is checked
+//! ([`signed::verify`]) and merged into the [`ledger::Ledger`]; every change of the
+//! ledger triggers [`rebuild`], which swaps `Shared::rules` only when the whole set builds,
+//! so a bad entry never replaces the rules in force. `--dev` agents also accept unsigned
+//! entries (they sign them with their own agent certificate).
+
+pub mod api;
+pub mod dir;
+pub mod ledger;
+pub mod signed;
+pub mod verdict;
+pub mod view;
+
+pub use verdict::{DecisionCounters, Outcome, Verdict, authorize};
+
+use crate::agent::Shared;
+use crate::identity::Identity;
+use crate::store::{Store, StoreError, TreeName};
+use ledger::Ledger;
+use rhizome_ca::SpiffeId;
+use rhizome_gossip::hlc::Hlc;
+use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key};
+use rhizome_intentions::{BuildError, Entry, RuleSet};
+use signed::{Author, SignedError};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
+
+/// Prefix of the records marking keys written from `intentions_dir` (`dir/<key>` -> file).
+const DIR_MARK_PREFIX: &str = "dir/";
+
+/// Why a submitted entry was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The entry was refused (the sender's fault; see [`SignedError`]).
+    #[error(transparent)]
+    Refused(#[from] SignedError),
+    /// The store failed (this agent's fault; nothing changed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The latest problems, shown by `GET /v1/intentions`.
+#[derive(Clone, Debug, Default)]
+pub struct Problems {
+    /// Errors of the last `intentions_dir` load that failed (`file:line:column: ...`).
+    pub dir: Vec<String>,
+    /// Errors of the last rule-set rebuild that failed.
+    pub rules: Vec<String>,
+}
+
+/// The agent's intentions state, shared through `Shared::intentions`.
+pub struct Intentions {
+    ledger: Ledger,
+    store: Store,
+    /// `rhizome_intention_decisions_total`.
+    pub decisions: DecisionCounters,
+    problems: Mutex<Problems>,
+}
+
+impl Intentions {
+    /// Opens the ledger from the store (re-verifying every stored entry) and registers the
+    /// metrics.
+    pub fn open(
+        store: &Store,
+        identity: &Identity,
+        dev: bool,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Intentions, StoreError> {
+        let ledger = Ledger::open(store.clone(), |e| signed::verify(identity, dev, e).is_ok())?;
+        Ok(Intentions {
+            ledger,
+            store: store.clone(),
+            decisions: DecisionCounters::register(metrics),
+            problems: Mutex::new(Problems::default()),
+        })
+    }
+
+    /// The accepted entries.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The latest load and build problems.
+    pub fn problems(&self) -> Problems {
+        lock(&self.problems).clone()
+    }
+
+    fn set_problems(&self, f: impl FnOnce(&mut Problems)) {
+        f(&mut lock(&self.problems));
+    }
+
+    /// Verifies a signed entry and merges it. An entry applied this way no longer counts
+    /// as coming from `intentions_dir`.
+    pub fn submit(
+        &self,
+        shared: &Shared,
+        entry: SignedEntry,
+    ) -> Result<(SpiffeId, Applied), SubmitError> {
+        let signer = signed::verify(&shared.identity, shared.config.dev, &entry)?;
+        let key = entry.key.clone();
+        let applied = self.ledger.submit(entry)?;
+        if applied == Applied::New {
+            self.unmark_dir(&key)?;
+        }
+        Ok((signer, applied))
+    }
+
+    /// Signs `text` (one entry, `file` names it in errors) with this `--dev` agent's own
+    /// certificate and merges it; refused on other agents.
+    pub fn submit_unsigned(
+        &self,
+        shared: &Shared,
+        text: &str,
+        file: &str,
+        tombstone_of: Option<&Key>,
+    ) -> Result<(SpiffeId, Applied), SubmitError> {
+        if !shared.config.dev {
+            return Err(SignedError::Unsigned.into());
+        }
+        let author = Author::agent(&shared.identity)?;
+        let entry = match tombstone_of {
+            Some(key) => author.sign(key.clone(), Vec::new(), true, self.next_hlc(key))?,
+            None => {
+                let parsed = Entry::parse(text, file).map_err(SignedError::from)?;
+                let key = signed::key_for(&parsed.destination)?;
+                let hlc = self.next_hlc(&key);
+                author.sign(key, text.as_bytes().to_vec(), false, hlc)?
+            }
+        };
+        self.submit(shared, entry)
+    }
+
+    /// A clock for a new version of `key`: wall time, and always after the held version.
+    pub fn next_hlc(&self, key: &Key) -> Hlc {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        next_hlc(now, self.ledger.version(key).map(|v| v.hlc))
+    }
+
+    /// Keys written from `intentions_dir`, with their file.
+    pub fn dir_marks(&self) -> Result<Vec<(Key, String)>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self
+            .store
+            .scan(TreeName::Intentions, DIR_MARK_PREFIX.as_bytes())?
+        {
+            let text = String::from_utf8_lossy(&k[DIR_MARK_PREFIX.len()..]).into_owned();
+            if let Ok(key) = text.parse::<Key>() {
+                out.push((key, String::from_utf8_lossy(&v).into_owned()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn mark_dir(&self, key: &Key, file: &str) -> Result<(), StoreError> {
+        let record = format!("{DIR_MARK_PREFIX}{key}");
+        self.store
+            .put(TreeName::Intentions, record.as_bytes(), file.as_bytes())
+    }
+
+    fn unmark_dir(&self, key: &Key) -> Result<(), StoreError> {
+        let record = format!("{DIR_MARK_PREFIX}{key}");
+        self.store.remove(TreeName::Intentions, record.as_bytes())
+    }
+}
+
+/// The clock of a new version: `now_ms`, or just after `held` when that is not older.
+pub fn next_hlc(now_ms: u64, held: Option<Hlc>) -> Hlc {
+    match held {
+        Some(h) if h.physical_ms() >= now_ms => match h.logical().checked_add(1) {
+            Some(logical) => Hlc::new(h.physical_ms(), logical),
+            None => Hlc::new(h.physical_ms().saturating_add(1), 0),
+        },
+        _ => Hlc::new(now_ms, 0),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Rebuilds the rule set from `entries` (tombstones skipped): every value is parsed with
+/// its key as the file name; `shared.rules` is replaced only if the whole set built, and
+/// only if its content changed. On errors, each is logged and the old set stays in force.
+pub fn rebuild(shared: &Shared, entries: &[SignedEntry]) -> Result<(), Vec<String>> {
+    let mut parsed = Vec::new();
+    let mut errors: Vec<BuildError> = Vec::new();
+    for e in entries.iter().filter(|e| !e.tombstone) {
+        match signed::parse_value(&e.key, &e.value) {
+            Ok(entry) => parsed.push(entry),
+            Err(SignedError::Invalid(src)) => errors.push(BuildError::Source(src)),
+            Err(other) => tracing::warn!(key = %e.key, error = %other, "intention skipped"),
+        }
+    }
+    let built = match RuleSet::build(parsed) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more.0);
+            Err(errors)
+        }
+    };
+    match built {
+        Ok(set) => {
+            let version = set.version();
+            let changed = shared.rules.send_if_modified(|cur| {
+                if cur.version() == version {
+                    return false;
+                }
+                *cur = Arc::new(set);
+                true
+            });
+            if changed {
+                tracing::info!(%version, entries = entries.len(), "intentions in force");
+            }
+            shared.intentions.set_problems(|p| p.rules.clear());
+            Ok(())
+        }
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for line in &lines {
+                tracing::error!(error = %line, "intentions not replaced: the rules in force stay");
+            }
+            shared
+                .intentions
+                .set_problems(|p| p.rules.clone_from(&lines));
+            Err(lines)
+        }
+    }
+}
+
+/// Builds the rules from the stored entries and loads `intentions_dir` once (so a
+/// restarted agent enforces its last rules at once), then spawns the tasks that rebuild on
+/// every change and poll the directory. Both end when `shared.shutdown` turns true.
+pub async fn start(shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow::Result<()>>) {
+    let changes = shared.intentions.ledger.subscribe();
+    let mut watcher = dir::Watcher::new(shared);
+    watcher.poll(shared).await;
+    let _ = rebuild(shared, &shared.intentions.ledger.entries());
+    tasks.spawn(rebuild_on_change(shared.clone(), changes));
+    tasks.spawn(dir::run(shared.clone(), watcher));
+}
+
+async fn rebuild_on_change(
+    shared: Arc<Shared>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) -> anyhow::Result<()> {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let _ = rebuild(&shared, &shared.intentions.ledger.entries());
+            }
+            () = stopped(&mut stop) => return Ok(()),
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is true (the guard is dropped inside, so the future is
+/// `Send`).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
