@@ -54,7 +54,7 @@ pub struct Agent {
 impl Agent {
     /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
     /// running) if the data_dir is in use or a port cannot be bound.
-    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+    pub async fn start(mut config: AgentConfig) -> anyhow::Result<Agent> {
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -65,7 +65,38 @@ impl Agent {
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let identity = Arc::new(Identity::load(&config)?);
+        let identity = Arc::new(Identity::obtain(&config, &store).await?);
+        let signer = match (&config.ca.root_dir, config.ca.signer) {
+            (Some(dir), true) => Some(Arc::new(crate::join::Signer::new(
+                crate::certfiles::load_root(dir)?,
+                identity.clone(),
+                store.clone(),
+                rhizome_ca::DEFAULT_AGENT_TTL,
+            ))),
+            _ => None,
+        };
+        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        if let Some(signer) = &signer {
+            tcp_services.register(
+                crate::join::JOIN_ALPN,
+                Arc::new(crate::join::JoinService(signer.clone())),
+            );
+        }
+        let data_tcp = if tcp_services.is_empty() {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(config.data_addr())
+                    .await
+                    .with_context(|| {
+                        format!("cannot bind the TCP data port on {}", config.data_addr())
+                    })?,
+            )
+        };
+        if let Some(listener) = &data_tcp {
+            // Port 0 (tests) resolves here, before anything advertises the data address.
+            config.ports.data = listener.local_addr()?.port();
+        }
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -98,6 +129,19 @@ impl Agent {
         let mut tasks = JoinSet::new();
         crate::intentions::start(&shared, &mut tasks).await;
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
+        tasks.spawn(crate::renewal::run(
+            shared.clone(),
+            signer.clone(),
+            expiry_watch,
+        ));
+        if let Some(listener) = data_tcp {
+            tasks.spawn(crate::tcp_port::serve(
+                listener,
+                tcp_services,
+                stop_rx.clone(),
+            ));
+        }
         tracing::info!(
             node = %shared.config.node_name,
             http = %http_addr,

@@ -4,9 +4,11 @@
 //!
 //! Sources, in order: `--dev` (an in-memory root and intermediate), `ca { dir }` (files from
 //! `rhizome ca issue-agent`: agent.pem, agent.key, bundle.pem), an intermediate obtained
-//! earlier by a join and kept in the store.
+//! earlier by a join and kept in the store, a signer's own root, a join token
+//! ([`Identity::obtain`]).
 
 use crate::config::AgentConfig;
+use crate::store::{Store, TreeName};
 use anyhow::Context as _;
 use rhizome_ca::{
     AgentCa, CertKind, Credential, Namespace, NodeName, RootCa, ServiceName, SharedBundle,
@@ -64,7 +66,8 @@ fn ttl(d: Duration) -> time::Duration {
 }
 
 impl Identity {
-    /// Loads or creates the agent's credentials as the config says (see the module docs).
+    /// Loads or creates the agent's credentials as the config says (see the module docs),
+    /// without the network or the store: `--dev` and `ca { dir }` only.
     pub fn load(config: &AgentConfig) -> anyhow::Result<Identity> {
         let node: NodeName = config
             .node_name
@@ -77,28 +80,67 @@ impl Identity {
             let bundle = TrustBundle::new(vec![root.cert().clone()])?;
             return Self::assemble(node, bundle, agent, Some(Arc::new(root)), config);
         }
-        let dir = config.ca.dir.as_ref().ok_or_else(|| {
-            anyhow::anyhow!(
-                "no agent credentials: set ca {{ dir = \"...\" }} (from `rhizome ca issue-agent`), \
-                 ca {{ join_token = \"...\" }}, or run with --dev"
-            )
-        })?;
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-        };
-        let agent = AgentCa::from_pem(&read(files::AGENT_CERT)?, &read(files::AGENT_KEY)?)
-            .with_context(|| format!("loading the agent intermediate from {}", dir.display()))?;
-        let bundle = TrustBundle::from_pem(&read(files::BUNDLE)?)
-            .with_context(|| format!("loading {}", dir.join(files::BUNDLE).display()))?;
-        if agent.node() != &node {
-            anyhow::bail!(
-                "{} was issued for node {:?} but node_name is {:?}",
-                dir.join(files::AGENT_CERT).display(),
-                agent.node().as_str(),
-                node.as_str()
-            );
+        let (agent, bundle) = load_dir(config, &node)?;
+        Self::assemble(node, bundle, agent, None, config)
+    }
+
+    /// Loads or obtains the agent's credentials, in order: `--dev` (in-memory root),
+    /// `ca { dir }` (files; a later intermediate renewed into the store wins if it chains to
+    /// the files' bundle), a signer's own root (`ca { signer, root_dir }`: keeps its stored
+    /// intermediate if the current root issued it, else issues itself one), an
+    /// intermediate kept in the store from an earlier join, a join with `ca { join_token }`
+    /// (network). Obtained ones are stored.
+    pub async fn obtain(config: &AgentConfig, store: &Store) -> anyhow::Result<Identity> {
+        if config.dev && config.ca.dir.is_none() {
+            return Self::load(config);
         }
+        let node: NodeName = config
+            .node_name
+            .parse()
+            .context("node_name as a SPIFFE path segment")?;
+        let stored = stored_credentials(store, &node)?;
+        if config.ca.dir.is_some() {
+            let (mut agent, bundle) = load_dir(config, &node)?;
+            if let Some((renewed, _)) = stored
+                && renewed.not_after() > agent.not_after()
+                && crate::join::check_issued(&renewed, &bundle, &node, None).is_ok()
+            {
+                tracing::info!(not_after = %renewed.not_after(), "using the renewed intermediate from the store");
+                agent = renewed;
+            }
+            return Self::assemble(node, bundle, agent, None, config);
+        }
+        if let (true, Some(dir)) = (config.ca.signer, &config.ca.root_dir) {
+            let (agent, bundle) = signer_credentials(dir, &node, stored)?;
+            save_credentials(store, &agent, &bundle)?;
+            return Self::assemble(node, bundle, agent, None, config);
+        }
+        if let Some((agent, bundle)) = stored {
+            return Self::assemble(node, bundle, agent, None, config);
+        }
+        let (agent, bundle) = match &config.ca.join_token {
+            Some(token) => {
+                crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
+            }
+            None => return Self::load(config),
+        };
+        save_credentials(store, &agent, &bundle)?;
+        Self::assemble(node, bundle, agent, None, config)
+    }
+
+    /// Builds the identity from an intermediate and bundle obtained elsewhere (tests, tools),
+    /// issuing the agent leaf and the configured services' leaves.
+    pub fn from_credentials(
+        config: &AgentConfig,
+        agent: AgentCa,
+        bundle: TrustBundle,
+    ) -> anyhow::Result<Identity> {
+        let node: NodeName = config.node_name.parse()?;
+        anyhow::ensure!(
+            agent.node() == &node,
+            "intermediate issued for node {} but node_name is {node}",
+            agent.node()
+        );
         Self::assemble(node, bundle, agent, None, config)
     }
 
@@ -153,6 +195,17 @@ impl Identity {
     /// The in-memory root of `--dev` agents (signs unsigned local operations there).
     pub fn dev_root(&self) -> Option<&Arc<RootCa>> {
         self.root.as_ref()
+    }
+
+    /// Installs a new intermediate (renewed, or re-read from `ca { dir }`). Leaves issued by
+    /// the previous one stay valid until their own renewal.
+    pub fn replace_agent_ca(&self, agent: AgentCa) {
+        write(&self.agent_ca, Arc::new(agent));
+    }
+
+    /// Installs a renewed agent leaf (`Identity::sign` and new handshakes use it at once).
+    pub fn replace_agent_leaf(&self, cred: Credential) {
+        write(&self.agent_leaf, Arc::new(cred));
     }
 
     /// The agent intermediate currently in use.
@@ -292,6 +345,112 @@ impl Identity {
         rhizome_ca::verify_signature(leaf, msg, sig)?;
         Ok(id)
     }
+}
+
+fn write<T>(lock: &RwLock<Arc<T>>, value: Arc<T>) {
+    match lock.write() {
+        Ok(mut g) => *g = value,
+        Err(poisoned) => *poisoned.into_inner() = value,
+    }
+}
+
+/// Reads `agent.pem`, `agent.key` and `bundle.pem` of `ca { dir }`.
+fn load_dir(config: &AgentConfig, node: &NodeName) -> anyhow::Result<(AgentCa, TrustBundle)> {
+    let dir = config.ca.dir.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no agent credentials: set ca {{ dir = \"...\" }} (from `rhizome ca issue-agent`), \
+             ca {{ join_token = \"...\" }}, ca {{ signer = true, root_dir = \"...\" }}, or run with --dev"
+        )
+    })?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    };
+    let agent = AgentCa::from_pem(&read(files::AGENT_CERT)?, &read(files::AGENT_KEY)?)
+        .with_context(|| format!("loading the agent intermediate from {}", dir.display()))?;
+    let bundle = TrustBundle::from_pem(&read(files::BUNDLE)?)
+        .with_context(|| format!("loading {}", dir.join(files::BUNDLE).display()))?;
+    if agent.node() != node {
+        anyhow::bail!(
+            "{} was issued for node {:?} but node_name is {:?}",
+            dir.join(files::AGENT_CERT).display(),
+            agent.node().as_str(),
+            node.as_str()
+        );
+    }
+    Ok((agent, bundle))
+}
+
+/// A signer's own credentials: the stored intermediate if the root of `dir` issued it (a
+/// root switched during a rotation makes it issue a new one), and the root directory's bundle.
+fn signer_credentials(
+    dir: &std::path::Path,
+    node: &NodeName,
+    stored: Option<(AgentCa, TrustBundle)>,
+) -> anyhow::Result<(AgentCa, TrustBundle)> {
+    let root = crate::certfiles::load_root(dir)?;
+    let bundle = crate::certfiles::root_dir_bundle(dir, &root)?;
+    let own = TrustBundle::new(vec![root.cert().clone()])?;
+    if let Some((agent, _)) = stored
+        && crate::join::check_issued(&agent, &own, node, None).is_ok()
+    {
+        return Ok((agent, bundle));
+    }
+    let agent = root.issue_agent(node, None, now(), rhizome_ca::DEFAULT_AGENT_TTL)?;
+    tracing::info!(root = %root.fingerprint(), "signer: issued its own intermediate");
+    Ok((agent, bundle))
+}
+
+/// Keeps an intermediate obtained at runtime (join, renewal, self-issue) and its bundle in
+/// the store's `Certs` tree, under the file names of `ca { dir }`.
+pub fn save_credentials(
+    store: &Store,
+    agent: &AgentCa,
+    bundle: &TrustBundle,
+) -> anyhow::Result<()> {
+    store.put(
+        TreeName::Certs,
+        files::AGENT_CERT.as_bytes(),
+        agent.chain_pem().as_bytes(),
+    )?;
+    store.put(
+        TreeName::Certs,
+        files::AGENT_KEY.as_bytes(),
+        agent.key_pem().as_bytes(),
+    )?;
+    store.put(
+        TreeName::Certs,
+        files::BUNDLE.as_bytes(),
+        bundle.to_pem().as_bytes(),
+    )?;
+    store.flush()?;
+    Ok(())
+}
+
+/// The intermediate and bundle kept by [`save_credentials`], if any, for this node.
+pub fn stored_credentials(
+    store: &Store,
+    node: &NodeName,
+) -> anyhow::Result<Option<(AgentCa, TrustBundle)>> {
+    let get = |name: &str| -> anyhow::Result<Option<String>> {
+        Ok(store
+            .get(TreeName::Certs, name.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    };
+    let (Some(chain), Some(key), Some(bundle)) = (
+        get(files::AGENT_CERT)?,
+        get(files::AGENT_KEY)?,
+        get(files::BUNDLE)?,
+    ) else {
+        return Ok(None);
+    };
+    let agent = AgentCa::from_pem(&chain, &key).context("the intermediate kept in the store")?;
+    if agent.node() != node {
+        tracing::warn!(stored = %agent.node(), node = %node, "ignoring the stored intermediate of another node name");
+        return Ok(None);
+    }
+    let bundle = TrustBundle::from_pem(&bundle).context("the bundle kept in the store")?;
+    Ok(Some((agent, bundle)))
 }
 
 fn read<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {

@@ -16,6 +16,10 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+step "rhizome ca init + ca issue-agent (the mesh's root, demo-1's intermediate)"
+"$RHIZOME" ca init --trust-domain demo.rhizome --out "$work/ca"
+"$RHIZOME" ca issue-agent --ca-dir "$work/ca" --node demo-1 --out "$work/demo-1-ca"
+
 mkdir -p "$work/cfg"
 cat > "$work/cfg/agent.hcl" <<HCL
 node_name = "demo-1"
@@ -25,6 +29,9 @@ ports {
   gossip = 17946
   data   = 17947
   http   = 17948
+}
+ca {
+  dir = "$work/demo-1-ca"
 }
 service {
   name = "web"
@@ -48,6 +55,8 @@ step "rhizome info"
 "$RHIZOME" info
 step "rhizome services"
 "$RHIZOME" services
+step "rhizome ca status"
+"$RHIZOME" ca status
 step "agent log"
 cat "$work/agent.log"
 step "done: stopping the agent"

@@ -90,8 +90,10 @@ fn main() {
     let (mut sim, converge) = converged_sim(config.clone());
     row("every node knows every member", converge, period);
 
+    // Let the join-time backlogs and fast exchanges settle, then measure a quiet window.
+    sim.run_for(Duration::from_secs(60));
     let before = sim.traffic();
-    let window = Duration::from_secs(10);
+    let window = Duration::from_secs(30);
     sim.run_for(window);
     let after = sim.traffic();
     let bytes_per_node_s = (after.bytes - before.bytes) as f64 / n as f64 / window.as_secs_f64();

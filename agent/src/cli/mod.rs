@@ -1,5 +1,7 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+mod ca;
+mod ca_rotate;
 pub mod graph;
 pub mod intention;
 mod run_agent;
@@ -54,6 +56,9 @@ pub enum Command {
     },
     /// Print the service access graph (services and the intentions between them).
     Graph(graph::GraphArgs),
+    /// Certificate authority: create roots, issue agent/operator/workload certificates,
+    /// verify chains, join tokens, root rotation (offline, on files), and `ca status`.
+    Ca(ca::CaArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -64,6 +69,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Services(f) => status::services(&cli.http_addr, &f),
         Command::Intention { command } => intention::run(&cli.http_addr, command),
         Command::Graph(args) => graph::run(&cli.http_addr, &args),
+        Command::Ca(args) => ca::run(args, &cli.http_addr),
     };
     match result {
         Ok(code) => code,

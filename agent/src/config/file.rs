@@ -48,7 +48,7 @@ pub struct IntentionsBlock {
     pub mode: Option<String>,
 }
 
-/// `ca { dir = "...", signer = true, root_dir = "...", join_token = "..." }`.
+/// `ca { dir = "...", signer = true, root_dir = "...", join_token = "...", signer_addrs = [...] }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaBlock {
@@ -56,6 +56,7 @@ pub struct CaBlock {
     pub signer: Option<bool>,
     pub root_dir: Option<String>,
     pub join_token: Option<String>,
+    pub signer_addrs: Option<Vec<String>>,
     pub leaf_ttl: Option<Dur>,
 }
 

@@ -97,6 +97,9 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             ca.signer = c.signer.unwrap_or(ca.signer);
             ca.root_dir = c.root_dir.map(PathBuf::from).or(ca.root_dir);
             ca.join_token = c.join_token.or(ca.join_token);
+            if let Some(addrs) = c.signer_addrs {
+                ca.signer_addrs = addrs;
+            }
             ca.leaf_ttl = c.leaf_ttl.unwrap_or(ca.leaf_ttl);
         }
         if let Some(g) = f.gossip {
@@ -197,6 +200,15 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
         return Err(invalid(
             "<config>",
             "ca { signer = true } needs root_dir (the directory of `rhizome ca init`)",
+        ));
+    }
+    if ca.leaf_ttl.0 < Duration::from_secs(600) {
+        return Err(invalid(
+            "<config>",
+            format!(
+                "ca {{ leaf_ttl = \"{}\" }} is too short: at least 10m (leaves are renewed at 60-90% of their life)",
+                ca.leaf_ttl
+            ),
         ));
     }
     let p = [

@@ -88,6 +88,9 @@ pub struct CaConfig {
     /// Join token from `rhizome ca token create`, to obtain an intermediate from a signer.
     #[serde(skip_serializing)]
     pub join_token: Option<String>,
+    /// Data-port addresses (`host:port`) of signer agents, for joining and intermediate
+    /// renewal; when empty, derived from `retry_join` (see `crate::join::signer_targets`).
+    pub signer_addrs: Vec<String>,
     /// Lifetime of workload leaves.
     pub leaf_ttl: Dur,
 }

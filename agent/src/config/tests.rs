@@ -196,3 +196,17 @@ fn env_function_reads_the_environment() {
     let unset = "node_name = env(\"RHIZOME_TEST_SURELY_UNSET_VARIABLE\")\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
     assert!(err(unset).contains("not a valid name"));
 }
+
+#[test]
+fn ca_block_takes_signer_addrs_and_refuses_short_leaf_ttl() {
+    let base = "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+    let cfg = AgentConfig::from_str(
+        &format!("{base}ca {{\n join_token = \"rhz1.x.y\"\n signer_addrs = [\"10.0.0.1:7947\"]\n leaf_ttl = \"24h\"\n}}\n"),
+        "ca.hcl",
+    )
+    .unwrap();
+    assert_eq!(cfg.ca.signer_addrs, ["10.0.0.1:7947"]);
+    assert_eq!(cfg.ca.leaf_ttl.0, std::time::Duration::from_secs(24 * 3600));
+    assert!(err(&format!("{base}ca {{\n leaf_ttl = \"5m\"\n}}\n")).contains("too short"));
+    assert!(err(&format!("{base}ca {{\n signer = true\n}}\n")).contains("needs root_dir"));
+}

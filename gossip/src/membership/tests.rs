@@ -329,3 +329,47 @@ fn local_health_rises_when_isolated_and_recovers() {
             .all(|i| *i == 1 || matches!(&downs[i], MemberEvent::Down(d) if d.addr == victim))
     );
 }
+
+#[test]
+fn malformed_payloads_are_typed_and_harmless() {
+    let mut net = Net::new(3);
+    net.join_all_to(0);
+    assert!(net.run_until(Duration::from_secs(30), Net::converged));
+    let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let now = net.now;
+    let mut sink = SetReceiver::default();
+    let node = net.node(1);
+    for bad in [&[][..], &[9, 1, 2][..], &[1, 0xff, 0xff, 0xff][..]] {
+        assert!(matches!(
+            node.handle_data(now, from, bad, &mut sink),
+            Err(MembershipError::Malformed { .. })
+        ));
+    }
+    assert!(matches!(
+        node.handle_data(now, from, &[0, 1, 2, 3], &mut sink),
+        Err(MembershipError::Rejected { .. })
+    ));
+    assert_eq!(node.num_members(), 2);
+}
+
+#[test]
+fn late_joiner_learns_the_whole_table() {
+    let mut net = Net::new(3);
+    net.join_all_to(0);
+    assert!(net.run_until(Duration::from_secs(30), Net::converged));
+    // A late joiner talks to node 0 only; the announce reply, gossip and the table exchange
+    // that follows its join teach it (and everyone) the whole table.
+    net.nodes.push(Some(
+        Membership::new(id(3, 1), MembershipConfig::default(), 3).unwrap(),
+    ));
+    net.receivers.push(SetReceiver::default());
+    let now = net.now;
+    net.node(3).join(now, id(0, 1).addr).unwrap();
+    assert!(net.run_until(Duration::from_secs(30), Net::converged));
+    assert!(
+        net.node(3)
+            .members()
+            .iter()
+            .all(|r| r.status == MemberStatus::Alive)
+    );
+}

@@ -1,0 +1,375 @@
+//! `rhizome ca ...`: the offline CA (files in, files out) and `ca status` (asks the agent).
+//!
+//! File names are an interface: `ca init` writes `root.pem` and `root.key`; `issue-agent`
+//! writes `agent.pem` (the intermediate), `agent.key` and `bundle.pem`; `issue-leaf` and
+//! `issue-operator` write `cert.pem`, `key.pem` and `chain.pem`. Keys get mode 0600 and no
+//! command overwrites an existing file.
+
+use super::ca_rotate::RotateCommand;
+use super::status::{Format, FormatArgs, print_table};
+use crate::certfiles::{self, OutFile};
+use crate::client::Client;
+use crate::duration::Dur;
+use crate::expiry::CertStatus;
+use crate::identity::files;
+use anyhow::Context as _;
+use rhizome_ca::{
+    AgentCa, CertKind, Claims, Namespace, NodeName, NodePattern, OperatorName, RootCa, ServiceName,
+    TokenId, TrustBundle, TrustDomain,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Arguments of `rhizome ca`.
+#[derive(clap::Args, Debug)]
+pub struct CaArgs {
+    /// The CA command to run.
+    #[command(subcommand)]
+    pub command: CaCommand,
+}
+
+/// Every `rhizome ca` subcommand.
+#[derive(clap::Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create the root CA of a new mesh: writes OUT/root.pem and OUT/root.key (mode 0600).
+    ///
+    /// Keep root.key offline, or on the few signer agents (`ca { signer = true, root_dir }`).
+    Init(InitArgs),
+    /// Issue an agent intermediate CA for one node from the root in --ca-dir: writes
+    /// OUT/agent.pem, OUT/agent.key (0600) and OUT/bundle.pem, the files `ca { dir }` reads.
+    IssueAgent(IssueAgentArgs),
+    /// Issue an operator certificate (spiffe://TD/operator/NAME, signs intentions and keyring
+    /// changes) from the root: writes OUT/cert.pem, OUT/key.pem (0600), OUT/chain.pem.
+    IssueOperator(IssueOperatorArgs),
+    /// Issue a workload leaf (spiffe://TD/ns/NS/svc/NAME) from an agent intermediate
+    /// directory: writes OUT/cert.pem, OUT/key.pem (0600) and OUT/chain.pem (cert + issuing
+    /// chain, without the root).
+    IssueLeaf(IssueLeafArgs),
+    /// Verify a certificate chain against a trust bundle and print its SPIFFE id; exits
+    /// non-zero with the reason when it is refused.
+    Verify(VerifyArgs),
+    /// Join tokens: let a new agent obtain its intermediate from a signer agent.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Root rotation, step by step (new root + cross certificate, bundle add, switch,
+    /// bundle remove), with no connection refused on the way.
+    ///
+    /// 1. `rotate new-root --ca-dir OLD --out NEW`
+    /// 2. `rotate bundle-add --bundle AGENT/bundle.pem --root NEW/root.pem` on every agent
+    /// 3. switch: `issue-agent --ca-dir NEW ...` for each node (the chains carry NEW/cross.pem,
+    ///    so peers trusting only OLD accept them), move agent.pem/agent.key into place; point
+    ///    signers' root_dir at NEW
+    /// 4. `rotate bundle-remove --bundle AGENT/bundle.pem --root OLD/root.pem` everywhere
+    /// 5. `rotate finish --ca-dir NEW`
+    #[command(subcommand, verbatim_doc_comment)]
+    Rotate(RotateCommand),
+    /// Ask the local agent for every certificate it holds (roots, intermediate, agent leaf,
+    /// workload leaves) with issuer, SPIFFE id, expiry and seconds left.
+    Status(FormatArgs),
+}
+
+/// `rhizome ca init`.
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Trust domain of the mesh (the authority of every SPIFFE id), e.g. `mesh.example`.
+    #[arg(long, value_name = "TD")]
+    pub trust_domain: TrustDomain,
+    /// Output directory (created if missing; existing files are never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Lifetime of the root.
+    #[arg(long, value_name = "DUR", default_value = "87600h")]
+    pub ttl: Dur,
+}
+
+/// `rhizome ca issue-agent`.
+#[derive(clap::Args, Debug)]
+pub struct IssueAgentArgs {
+    /// Directory of `ca init` (root.pem, root.key; cross.pem and bundle.pem during a rotation).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Node name the intermediate is bound to (the agent's `node_name`).
+    #[arg(long, value_name = "NAME")]
+    pub node: NodeName,
+    /// Services this agent may issue leaves for (comma-separated); any when absent.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub services: Option<Vec<ServiceName>>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Lifetime of the intermediate (capped at the root's expiry).
+    #[arg(long, value_name = "DUR", default_value = "720h")]
+    pub ttl: Dur,
+}
+
+/// `rhizome ca issue-operator`.
+#[derive(clap::Args, Debug)]
+pub struct IssueOperatorArgs {
+    /// Directory of `ca init`.
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Operator name (a person or an automation).
+    #[arg(long, value_name = "NAME")]
+    pub name: OperatorName,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Lifetime of the certificate.
+    #[arg(long, value_name = "DUR", default_value = "720h")]
+    pub ttl: Dur,
+}
+
+/// `rhizome ca issue-leaf`.
+#[derive(clap::Args, Debug)]
+pub struct IssueLeafArgs {
+    /// Directory of `issue-agent` (agent.pem, agent.key).
+    #[arg(long, value_name = "DIR")]
+    pub agent_dir: PathBuf,
+    /// Service name.
+    #[arg(long, value_name = "NAME")]
+    pub service: ServiceName,
+    /// Namespace of the service.
+    #[arg(long, value_name = "NS", default_value = "default")]
+    pub namespace: Namespace,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Lifetime of the leaf (capped at the intermediate's expiry).
+    #[arg(long, value_name = "DUR", default_value = "72h")]
+    pub ttl: Dur,
+}
+
+/// `rhizome ca verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Trust bundle (one or more roots), e.g. an agent's bundle.pem or a root.pem.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: PathBuf,
+    /// PEM file holding the certificate, followed by its issuing chain (e.g. chain.pem).
+    #[arg(value_name = "CERT.pem")]
+    pub cert: PathBuf,
+    /// Extra intermediates, if CERT.pem holds the leaf alone.
+    #[arg(long, value_name = "FILE")]
+    pub chain: Option<PathBuf>,
+}
+
+/// `rhizome ca token ...`.
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a join token signed by the root; prints it on the last line of stdout.
+    ///
+    /// The token holds its expiry, the node-name pattern, the allowed services, the use
+    /// limit and the root's fingerprint (the joiner pins the root with it). Give it to the
+    /// new agent as `ca { join_token = "..." }`.
+    Create(TokenCreateArgs),
+}
+
+/// `rhizome ca token create`.
+#[derive(clap::Args, Debug)]
+pub struct TokenCreateArgs {
+    /// Directory of `ca init` (the root key signs the token).
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: PathBuf,
+    /// Node names allowed to join: `*` matches any run of characters, `?` one character.
+    #[arg(long, value_name = "GLOB")]
+    pub node_pattern: NodePattern,
+    /// How long the token is accepted.
+    #[arg(long, value_name = "DUR")]
+    pub ttl: Dur,
+    /// Services the joined agent may issue leaves for (comma-separated); any when absent.
+    #[arg(long, value_name = "A,B", value_delimiter = ',')]
+    pub services: Option<Vec<ServiceName>>,
+    /// How many joins the token allows (counted by each signer); unlimited when absent.
+    #[arg(long, value_name = "N")]
+    pub max_uses: Option<u32>,
+}
+
+/// Runs `rhizome ca ...`.
+pub fn run(args: CaArgs, http_addr: &str) -> anyhow::Result<ExitCode> {
+    match args.command {
+        CaCommand::Init(a) => init(a),
+        CaCommand::IssueAgent(a) => issue_agent(a),
+        CaCommand::IssueOperator(a) => issue_operator(a),
+        CaCommand::IssueLeaf(a) => issue_leaf(a),
+        CaCommand::Verify(a) => verify(a),
+        CaCommand::Token(TokenCommand::Create(a)) => token_create(a),
+        CaCommand::Rotate(r) => super::ca_rotate::run(r),
+        CaCommand::Status(f) => status(http_addr, &f),
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+/// A CLI duration as the CA's signed duration.
+pub(crate) fn ttl(d: Dur) -> anyhow::Result<time::Duration> {
+    if d.0 == Duration::ZERO {
+        anyhow::bail!("--ttl must be positive");
+    }
+    Ok(time::Duration::try_from(d.0)?)
+}
+
+fn report(paths: &[PathBuf]) {
+    for p in paths {
+        println!("wrote {}", p.display());
+    }
+}
+
+fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
+    let root = RootCa::generate(a.trust_domain, now(), ttl(a.ttl)?)?;
+    let written = certfiles::write_new(
+        &a.out,
+        &[
+            OutFile::public(certfiles::ROOT_CERT, root.cert_pem()),
+            OutFile::secret(certfiles::ROOT_KEY, root.key_pem()),
+        ],
+    )?;
+    report(&written);
+    println!("trust domain: {}", root.trust_domain());
+    println!("root fingerprint (sha256): {}", root.fingerprint());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue_agent(a: IssueAgentArgs) -> anyhow::Result<ExitCode> {
+    let root = certfiles::load_root(&a.ca_dir)?;
+    let bundle = certfiles::root_dir_bundle(&a.ca_dir, &root)?;
+    let agent = root.issue_agent(&a.node, a.services.as_deref(), now(), ttl(a.ttl)?)?;
+    let written = certfiles::write_new(
+        &a.out,
+        &[
+            OutFile::public(files::AGENT_CERT, agent.chain_pem()),
+            OutFile::secret(files::AGENT_KEY, agent.key_pem()),
+            OutFile::public(files::BUNDLE, bundle.to_pem()),
+        ],
+    )?;
+    report(&written);
+    println!("agent: {}", agent.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue_operator(a: IssueOperatorArgs) -> anyhow::Result<ExitCode> {
+    let root = certfiles::load_root(&a.ca_dir)?;
+    let cred = root.issue_operator(&a.name, now(), ttl(a.ttl)?)?;
+    write_leaf(&a.out, &cred)?;
+    println!("operator: {}", cred.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue_leaf(a: IssueLeafArgs) -> anyhow::Result<ExitCode> {
+    let agent = AgentCa::from_pem(
+        &certfiles::read(&a.agent_dir.join(files::AGENT_CERT))?,
+        &certfiles::read(&a.agent_dir.join(files::AGENT_KEY))?,
+    )
+    .with_context(|| format!("loading the intermediate from {}", a.agent_dir.display()))?;
+    let cred = agent.issue_workload(&a.namespace, &a.service, now(), ttl(a.ttl)?)?;
+    write_leaf(&a.out, &cred)?;
+    println!("workload: {}", cred.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_leaf(out: &std::path::Path, cred: &rhizome_ca::Credential) -> anyhow::Result<()> {
+    let written = certfiles::write_new(
+        out,
+        &[
+            OutFile::public(certfiles::LEAF_CERT, cred.cert_pem()),
+            OutFile::secret(certfiles::LEAF_KEY, cred.key_pem()),
+            OutFile::public(certfiles::LEAF_CHAIN, cred.chain_pem()),
+        ],
+    )?;
+    report(&written);
+    Ok(())
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let bundle = TrustBundle::from_pem(&certfiles::read(&a.bundle)?)
+        .with_context(|| format!("parsing the bundle {}", a.bundle.display()))?;
+    let mut certs = rhizome_ca::certs_from_pem(&certfiles::read(&a.cert)?)
+        .with_context(|| format!("parsing {}", a.cert.display()))?;
+    if let Some(chain) = &a.chain {
+        certs.extend(
+            rhizome_ca::certs_from_pem(&certfiles::read(chain)?)
+                .with_context(|| format!("parsing {}", chain.display()))?,
+        );
+    }
+    let (leaf, rest) = certs
+        .split_first()
+        .ok_or_else(|| anyhow::anyhow!("{} holds no certificate", a.cert.display()))?;
+    let kinds = [CertKind::Workload, CertKind::Agent, CertKind::Operator];
+    match rhizome_ca::verify_chain_with(
+        &bundle,
+        leaf,
+        rest,
+        rhizome_ca::unix_time(now()),
+        &kinds,
+        rhizome_ca::Usage::Client,
+    ) {
+        Ok(id) => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("refused: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn token_create(a: TokenCreateArgs) -> anyhow::Result<ExitCode> {
+    let root = certfiles::load_root(&a.ca_dir)?;
+    let claims = Claims {
+        id: TokenId::random()?,
+        expires: now() + ttl(a.ttl)?,
+        node_pattern: a.node_pattern,
+        services: a.services,
+        root: root.fingerprint(),
+        max_uses: a.max_uses,
+    };
+    let token = claims.sign(&root)?;
+    eprintln!(
+        "token {} for nodes {:?}, expires {}, root {}",
+        claims.id,
+        claims.node_pattern.as_str(),
+        claims.expires,
+        claims.root
+    );
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(http_addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(http_addr);
+    if f.format == Format::Json {
+        let v: serde_json::Value = client.get("/v1/ca/status")?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let certs: Vec<CertStatus> = client.get("/v1/ca/status")?;
+    let rows: Vec<Vec<String>> = certs
+        .iter()
+        .map(|c| {
+            vec![
+                c.kind.clone(),
+                c.spiffe_id.clone(),
+                c.issuer.clone(),
+                c.not_after.clone(),
+                c.seconds_to_expiry.to_string(),
+                format!("{:.0}%", c.fraction_used * 100.0),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "KIND",
+            "SPIFFE ID",
+            "ISSUER",
+            "EXPIRES",
+            "SECONDS LEFT",
+            "USED",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
