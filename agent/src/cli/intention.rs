@@ -378,3 +378,15 @@ pub fn encode(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(encode("payments/api-*"), "payments/api-*");
+        assert_eq!(encode("spiffe://td/ns/a/svc/b"), "spiffe://td/ns/a/svc/b");
+        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+}

@@ -274,3 +274,20 @@ async fn rebuild_on_change(
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_versions_are_after_the_held_one_even_with_a_slow_clock() {
+        assert_eq!(next_hlc(100, None), Hlc::new(100, 0));
+        assert_eq!(next_hlc(100, Some(Hlc::new(50, 9))), Hlc::new(100, 0));
+        assert_eq!(next_hlc(100, Some(Hlc::new(100, 0))), Hlc::new(100, 1));
+        assert_eq!(next_hlc(90, Some(Hlc::new(100, 3))), Hlc::new(100, 4));
+        assert_eq!(
+            next_hlc(90, Some(Hlc::new(100, u16::MAX))),
+            Hlc::new(101, 0)
+        );
+    }
+}

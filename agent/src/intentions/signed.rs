@@ -289,3 +289,129 @@ pub fn signer_id(entry: &SignedEntry) -> Option<SpiffeId> {
         .ok()?
         .spiffe_id
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+
+    const DB: &str = "Kind = \"service-intentions\"\nName = \"db-*\"\nSources = [\n  { Name = \"web\", Action = \"allow\" },\n]\n";
+
+    fn dev_identity(node: &str) -> Identity {
+        let dir = tempfile::tempdir().unwrap();
+        Identity::load(&AgentConfig::dev(node, dir.path().to_path_buf())).unwrap()
+    }
+
+    fn key(text: &str) -> Key {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn keys_follow_destinations_with_wildcards() {
+        let p: ServicePattern = "db-*".parse().unwrap();
+        assert_eq!(key_for(&p).unwrap().to_string(), "intentions/default/db-*");
+        let any: ServicePattern = "*/*".parse().unwrap();
+        let k = key_for(&any).unwrap();
+        assert_eq!(k.to_string(), "intentions/*/*");
+        assert_eq!(destination_of(&k).unwrap(), any);
+        assert!(destination_of(&key("certs/n1")).is_err());
+    }
+
+    #[test]
+    fn dev_agent_signatures_verify_only_on_dev_agents() {
+        let id = dev_identity("n1");
+        let author = Author::agent(&id).unwrap();
+        let entry = author
+            .sign(
+                key("intentions/default/db-*"),
+                DB.into(),
+                false,
+                Hlc::new(5, 0),
+            )
+            .unwrap();
+        let round = decode(&encode(&entry)).unwrap();
+        assert_eq!(round, entry);
+        let who = verify(&id, true, &round).unwrap();
+        assert_eq!(who.to_string(), "spiffe://rhizome.local/agent/n1");
+        assert!(matches!(
+            verify(&id, false, &round),
+            Err(SignedError::Untrusted(_))
+        ));
+        assert!(
+            matches!(
+                verify(&dev_identity("n2"), true, &round),
+                Err(SignedError::Untrusted(_))
+            ),
+            "another dev root"
+        );
+    }
+
+    #[test]
+    fn malformed_entries_are_refused_with_their_reason() {
+        let id = dev_identity("n1");
+        let author = Author::agent(&id).unwrap();
+        let sign = |k: &str, v: &str, tomb: bool| {
+            author
+                .sign(key(k), v.as_bytes().to_vec(), tomb, Hlc::new(5, 0))
+                .unwrap()
+        };
+        let mismatch = sign("intentions/default/db", DB, false);
+        assert!(matches!(
+            verify(&id, true, &mismatch),
+            Err(SignedError::KeyMismatch { .. })
+        ));
+        let bad_hcl = sign(
+            "intentions/default/db-*",
+            "Kind = \"service-intentions\"\nName = \"db-*\"\nSources = [ { Name = \"web\", Action = \"maybe\" } ]\n",
+            false,
+        );
+        let err = verify(&id, true, &bad_hcl).unwrap_err().to_string();
+        assert!(err.starts_with("intentions/default/db-*:3:"), "{err}");
+        let tomb = sign("intentions/default/db-*", DB, true);
+        assert!(matches!(
+            verify(&id, true, &tomb),
+            Err(SignedError::Malformed(_))
+        ));
+        let not_intention = sign("keyring/primary", DB, false);
+        assert!(matches!(
+            verify(&id, true, &not_intention),
+            Err(SignedError::NotIntentionKey(_))
+        ));
+
+        let mut by_fp = sign("intentions/default/db-*", DB, false);
+        by_fp.signer = Signer::Fingerprint([7; 32]);
+        assert!(matches!(
+            verify(&id, true, &by_fp),
+            Err(SignedError::NoChain)
+        ));
+        let mut unsigned = sign("intentions/default/db-*", DB, false);
+        unsigned.signature.clear();
+        assert!(matches!(
+            verify(&id, false, &unsigned),
+            Err(SignedError::Unsigned)
+        ));
+
+        // Correctly signed, but claiming another writer.
+        let mut forged = Author {
+            origin: "someone-else".parse().unwrap(),
+            credential: author.credential.clone(),
+        }
+        .sign(
+            key("intentions/default/db-*"),
+            DB.into(),
+            false,
+            Hlc::new(5, 0),
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&id, true, &forged),
+            Err(SignedError::OriginMismatch { .. })
+        ));
+        forged.origin = "n1".parse().unwrap();
+        assert!(
+            matches!(verify(&id, true, &forged), Err(SignedError::Untrusted(_))),
+            "origin is covered by the signature"
+        );
+    }
+}
