@@ -22,6 +22,7 @@ use crate::agent::Shared;
 use crate::identity::Identity;
 use crate::store::{Store, StoreError, TreeName};
 use ledger::Ledger;
+use prometheus_client::metrics::gauge::Gauge;
 use rhizome_ca::SpiffeId;
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key};
@@ -60,6 +61,10 @@ pub struct Intentions {
     store: Store,
     /// `rhizome_intention_decisions_total`.
     pub decisions: DecisionCounters,
+    /// `rhizome_intention_rules`: rules in force.
+    rules_gauge: Gauge,
+    /// `rhizome_intention_problems`: errors keeping the rules from changing.
+    problems_gauge: Gauge,
     problems: Mutex<Problems>,
 }
 
@@ -73,10 +78,24 @@ impl Intentions {
         metrics: &crate::metrics::Metrics,
     ) -> Result<Intentions, StoreError> {
         let ledger = Ledger::open(store.clone(), |e| signed::verify(identity, dev, e).is_ok())?;
+        let rules_gauge = Gauge::default();
+        metrics.register(
+            "intention_rules",
+            "Intention rules (sources of entries) in force",
+            rules_gauge.clone(),
+        );
+        let problems_gauge = Gauge::default();
+        metrics.register(
+            "intention_problems",
+            "Errors of the last intentions_dir load or rule rebuild that kept the rules in force",
+            problems_gauge.clone(),
+        );
         Ok(Intentions {
             ledger,
             store: store.clone(),
             decisions: DecisionCounters::register(metrics),
+            rules_gauge,
+            problems_gauge,
             problems: Mutex::new(Problems::default()),
         })
     }
@@ -92,7 +111,11 @@ impl Intentions {
     }
 
     fn set_problems(&self, f: impl FnOnce(&mut Problems)) {
-        f(&mut lock(&self.problems));
+        let mut problems = lock(&self.problems);
+        f(&mut problems);
+        let count = problems.dir.len() + problems.rules.len();
+        self.problems_gauge
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Verifies a signed entry and merges it. An entry applied this way no longer counts
@@ -221,7 +244,12 @@ pub fn rebuild(shared: &Shared, entries: &[SignedEntry]) -> Result<(), Vec<Strin
                 true
             });
             if changed {
-                tracing::info!(%version, entries = entries.len(), "intentions in force");
+                let rules = shared.rules.borrow().rules().len();
+                shared
+                    .intentions
+                    .rules_gauge
+                    .set(i64::try_from(rules).unwrap_or(i64::MAX));
+                tracing::info!(%version, entries = entries.len(), rules, "intentions in force");
             }
             shared.intentions.set_problems(|p| p.rules.clear());
             Ok(())
