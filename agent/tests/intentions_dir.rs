@@ -104,6 +104,37 @@ async fn directory_files_are_signed_checked_and_followed() {
     let l = list(addr).await;
     assert_eq!(l.entries[0].destination, "default/cache");
     assert_eq!(l.entries[0].origin.as_ref().unwrap().kind, "applied");
+
+    // A directory entry replaced through the API is no longer the directory's: removing
+    // its file leaves it alone.
+    let queue = CACHE_HCL.replace("cache", "queue");
+    std::fs::write(idir.join("queue.hcl"), &queue).unwrap();
+    wait_until(|| async { list(addr).await.entries.len() == 2 }).await;
+    let replaced = op
+        .sign(
+            "intentions/default/queue".parse().unwrap(),
+            queue.replace("allow", "deny").into(),
+            false,
+            now_hlc(),
+        )
+        .unwrap();
+    let req = SubmitRequest {
+        entry: Some(signed::encode(&replaced)),
+        ..SubmitRequest::default()
+    };
+    let _: SubmitView = call(addr, "POST", "/v1/intentions", Some(req))
+        .await
+        .unwrap();
+    let kind_of_queue = || async {
+        let l = list(addr).await;
+        let q = l.entries.iter().find(|e| e.destination == "default/queue");
+        q.and_then(|e| e.origin.clone()).map(|o| o.kind)
+    };
+    wait_until(|| async { kind_of_queue().await.as_deref() == Some("applied") }).await;
+    std::fs::remove_file(idir.join("queue.hcl")).unwrap();
+    std::fs::write(idir.join("other.hcl"), CACHE_HCL.replace("cache", "other")).unwrap();
+    wait_until(|| async { list(addr).await.entries.len() == 3 }).await;
+    assert_eq!(kind_of_queue().await.as_deref(), Some("applied"));
     agent.shutdown().await.unwrap();
 }
 

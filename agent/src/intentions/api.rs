@@ -58,13 +58,6 @@ fn rules_in_force(shared: &Shared) -> Arc<RuleSet> {
 
 async fn list(State(s): State<Arc<Shared>>) -> Result<Json<ListView>, ApiError> {
     let rules = rules_in_force(&s);
-    let marks: BTreeMap<String, String> = s
-        .intentions
-        .dir_marks()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .into_iter()
-        .map(|(k, f)| (k.to_string(), f))
-        .collect();
     let entries = rules
         .entries()
         .map(|e| {
@@ -72,7 +65,7 @@ async fn list(State(s): State<Arc<Shared>>) -> Result<Json<ListView>, ApiError> 
             let held = key.as_ref().and_then(|k| s.intentions.ledger().get(k));
             let key_text = key.map(|k| k.to_string()).unwrap_or_default();
             let origin = held.map(|h| {
-                let file = marks.get(&key_text).cloned();
+                let file = s.intentions.dir_file(&h.key);
                 OriginView {
                     kind: if file.is_some() { "dir" } else { "applied" }.into(),
                     file,

@@ -5,8 +5,9 @@
 //! read and checked together first: if any fails (syntax, unknown key, conflict...), each
 //! error is logged with its file:line:column and nothing is submitted, so the rules in
 //! force stay. Entries whose file disappeared are deleted (signed tombstones), but only if
-//! they still are the version that came from the directory: an entry applied through the
-//! API for the same destination is left alone.
+//! the version held is still the one written from the directory (recorded by its content
+//! digest): an entry applied through the API, or received from elsewhere, for the same
+//! destination is left alone.
 
 use super::signed::{self, Author};
 use crate::agent::Shared;
@@ -147,43 +148,56 @@ fn sync(shared: &Shared, files: &Files) -> Result<usize, Vec<String>> {
     let mut changed = 0;
     for (key, (file, text)) in &wanted {
         let held = intentions.ledger().get(key);
-        let same = held.is_some_and(|h| !h.tombstone && h.value == text.as_bytes());
-        if !same {
-            let submitted = author
-                .sign(
-                    key.clone(),
-                    text.as_bytes().to_vec(),
-                    false,
-                    intentions.next_hlc(key),
-                )
-                .map_err(super::SubmitError::from)
-                .and_then(|e| intentions.submit(shared, e));
-            match submitted {
-                Ok(_) => changed += 1,
-                Err(e) => {
-                    errors.push(format!("{file}: {e}"));
-                    continue;
+        let written = match held {
+            Some(h) if !h.tombstone && h.value == text.as_bytes() => h,
+            _ => {
+                let submitted = author
+                    .sign(
+                        key.clone(),
+                        text.as_bytes().to_vec(),
+                        false,
+                        intentions.next_hlc(key),
+                    )
+                    .map_err(super::SubmitError::from)
+                    .and_then(|e| intentions.submit(shared, e.clone()).map(|_| e));
+                match submitted {
+                    Ok(e) => {
+                        changed += 1;
+                        e
+                    }
+                    Err(e) => {
+                        errors.push(format!("{file}: {e}"));
+                        continue;
+                    }
                 }
             }
-        }
-        if let Err(e) = intentions.mark_dir(key, file) {
+        };
+        if let Err(e) = intentions.mark_dir(key, file, &written) {
             errors.push(format!("{file}: {e}"));
         }
     }
     let marks = intentions.dir_marks().map_err(|e| vec![e.to_string()])?;
-    for (key, file) in marks.into_iter().filter(|(k, _)| !wanted.contains_key(k)) {
-        let live = intentions.ledger().get(&key).is_some_and(|h| !h.tombstone);
-        if live {
+    for mark in marks.into_iter().filter(|m| !wanted.contains_key(&m.key)) {
+        let ours = intentions
+            .ledger()
+            .get(&mark.key)
+            .is_some_and(|h| !h.tombstone && h.content_digest() == mark.digest);
+        if ours {
             let deleted = author
-                .sign(key.clone(), Vec::new(), true, intentions.next_hlc(&key))
+                .sign(
+                    mark.key.clone(),
+                    Vec::new(),
+                    true,
+                    intentions.next_hlc(&mark.key),
+                )
                 .map_err(super::SubmitError::from)
                 .and_then(|e| intentions.submit(shared, e));
             match deleted {
                 Ok(_) => changed += 1,
-                Err(e) => errors.push(format!("{file} (removed): {e}")),
+                Err(e) => errors.push(format!("{} (removed): {e}", mark.file)),
             }
         }
-        if let Err(e) = intentions.unmark_dir(&key) {
+        if let Err(e) = intentions.unmark_dir(&mark.key) {
             errors.push(e.to_string());
         }
     }

@@ -118,19 +118,14 @@ impl Intentions {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Verifies a signed entry and merges it. An entry applied this way no longer counts
-    /// as coming from `intentions_dir`.
+    /// Verifies a signed entry and merges it.
     pub fn submit(
         &self,
         shared: &Shared,
         entry: SignedEntry,
     ) -> Result<(SpiffeId, Applied), SubmitError> {
         let signer = signed::verify(&shared.identity, shared.config.dev, &entry)?;
-        let key = entry.key.clone();
         let applied = self.ledger.submit(entry)?;
-        if applied == Applied::New {
-            self.unmark_dir(&key)?;
-        }
         Ok((signer, applied))
     }
 
@@ -167,31 +162,77 @@ impl Intentions {
         next_hlc(now, self.ledger.version(key).map(|v| v.hlc))
     }
 
-    /// Keys written from `intentions_dir`, with their file.
-    pub fn dir_marks(&self) -> Result<Vec<(Key, String)>, StoreError> {
+    /// Entries written from `intentions_dir`: key, file and the digest of the version
+    /// written (an entry counts as the directory's only while that version is held).
+    pub fn dir_marks(&self) -> Result<Vec<DirMark>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self
             .store
             .scan(TreeName::Intentions, DIR_MARK_PREFIX.as_bytes())?
         {
-            let text = String::from_utf8_lossy(&k[DIR_MARK_PREFIX.len()..]).into_owned();
-            if let Ok(key) = text.parse::<Key>() {
-                out.push((key, String::from_utf8_lossy(&v).into_owned()));
+            let key_text = String::from_utf8_lossy(&k[DIR_MARK_PREFIX.len()..]).into_owned();
+            let value = String::from_utf8_lossy(&v);
+            let Some((digest, file)) = value.split_once(' ') else {
+                continue;
+            };
+            if let (Ok(key), Some(digest)) = (key_text.parse::<Key>(), unhex(digest)) {
+                out.push(DirMark {
+                    key,
+                    file: file.to_owned(),
+                    digest,
+                });
             }
         }
         Ok(out)
     }
 
-    fn mark_dir(&self, key: &Key, file: &str) -> Result<(), StoreError> {
+    /// The file of `key` when the held version is the one written from `intentions_dir`.
+    pub fn dir_file(&self, key: &Key) -> Option<String> {
+        let held = self.ledger.get(key)?.content_digest();
+        let marks = self.dir_marks().ok()?;
+        marks
+            .into_iter()
+            .find(|m| &m.key == key && m.digest == held)
+            .map(|m| m.file)
+    }
+
+    fn mark_dir(&self, key: &Key, file: &str, entry: &SignedEntry) -> Result<(), StoreError> {
         let record = format!("{DIR_MARK_PREFIX}{key}");
+        let value = format!("{} {file}", hex(&entry.content_digest()));
         self.store
-            .put(TreeName::Intentions, record.as_bytes(), file.as_bytes())
+            .put(TreeName::Intentions, record.as_bytes(), value.as_bytes())
     }
 
     fn unmark_dir(&self, key: &Key) -> Result<(), StoreError> {
         let record = format!("{DIR_MARK_PREFIX}{key}");
         self.store.remove(TreeName::Intentions, record.as_bytes())
     }
+}
+
+/// An entry written from `intentions_dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirMark {
+    /// Its key.
+    pub key: Key,
+    /// The file it came from.
+    pub file: String,
+    /// `content_digest` of the version written.
+    pub digest: [u8; 32],
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The clock of a new version: `now_ms`, or just after `held` when that is not older.
@@ -306,6 +347,13 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 9) as u8);
+        assert_eq!(unhex(&hex(&d)), Some(d));
+        assert_eq!(unhex("zz"), None);
+    }
 
     #[test]
     fn new_versions_are_after_the_held_one_even_with_a_slow_clock() {
