@@ -30,6 +30,8 @@ pub struct Shared {
     pub http_addr: SocketAddr,
     /// Prometheus registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Pods of this node seen by Kubernetes pod discovery (`None`: `kubernetes` disabled).
+    pub kube_pods: Option<crate::kube::PodRegistryRx>,
     /// This agent's credentials (trust bundle, intermediate, workload leaves).
     pub identity: Arc<Identity>,
     /// The service catalog; writers `send_replace`, readers `subscribe()`.
@@ -62,6 +64,7 @@ impl Agent {
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
         let http_addr = http.local_addr()?;
+        let kube = crate::kube::Discovery::connect(&config).await?;
         let started_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -119,6 +122,7 @@ impl Agent {
             boot_count,
             http_addr,
             metrics,
+            kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
             identity,
             catalog,
             rules,
@@ -141,6 +145,10 @@ impl Agent {
                 tcp_services,
                 stop_rx.clone(),
             ));
+        }
+        if let Some(kube) = kube {
+            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
+            tasks.spawn(kube.run(metrics, stop_rx.clone()));
         }
         tracing::info!(
             node = %shared.config.node_name,

@@ -103,6 +103,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/health", get(health))
         .route("/v1/ca/status", get(crate::expiry::status_handler))
+        .route("/v1/kubernetes/pods", get(crate::kube::api::pods))
         .route("/metrics", get(metrics))
         .merge(crate::intentions::api::routes())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })

@@ -17,6 +17,7 @@ pub mod expiry;
 pub mod identity;
 pub mod intentions;
 pub mod join;
+pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod renewal;

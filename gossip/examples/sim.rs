@@ -1,10 +1,12 @@
 //! Gossip simulation report: `cargo run --release -p rhizome-gossip --features sim --example sim
-//! -- --nodes 1000 [--seed 7] [--loss-secs 120] [--no-baseline]`.
+//! -- --nodes 1000 [--seed 7] [--loss-secs 120] [--no-baseline] [--skip-base]
+//! [--only uniform5|uniform20|one]`.
 //!
 //! Prints, for N simulated nodes driving the production membership and keyring code: time
 //! to full membership, to spread a state entry, to see a killed node down, bytes per node
 //! per second, and false down verdicts under 5 % / 20 % uniform loss and 20 % loss on one
-//! node (with Lifeguard, and with it disabled as a baseline).
+//! node, with full Lifeguard and with local health awareness and shrinking suspicion turned
+//! off (fixed suspicion timeout at its minimum, as plain foca; buddy pings and push/pull stay on).
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,8 @@ struct Args {
     seed: u64,
     loss_secs: u64,
     baseline: bool,
+    only: Option<String>,
+    skip_base: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -24,6 +28,8 @@ fn parse_args() -> Result<Args, String> {
         seed: seed_from_env(7),
         loss_secs: 120,
         baseline: true,
+        only: None,
+        skip_base: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +43,8 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = value("--seed")?,
             "--loss-secs" => args.loss_secs = value("--loss-secs")?,
             "--no-baseline" => args.baseline = false,
+            "--skip-base" => args.skip_base = true,
+            "--only" => args.only = it.next(),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -87,6 +95,14 @@ fn main() {
     println!("| {:<44} | {:>9} | {:>8} |", "figure", "sim s", "periods");
     println!("|{:-<46}|{:-<11}|{:-<10}|", "", "", "");
 
+    if !args.skip_base {
+        base_run(&config, n, period);
+    }
+    loss_runs(&args, &config, n);
+    println!("(wall time {:.1} s)", wall.elapsed().as_secs_f64());
+}
+
+fn base_run(config: &SimConfig, n: usize, period: Duration) {
     let (mut sim, converge) = converged_sim(config.clone());
     row("every node knows every member", converge, period);
 
@@ -122,7 +138,9 @@ fn main() {
         sim.traffic().open_errors,
         sim.traffic().rejected
     );
+}
 
+fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
     println!();
     println!(
         "False down verdicts during {} s of loss (verdicts / distinct healthy nodes hit):",
@@ -130,7 +148,7 @@ fn main() {
     );
     println!(
         "| {:<28} | {:>20} | {:>20} |",
-        "loss", "Lifeguard", "plain SWIM (foca)"
+        "loss", "Lifeguard", "LHA, shrink off"
     );
     println!("|{:-<30}|{:-<22}|{:-<22}|", "", "", "");
     let lossy = n / 4;
@@ -139,7 +157,11 @@ fn main() {
         ("20 % uniform", 0.20, None),
         ("20 % on one node only", 0.0, Some(0.20)),
     ];
-    for (label, uniform, one) in scenarios {
+    let ids = ["uniform5", "uniform20", "one"];
+    for (id, (label, uniform, one)) in ids.into_iter().zip(scenarios) {
+        if args.only.as_deref().is_some_and(|o| o != id) {
+            continue;
+        }
         let mut cells = Vec::new();
         for lifeguard in [true, false] {
             if !lifeguard && !args.baseline {
@@ -179,8 +201,5 @@ fn main() {
         }
         println!("| {label:<28} | {:>20} | {:>20} |", cells[0], cells[1]);
     }
-    println!(
-        "(one-node case counts only verdicts about the healthy nodes; wall time {:.1} s)",
-        wall.elapsed().as_secs_f64()
-    );
+    println!("(the one-node case counts only verdicts about the healthy nodes)");
 }

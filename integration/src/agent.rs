@@ -33,6 +33,7 @@ pub struct AgentSpec {
     node_name: Option<String>,
     log_level: String,
     snippets: Vec<String>,
+    mesh_ca: bool,
 }
 
 impl Default for AgentSpec {
@@ -41,6 +42,7 @@ impl Default for AgentSpec {
             node_name: None,
             log_level: "info".to_string(),
             snippets: Vec::new(),
+            mesh_ca: true,
         }
     }
 }
@@ -63,6 +65,14 @@ impl AgentSpec {
         self
     }
 
+    /// No credentials from the net's mesh CA (for agents that join with a token or are
+    /// signers): by default every agent gets `ca { dir }` with an intermediate of the net's
+    /// one root (`<net dir>/mesh-ca`).
+    pub fn without_mesh_ca(mut self) -> AgentSpec {
+        self.mesh_ca = false;
+        self
+    }
+
     /// Appends an HCL snippet (written to `50-test.hcl`).
     pub fn hcl(mut self, snippet: &str) -> AgentSpec {
         self.snippets.push(snippet.to_string());
@@ -74,6 +84,36 @@ impl AgentSpec {
         let list: Vec<String> = addrs.into_iter().map(|a| format!("\"{a}\"")).collect();
         self.hcl(&format!("retry_join = [{}]", list.join(", ")))
     }
+}
+
+/// The net's mesh root (created by the first agent that needs it, in `<net dir>/mesh-ca`,
+/// as `rhizome ca init` would) and an intermediate for `node` in `<host dir>/ca`.
+fn mesh_ca_agent_dir(host: &Host, node: &str) -> Result<PathBuf> {
+    use rhizome_agent::testkit::TestCa;
+    let err = |e: anyhow::Error| HarnessError::Process {
+        what: "mesh CA".into(),
+        detail: format!("{e:#}"),
+    };
+    let net_dir = host.dir().parent().unwrap_or(host.dir());
+    let root_dir = net_dir.join("mesh-ca");
+    let (cert, key) = (root_dir.join("root.pem"), root_dir.join("root.key"));
+    let ca = if cert.exists() {
+        let read = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map_err(|e| HarnessError::io(format!("read {}", p.display()), e))
+        };
+        let root =
+            rhizome_ca::RootCa::from_pem(&read(&cert)?, &read(&key)?).map_err(|e| err(e.into()))?;
+        TestCa { root }
+    } else {
+        let ca = TestCa::new("mesh.test").map_err(err)?;
+        std::fs::create_dir_all(&root_dir)
+            .map_err(|e| HarnessError::io(format!("create {}", root_dir.display()), e))?;
+        write(&cert, &ca.root.cert_pem())?;
+        write(&key, &ca.root.key_pem())?;
+        ca
+    };
+    ca.agent_dir(host.dir(), node).map_err(err)
 }
 
 fn hcl_string(s: &str) -> String {
@@ -109,6 +149,15 @@ impl AgentProc {
             host.addr(),
             hcl_string(&spec.log_level),
         );
+        let base = if spec.mesh_ca {
+            let ca_dir = mesh_ca_agent_dir(host, &node)?;
+            format!(
+                "{base}ca {{\n  dir = {}\n}}\n",
+                hcl_string(&ca_dir.to_string_lossy())
+            )
+        } else {
+            base
+        };
         write(&config_dir.join("00-harness.hcl"), &base)?;
         let extra = spec.snippets.join("\n") + "\n";
         write(&config_dir.join("50-test.hcl"), &extra)?;

@@ -91,6 +91,7 @@ pub struct KubernetesBlock {
     pub enabled: Option<bool>,
     pub node_name: Option<String>,
     pub upstream_bind_addr: Option<String>,
+    pub kubeconfig: Option<String>,
 }
 
 /// `service { name = "web", port = 8080, ... }`: a local service instance.

@@ -122,6 +122,7 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             kube.enabled = k.enabled.unwrap_or(kube.enabled);
             kube.node_name = k.node_name.filter(|n| !n.is_empty()).or(kube.node_name);
             kube_bind.put(k.upstream_bind_addr, &file);
+            kube.kubeconfig = k.kubeconfig.map(PathBuf::from).or(kube.kubeconfig);
         }
         for s in f.service {
             services.push(service(s, &file)?);

@@ -164,6 +164,9 @@ pub struct KubernetesConfig {
     pub node_name: Option<String>,
     /// Address pod upstream listeners bind to (the node address under host networking).
     pub upstream_bind_addr: Option<IpAddr>,
+    /// A kubeconfig file to use instead of the in-cluster service account (then
+    /// `$KUBECONFIG`, then `~/.kube/config`), e.g. for an agent run outside the cluster.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// An upstream: a local listener that reaches a destination service through the mesh.

@@ -1,0 +1,25 @@
+# A rhizome agent on a VM joining the same mesh as the Kubernetes DaemonSet: it lists some
+# Kubernetes node addresses (where the agents gossip on 7946 with host networking) in
+# retry_join, and uses the same gossip key and trust bundle.
+node_name      = "vm-billing-1"
+data_dir       = "/var/lib/rhizome"
+bind_addr      = "0.0.0.0"
+advertise_addr = "10.0.1.20"
+retry_join     = ["10.0.0.11:7946", "10.0.0.12:7946"]
+encrypt        = "REPLACE-with-the-gossip-key-of-the-secret"
+intentions_dir = "/etc/rhizome/intentions"
+
+ca {
+  dir = "/etc/rhizome/ca"        # from `rhizome ca issue-agent` (or a join_token)
+}
+
+service {
+  name = "db"
+  namespace = "shop"
+  port = 5432
+
+  check {
+    tcp      = "127.0.0.1:5432"
+    interval = "10s"
+  }
+}
