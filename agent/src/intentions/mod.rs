@@ -315,14 +315,26 @@ pub async fn start(shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow::Result<()>>
     let changes = shared.intentions.ledger.subscribe();
     let mut watcher = dir::Watcher::new(shared);
     watcher.poll(shared).await;
-    let _ = rebuild(shared, &shared.intentions.ledger.entries());
-    tasks.spawn(rebuild_on_change(shared.clone(), changes));
+    let entries = shared.intentions.ledger.entries();
+    let _ = rebuild(shared, &entries);
+    tasks.spawn(rebuild_on_change(
+        shared.clone(),
+        changes,
+        digests(&entries),
+    ));
     tasks.spawn(dir::run(shared.clone(), watcher));
+}
+
+/// What identifies a set of entries (the change counter may also move for other keys of
+/// the replicated state: rebuild only when the intention entries themselves changed).
+fn digests(entries: &[SignedEntry]) -> Vec<[u8; 32]> {
+    entries.iter().map(SignedEntry::content_digest).collect()
 }
 
 async fn rebuild_on_change(
     shared: Arc<Shared>,
     mut changes: tokio::sync::watch::Receiver<u64>,
+    mut last: Vec<[u8; 32]>,
 ) -> anyhow::Result<()> {
     let mut stop = shared.shutdown.clone();
     loop {
@@ -331,7 +343,12 @@ async fn rebuild_on_change(
                 if changed.is_err() {
                     return Ok(());
                 }
-                let _ = rebuild(&shared, &shared.intentions.ledger.entries());
+                let entries = shared.intentions.ledger.entries();
+                let now = digests(&entries);
+                if now != last {
+                    let _ = rebuild(&shared, &entries);
+                    last = now;
+                }
             }
             () = stopped(&mut stop) => return Ok(()),
         }
