@@ -12,7 +12,7 @@ use rhizome_agent::client::ClientError;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::intentions::signed::{self, Author};
 use rhizome_agent::intentions::view::{CheckView, ListView, SubmitRequest, SubmitView};
-use rhizome_agent::intentions::{Outcome, authorize};
+use rhizome_agent::intentions::{Outcome, authorize, verdict};
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::ServiceRef;
 use serde_json::Value;
@@ -93,7 +93,17 @@ async fn operator_signed_entries_apply_list_check_and_delete() {
     assert_eq!(v.rule.unwrap().source.to_string(), "default/*");
     let v = authorize(&shared, "not-a-spiffe-id", &db);
     assert!(!v.allowed && v.error.is_some());
-    assert_eq!(shared.intentions.decisions.get(Outcome::Deny), 2);
+    let v = authorize(&shared, "spiffe://other.mesh/ns/default/svc/web", &db);
+    assert!(!v.allowed, "a web of another trust domain is not our web");
+    assert!(v.error.unwrap().contains("trust domain"));
+    assert_eq!(shared.intentions.decisions.get(Outcome::Deny), 3);
+    let again = verdict(&shared, "spiffe://test.mesh/ns/default/svc/api", &db);
+    assert!(!again.allowed);
+    assert_eq!(
+        shared.intentions.decisions.get(Outcome::Deny),
+        3,
+        "re-checks are not counted"
+    );
     let metrics = shared.metrics.encode();
     assert!(
         metrics.contains("rhizome_intention_decisions_total{decision=\"allow\"} 1"),

@@ -16,7 +16,7 @@ pub mod signed;
 pub mod verdict;
 pub mod view;
 
-pub use verdict::{DecisionCounters, Outcome, Verdict, authorize};
+pub use verdict::{DecisionCounters, Outcome, Verdict, authorize, verdict};
 
 use crate::agent::Shared;
 use crate::identity::Identity;

@@ -130,27 +130,15 @@ fn outcome(allowed: bool, audit: bool) -> Outcome {
 /// client certificate, `spiffe://TD/ns/NS/svc/NAME`) may open a connection to the local
 /// service `dst`, with the rules in force and the agent's policy (default action, audit).
 ///
-/// Call it for every inbound stream, and again for open connections when `shared.rules`
-/// changes. It never blocks (a read of the current rule set), logs every deny and every
-/// audited deny with its rule (`src.service`, `dst.service`, `rule` fields), and counts
-/// every decision in `rhizome_intention_decisions_total{decision}`. A source that is not a
-/// workload SPIFFE id is denied (counted as `deny`), whatever the policy.
+/// Call it once for every inbound stream. It never blocks (a read of the current rule
+/// set), logs every deny and every audited deny with its rule (`src.service`,
+/// `dst.service`, `rule` fields), and counts every decision in
+/// `rhizome_intention_decisions_total{decision}`. A source that is not a workload SPIFFE
+/// id of this agent's trust domain is denied (counted as `deny`), whatever the policy.
+/// To re-check open connections when `shared.rules` changes, use [`verdict`] (same
+/// decision, not counted again) and log what you close.
 pub fn authorize(shared: &Shared, src_spiffe: &str, dst: &ServiceRef) -> Verdict {
-    let verdict = {
-        let rules = shared.rules.borrow();
-        match rules.decide_spiffe(src_spiffe, dst, shared.policy) {
-            Ok(d) => Verdict::from_decision(&d, rules.version()),
-            Err(e) => Verdict {
-                allowed: false,
-                action: Action::Deny,
-                audit: false,
-                outcome: Outcome::Deny,
-                rule: None,
-                version: rules.version(),
-                error: Some(e.to_string()),
-            },
-        }
-    };
+    let verdict = verdict(shared, src_spiffe, dst);
     shared.intentions.decisions.count(verdict.outcome);
     match verdict.outcome {
         Outcome::Allow => tracing::debug!(
@@ -168,4 +156,31 @@ pub fn authorize(shared: &Shared, src_spiffe: &str, dst: &ServiceRef) -> Verdict
         ),
     }
     verdict
+}
+
+/// The decision of [`authorize`] without counting or logging it (for re-checks of open
+/// connections after a rule change, and for queries).
+pub fn verdict(shared: &Shared, src_spiffe: &str, dst: &ServiceRef) -> Verdict {
+    let rules = shared.rules.borrow();
+    let refuse = |error: String| Verdict {
+        allowed: false,
+        action: Action::Deny,
+        audit: false,
+        outcome: Outcome::Deny,
+        rule: None,
+        version: rules.version(),
+        error: Some(error),
+    };
+    let td = shared.identity.trust_domain().as_str();
+    let same_domain = src_spiffe
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|d| d == td);
+    if !same_domain {
+        return refuse(format!("source {src_spiffe} is not of trust domain {td}"));
+    }
+    match rules.decide_spiffe(src_spiffe, dst, shared.policy) {
+        Ok(d) => Verdict::from_decision(&d, rules.version()),
+        Err(e) => refuse(e.to_string()),
+    }
 }
