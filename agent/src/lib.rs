@@ -14,6 +14,7 @@ pub mod config;
 pub mod duration;
 pub mod env;
 pub mod expiry;
+pub mod gossip;
 pub mod identity;
 pub mod intentions;
 pub mod join;

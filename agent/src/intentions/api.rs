@@ -177,6 +177,7 @@ fn submitted(
             };
             Err(ApiError(status, e.to_string()))
         }
+        Err(e @ SubmitError::Rejected(_)) => Err(ApiError(StatusCode::FORBIDDEN, e.to_string())),
         Err(e @ SubmitError::Store(_)) => {
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
         }

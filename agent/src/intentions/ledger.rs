@@ -1,97 +1,56 @@
-//! The accepted signed intention entries, persisted in the store (tree `intentions`).
-//!
-//! This stands in for the gossip layer's replicated state on this agent: it offers the
-//! same calls (`submit` of a verified, signed entry; `entries` snapshot; a change counter
-//! to `subscribe` to) and merges the same way (the greater [`Version`], i.e. `(hlc,
-//! origin, digest)`, wins; tombstones are kept so an old version cannot come back), so
-//! moving intentions onto the replica is a change of this one type.
+//! The accepted signed intention entries: the `intentions/` keys of the replicated state
+//! (`crate::gossip::replica::Replica`), which verifies each entry's signature and owner
+//! (operator keys: operators only, or the local agent on `--dev`), merges versions (the
+//! greater `(hlc, origin, digest)` wins, tombstones included), persists them and spreads
+//! them to every agent.
 
-use crate::store::{Store, StoreError, TreeName};
-use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key, Version};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use crate::gossip::replica::Replica;
+use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key, Rejection, Version};
+use std::sync::Arc;
 use tokio::sync::watch;
 
-/// Prefix of entry records in the tree (`entry/intentions/<ns>/<name>`).
-const ENTRY_PREFIX: &str = "entry/";
+/// Prefix of intention keys in the replicated state.
+const PREFIX: &str = "intentions/";
 
-/// The signed entries this agent accepted, by key.
+/// The intention entries of the replicated state.
 pub struct Ledger {
-    store: Store,
-    entries: Mutex<BTreeMap<Key, SignedEntry>>,
-    changes: watch::Sender<u64>,
+    replica: Arc<Replica>,
 }
 
 impl Ledger {
-    /// Loads the stored entries, keeping those `check` still accepts (the trust bundle may
-    /// have changed since they were stored); the others are dropped from the store.
-    pub fn open(store: Store, check: impl Fn(&SignedEntry) -> bool) -> Result<Ledger, StoreError> {
-        let mut entries = BTreeMap::new();
-        for (k, v) in store.scan(TreeName::Intentions, ENTRY_PREFIX.as_bytes())? {
-            match SignedEntry::from_bytes(&v) {
-                Ok(e) if check(&e) => {
-                    entries.insert(e.key.clone(), e);
-                }
-                Ok(e) => {
-                    tracing::warn!(key = %e.key, "stored intention no longer verifies; dropped");
-                    store.remove(TreeName::Intentions, &k)?;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "undecodable stored intention; dropped");
-                    store.remove(TreeName::Intentions, &k)?;
-                }
-            }
-        }
-        let (changes, _) = watch::channel(0);
-        Ok(Ledger {
-            store,
-            entries: Mutex::new(entries),
-            changes,
-        })
+    /// The intentions of `replica`.
+    pub fn new(replica: Arc<Replica>) -> Ledger {
+        Ledger { replica }
     }
 
-    /// Merges a verified entry: stored and announced when its version is greater than the
-    /// one held for its key, otherwise [`Applied::Stale`] and nothing changes.
-    pub fn submit(&self, entry: SignedEntry) -> Result<Applied, StoreError> {
-        let mut entries = self.lock();
-        let newer = |old: &SignedEntry| entry.version() > old.version();
-        if entries.get(&entry.key).is_some_and(|old| !newer(old)) {
-            return Ok(Applied::Stale);
-        }
-        let record = format!("{ENTRY_PREFIX}{}", entry.key);
-        self.store
-            .put(TreeName::Intentions, record.as_bytes(), &entry.to_bytes())?;
-        self.store.flush()?;
-        entries.insert(entry.key.clone(), entry);
-        drop(entries);
-        self.changes.send_modify(|n| *n += 1);
-        Ok(Applied::New)
+    /// Merges a signed entry (checked again by the replica's authority); a new version is
+    /// persisted and broadcast, an old one is [`Applied::Stale`].
+    pub fn submit(&self, entry: SignedEntry) -> Result<Applied, Rejection> {
+        self.replica.submit(entry)
     }
 
-    /// The entry held for `key` (maybe a tombstone).
+    /// The live entry held for `key`.
     pub fn get(&self, key: &Key) -> Option<SignedEntry> {
-        self.lock().get(key).cloned()
+        self.replica.get(key)
     }
 
-    /// The version held for `key`.
+    /// The version held for `key`, tombstones included.
     pub fn version(&self, key: &Key) -> Option<Version> {
-        self.lock().get(key).map(SignedEntry::version)
+        let text = key.to_string();
+        self.replica
+            .entries_with_tombstones(&text)
+            .into_iter()
+            .find(|e| &e.key == key)
+            .map(|e| e.version())
     }
 
-    /// Every entry, tombstones included, in key order.
+    /// Every live intention entry, in key order.
     pub fn entries(&self) -> Vec<SignedEntry> {
-        self.lock().values().cloned().collect()
+        self.replica.entries(PREFIX)
     }
 
-    /// A counter that increases on every change.
+    /// A counter that increases on every change of the replicated state.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, SignedEntry>> {
-        match self.entries.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.replica.subscribe()
     }
 }

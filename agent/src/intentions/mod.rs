@@ -19,7 +19,6 @@ pub mod view;
 pub use verdict::{DecisionCounters, Outcome, Verdict, authorize, verdict};
 
 use crate::agent::Shared;
-use crate::identity::Identity;
 use crate::store::{Store, StoreError, TreeName};
 use ledger::Ledger;
 use prometheus_client::metrics::gauge::Gauge;
@@ -44,6 +43,9 @@ pub enum SubmitError {
     /// The store failed (this agent's fault; nothing changed).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The replicated state refused the entry (the sender's fault: signer, owner, clock).
+    #[error("refused by the replicated state: {0}")]
+    Rejected(#[from] rhizome_gossip::state::Rejection),
 }
 
 /// The latest problems, shown by `GET /v1/intentions`.
@@ -69,15 +71,14 @@ pub struct Intentions {
 }
 
 impl Intentions {
-    /// Opens the ledger from the store (re-verifying every stored entry) and registers the
+    /// The intentions of `replica` (`intentions_dir` marks kept in `store`), with their
     /// metrics.
     pub fn open(
         store: &Store,
-        identity: &Identity,
-        dev: bool,
+        replica: Arc<crate::gossip::replica::Replica>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Intentions, StoreError> {
-        let ledger = Ledger::open(store.clone(), |e| signed::verify(identity, dev, e).is_ok())?;
+        let ledger = Ledger::new(replica);
         let rules_gauge = Gauge::default();
         metrics.register(
             "intention_rules",
