@@ -46,7 +46,7 @@ pub enum TreeName {
     Certs,
     /// Join-token use counts on signers.
     Tokens,
-    /// Accepted signed intention entries and which came from `intentions_dir`.
+    /// Which intention entries were written from `intentions_dir` (file and version).
     Intentions,
 }
 

@@ -4,10 +4,12 @@
 //!
 //! Flow: an entry arrives signed (HTTP API from `rhizome intention apply`, or a file of
 //! `intentions_dir` signed with the operator of `operator_dir`), is checked
-//! ([`signed::verify`]) and merged into the [`ledger::Ledger`]; every change of the
-//! ledger triggers [`rebuild`], which swaps `Shared::rules` only when the whole set builds,
-//! so a bad entry never replaces the rules in force. `--dev` agents also accept unsigned
-//! entries (they sign them with their own agent certificate).
+//! ([`signed::verify`]: operator signature, HCL, destination = key) and merged into the
+//! replicated state through the [`ledger::Ledger`], which spreads it to every agent by
+//! gossip; every change of the intention entries (local or received) triggers
+//! [`rebuild`], which swaps `Shared::rules` only when the whole set builds, so a bad entry
+//! never replaces the rules in force. `--dev` agents also accept unsigned entries (they
+//! sign them with their own agent certificate, which other agents refuse).
 
 pub mod api;
 pub mod dir;
