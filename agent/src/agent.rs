@@ -40,8 +40,14 @@ pub struct Shared {
     pub rules: watch::Sender<Arc<RuleSet>>,
     /// Default decision and audit mode for intentions.
     pub policy: Policy,
+    /// Accepted signed intention entries, decision counters, load problems.
+    pub intentions: Arc<crate::intentions::Intentions>,
     /// Turns true once when the agent shuts down; every task watches it.
     pub shutdown: watch::Receiver<bool>,
+    /// The replicated signed state (catalog, certificates, intentions, keyring).
+    pub replica: Arc<crate::gossip::replica::Replica>,
+    /// Membership, keyring and join/leave.
+    pub gossip: Arc<crate::gossip::Gossip>,
 }
 
 /// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
@@ -94,9 +100,25 @@ impl Agent {
             },
             audit: config.intention_mode == crate::config::IntentionMode::Audit,
         };
+        let (replica, outgoing) = crate::gossip::replica::Replica::open(
+            store.clone(),
+            identity.clone(),
+            &config.node_name,
+            config.dev,
+        )?;
+        let (gossip, gossip_tasks) =
+            crate::gossip::bind(&config, &store, &replica, outgoing).await?;
+        // Port 0 resolves here too: the API and the catalog show the bound gossip port.
+        config.ports.gossip = gossip.addr().port();
         let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
         let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let intentions = Arc::new(crate::intentions::Intentions::open(
+            &store,
+            replica.clone(),
+            &metrics,
+        )?);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -104,16 +126,21 @@ impl Agent {
             started_unix,
             boot_count,
             http_addr,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
             identity,
             catalog,
             rules,
             policy,
+            intentions,
             shutdown: stop_rx.clone(),
+            replica,
+            gossip,
         });
         let mut tasks = JoinSet::new();
+        crate::intentions::start(&shared, &mut tasks).await;
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
+        crate::gossip::spawn(gossip_tasks, &shared, &mut tasks);
         let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
         tasks.spawn(crate::renewal::run(
             shared.clone(),
@@ -171,6 +198,15 @@ impl Agent {
         };
         self.shutdown().await?;
         outcome
+    }
+
+    /// Stops every task at once, as `kill -9` would: no graceful leave, no drain (for tests
+    /// of failure detection). The store is still flushed.
+    pub async fn abort(mut self) -> anyhow::Result<()> {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.shared.store.flush()?;
+        Ok(())
     }
 
     /// Signals every task to stop, waits for them, and flushes the store.

@@ -105,6 +105,22 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ca/status", get(crate::expiry::status_handler))
         .route("/v1/kubernetes/pods", get(crate::kube::api::pods))
         .route("/metrics", get(metrics))
+        .merge(crate::intentions::api::routes())
+        .route("/v1/members", get(crate::gossip::api::members))
+        .route(
+            "/v1/catalog/services",
+            get(crate::gossip::api::catalog_services),
+        )
+        .route(
+            "/v1/catalog/service/{name}",
+            get(crate::gossip::api::catalog_service),
+        )
+        .route("/v1/join", axum::routing::put(crate::gossip::api::join))
+        .route("/v1/leave", axum::routing::put(crate::gossip::api::leave))
+        .route(
+            "/v1/keyring",
+            get(crate::gossip::api::keyring).post(crate::gossip::api::keyring_change),
+        )
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(shared)
 }

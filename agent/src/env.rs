@@ -9,3 +9,5 @@ pub const RUST_LOG: &str = "RUST_LOG";
 /// `off` runs quinn with its default transport settings instead of the data plane's tuning
 /// (for before/after measurements only).
 pub const QUIC_TUNING: &str = "RHIZOME_QUIC_TUNING";
+/// Operator credentials directory for `rhizome intention apply|delete` (same as `--operator-dir`).
+pub const OPERATOR_DIR: &str = "RHIZOME_OPERATOR_DIR";

@@ -86,7 +86,8 @@ impl Identity {
 
     /// Loads or obtains the agent's credentials, in order: `--dev` (in-memory root),
     /// `ca { dir }` (files; a later intermediate renewed into the store wins if it chains to
-    /// the files' bundle), a signer's own root (`ca { signer, root_dir }`: keeps its stored
+    /// the files' bundle; with `join_token` too and no agent.pem there yet, joins first and
+    /// writes the files), a signer's own root (`ca { signer, root_dir }`: keeps its stored
     /// intermediate if the current root issued it, else issues itself one), an
     /// intermediate kept in the store from an earlier join, a join with `ca { join_token }`
     /// (network). Obtained ones are stored.
@@ -99,7 +100,21 @@ impl Identity {
             .parse()
             .context("node_name as a SPIFFE path segment")?;
         let stored = stored_credentials(store, &node)?;
-        if config.ca.dir.is_some() {
+        if let Some(dir) = &config.ca.dir {
+            if let Some(token) = &config.ca.join_token
+                && !dir.join(files::AGENT_CERT).exists()
+            {
+                let (agent, bundle) = match stored {
+                    Some(kept) => kept,
+                    None => {
+                        crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
+                    }
+                };
+                save_credentials(store, &agent, &bundle)?;
+                write_agent_dir(dir, &agent, &bundle)?;
+                let (agent, bundle) = load_dir(config, &node)?;
+                return Self::assemble(node, bundle, agent, None, config);
+            }
             let (mut agent, bundle) = load_dir(config, &node)?;
             if let Some((renewed, _)) = stored
                 && renewed.not_after() > agent.not_after()
@@ -379,6 +394,36 @@ fn load_dir(config: &AgentConfig, node: &NodeName) -> anyhow::Result<(AgentCa, T
         );
     }
     Ok((agent, bundle))
+}
+
+/// Writes a joined intermediate into `ca { dir }` (agent.pem, agent.key with mode 0600, and
+/// bundle.pem unless the operator provided one, which must then trust the intermediate).
+fn write_agent_dir(
+    dir: &std::path::Path,
+    agent: &AgentCa,
+    bundle: &TrustBundle,
+) -> anyhow::Result<()> {
+    use crate::certfiles::OutFile;
+    let mut out = vec![
+        OutFile::public(files::AGENT_CERT, agent.chain_pem()),
+        OutFile::secret(files::AGENT_KEY, agent.key_pem()),
+    ];
+    let provided = dir.join(files::BUNDLE);
+    if provided.exists() {
+        let theirs = TrustBundle::from_pem(&crate::certfiles::read(&provided)?)
+            .with_context(|| format!("parsing {}", provided.display()))?;
+        crate::join::check_issued(agent, &theirs, agent.node(), None).with_context(|| {
+            format!(
+                "the joined intermediate does not chain to {}",
+                provided.display()
+            )
+        })?;
+    } else {
+        out.push(OutFile::public(files::BUNDLE, bundle.to_pem()));
+    }
+    crate::certfiles::write_new(dir, &out)?;
+    tracing::info!(dir = %dir.display(), "joined credentials written to the CA directory");
+    Ok(())
 }
 
 /// A signer's own credentials: the stored intermediate if the root of `dir` issued it (a

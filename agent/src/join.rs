@@ -303,17 +303,24 @@ impl TcpService for JoinService {
             let exchange = async {
                 let req: Request = read_frame(&mut stream).await?;
                 let certs = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
-                let op = match &req {
-                    Request::Join { node, .. } => format!("join {node}"),
-                    Request::Renew { .. } => "renew".to_string(),
+                let (op, node) = match &req {
+                    Request::Join { node, .. } => ("join", node.clone()),
+                    Request::Renew { .. } => (
+                        "renew",
+                        certs
+                            .as_deref()
+                            .and_then(rhizome_ca::peer_spiffe_id)
+                            .map(|id| id.to_string())
+                            .unwrap_or_default(),
+                    ),
                 };
                 let answer = match signer.decide(req, certs.as_deref(), OffsetDateTime::now_utc()) {
                     Ok(issued) => {
-                        tracing::info!(peer.addr = %peer, op = %op, "signer: intermediate issued");
+                        tracing::info!(peer.addr = %peer, peer.node = %node, op, "signer: intermediate issued");
                         issued
                     }
                     Err(refusal) => {
-                        tracing::warn!(peer.addr = %peer, op = %op, reason = %refusal, "signer: request refused");
+                        tracing::warn!(peer.addr = %peer, peer.node = %node, op, reason = %refusal, "signer: request refused");
                         Response::Refused {
                             reason: refusal.to_string(),
                         }

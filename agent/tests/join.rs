@@ -335,3 +335,40 @@ async fn signer_follows_a_rotated_root_dir() {
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }
+
+/// `ca { dir, join_token }` (the Kubernetes DaemonSet's config): the first start joins and
+/// writes agent.pem, agent.key (0600) and bundle.pem into the directory; later starts load
+/// them and need no token use.
+#[tokio::test]
+async fn join_writes_the_ca_dir_once() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    let (a, root, addr) = signer(d).await;
+    let ca_dir = d.join("k8s-1-ca");
+    let once = token(&root, "k8s-*", Duration::hours(1), Some(1));
+    let extra = format!(
+        "ca {{\n  dir = \"{}\"\n  join_token = \"{once}\"\n  signer_addrs = [\"{addr}\"]\n}}\n",
+        ca_dir.display()
+    );
+    let b = Agent::start(base("k8s-1", d, &extra)).await.unwrap();
+    let joined = b.shared().identity.agent_ca().cert().clone();
+    b.shutdown().await.unwrap();
+    let mode = std::fs::metadata(ca_dir.join("agent.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let on_disk =
+        rhizome_ca::certs_from_pem(&std::fs::read_to_string(ca_dir.join("agent.pem")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk[0], joined);
+    assert!(ca_dir.join("bundle.pem").is_file());
+
+    // A fresh data_dir (store lost), same CA directory: no join, the token stays unused.
+    std::fs::remove_dir_all(d.join("k8s-1-data")).unwrap();
+    let b = Agent::start(base("k8s-1", d, &extra)).await.unwrap();
+    assert_eq!(b.shared().identity.agent_ca().cert(), &joined);
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}

@@ -60,15 +60,16 @@ async fn a_pod_reaches_a_service_through_its_upstream_listener() {
     let api = FakeApi::start(vec![web]).await;
     let kcfg = kubeconfig(mesh.dir.path(), &api.url());
     let a = mesh
-        .start(
+        .start_joined(
             "a",
+            &[&b],
             &format!(
                 "kubernetes {{\n  enabled = true\n  node_name = \"node-1\"\n  kubeconfig = \"{}\"\n}}\n",
                 kcfg.display()
             ),
         )
         .await;
-    publish(&a, &own_instances(&b));
+    wait_catalog(&a, "shop", "db", 1, rhizome_agent::catalog::Health::Passing).await;
     let listener = SocketAddr::from(([127, 0, 0, 1], port));
 
     // The listener opens once discovery has seen the pod.

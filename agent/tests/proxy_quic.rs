@@ -26,8 +26,9 @@ async fn pair(
         .start("b", &service("db", "db-1", echo.port(), &[]))
         .await;
     let a = mesh
-        .start(
+        .start_joined(
             "a",
+            &[&b],
             &format!(
                 "{extra_a}\n{}",
                 service(
@@ -42,7 +43,7 @@ async fn pair(
             ),
         )
         .await;
-    publish(&a, &own_instances(&b));
+    wait_catalog(&a, "default", "db", 1, Health::Passing).await;
     (a, b, port)
 }
 
@@ -147,19 +148,29 @@ async fn a_rule_change_cuts_a_live_connection() {
 }
 
 #[tokio::test]
-async fn unhealthy_instances_get_no_connections_and_dead_agents_are_failed_over() {
+async fn unhealthy_instances_get_no_connections_and_failures_fail_over() {
     let mesh = Mesh::new("test.mesh");
-    let (name_b, name_c) = (name_server("b").await, name_server("c").await);
+    let ((name_b, backend_b), (name_c, _backend_c)) =
+        (name_server("b").await, name_server("c").await);
+    let health_b = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let check = |target: std::net::SocketAddr| {
+        format!(
+            "  check {{\n    tcp = \"{target}\"\n    interval = \"100ms\"\n    timeout = \"200ms\"\n  }}\n"
+        )
+    };
+    let svc_b = service("db", "db-b", name_b.port(), &[]).replace(
+        "}\n",
+        &format!("{}}}\n", check(health_b.local_addr().unwrap())),
+    );
     let port = free_port();
-    let b = mesh
-        .start("b", &service("db", "db-b", name_b.port(), &[]))
-        .await;
+    let b = mesh.start("b", &svc_b).await;
     let c = mesh
-        .start("c", &service("db", "db-c", name_c.port(), &[]))
+        .start_joined("c", &[&b], &service("db", "db-c", name_c.port(), &[]))
         .await;
     let a = mesh
-        .start(
+        .start_joined(
             "a",
+            &[&b],
             &format!(
                 "proxy {{\n  connect_timeout = \"300ms\"\n}}\n{}",
                 service(
@@ -177,9 +188,7 @@ async fn unhealthy_instances_get_no_connections_and_dead_agents_are_failed_over(
     for server in [&b, &c] {
         rules(server, &[&allow("db", "web")]);
     }
-    let mut remote = own_instances(&b);
-    remote.extend(own_instances(&c));
-    publish(&a, &remote);
+    wait_catalog(&a, "default", "db", 2, Health::Passing).await;
 
     // Both healthy: over enough connections both serve (power of two choices spreads load).
     let mut seen = std::collections::BTreeSet::new();
@@ -191,16 +200,67 @@ async fn unhealthy_instances_get_no_connections_and_dead_agents_are_failed_over(
     }
     assert_eq!(seen.len(), 2, "both instances served: {seen:?}");
 
-    // b's check fails: no new connection goes there.
-    set_health(&a, "b", Health::Critical);
+    // b's health check fails: once the catalog says so, no new connection goes there.
+    drop(health_b);
+    wait_catalog(&a, "default", "db", 1, Health::Critical).await;
     for _ in 0..10 {
         assert_eq!(read_all(port).await.unwrap(), b"c");
     }
-
-    // b healthy again in the catalog, but its agent is gone: every connection still works.
-    set_health(&a, "b", Health::Passing);
+    assert!(
+        !metrics(&a).contains("rhizome_proxy_connections_failed_total{direction=\"outbound\""),
+        "no connection failed"
+    );
+    a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    for _ in 0..6 {
+    c.shutdown().await.unwrap();
+    backend_b.abort();
+}
+
+#[tokio::test]
+async fn connections_fail_over_before_any_byte_is_sent() {
+    let mesh = Mesh::new("test.mesh");
+    let ((name_b, backend_b), (name_c, _backend_c)) =
+        (name_server("b").await, name_server("c").await);
+    let port = free_port();
+    let b = mesh
+        .start("b", &service("db", "db-b", name_b.port(), &[]))
+        .await;
+    let c = mesh
+        .start_joined("c", &[&b], &service("db", "db-c", name_c.port(), &[]))
+        .await;
+    let a = mesh
+        .start_joined(
+            "a",
+            &[&b],
+            &format!(
+                "proxy {{\n  connect_timeout = \"300ms\"\n}}\n{}",
+                service(
+                    "web",
+                    "web-1",
+                    1,
+                    &[Up {
+                        destination: "db",
+                        port
+                    }]
+                )
+            ),
+        )
+        .await;
+    for server in [&b, &c] {
+        rules(server, &[&allow("db", "web")]);
+    }
+    wait_catalog(&a, "default", "db", 2, Health::Passing).await;
+
+    // b's instance stops accepting (its check has not noticed: there is none): b answers
+    // `unreachable` and a tries c, every time.
+    backend_b.abort();
+    for _ in 0..8 {
+        assert_eq!(read_all(port).await.unwrap(), b"c", "failed over to c");
+    }
+    // b's agent dies without a goodbye: until gossip notices, connections that pick b time out
+    // connecting to it and go to c.
+    b.abort().await.unwrap();
+    for _ in 0..8 {
         assert_eq!(read_all(port).await.unwrap(), b"c", "failed over to c");
     }
     assert!(
@@ -253,8 +313,9 @@ async fn a_hundred_mib_flows_byte_exact() {
         .start("b", &service("sink", "sink-1", sink.port(), &[]))
         .await;
     let a = mesh
-        .start(
+        .start_joined(
             "a",
+            &[&b],
             &service(
                 "web",
                 "web-1",
@@ -266,7 +327,7 @@ async fn a_hundred_mib_flows_byte_exact() {
             ),
         )
         .await;
-    publish(&a, &own_instances(&b));
+    wait_catalog(&a, "default", "sink", 1, Health::Passing).await;
     rules(&b, &[&allow("sink", "web")]);
     let data = pattern(100 << 20);
     let got = roundtrip(port, &data).await.unwrap();

@@ -17,8 +17,9 @@ async fn tls_transport_carries_allowed_traffic_and_refuses_denied() {
         .start("b", &service("db", "db-1", echo.port(), &[]))
         .await;
     let a = mesh
-        .start(
+        .start_joined(
             "a",
+            &[&b],
             &format!(
                 "transport = \"tls\"\n{}",
                 service(
@@ -33,7 +34,14 @@ async fn tls_transport_carries_allowed_traffic_and_refuses_denied() {
             ),
         )
         .await;
-    publish(&a, &own_instances(&b));
+    wait_catalog(
+        &a,
+        "default",
+        "db",
+        1,
+        rhizome_agent::catalog::Health::Passing,
+    )
+    .await;
 
     let refused = roundtrip(port, b"secret").await;
     assert!(

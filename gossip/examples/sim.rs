@@ -5,7 +5,8 @@
 //! Prints, for N simulated nodes driving the production membership and keyring code: time
 //! to full membership, to spread a state entry, to see a killed node down, bytes per node
 //! per second, and false down verdicts under 5 % / 20 % uniform loss and 20 % loss on one
-//! node (with Lifeguard, and with it disabled as a baseline).
+//! node, with full Lifeguard and with local health awareness and shrinking suspicion turned
+//! off (fixed suspicion timeout at its minimum, as plain foca; buddy pings and push/pull stay on).
 
 use std::time::{Duration, Instant};
 
@@ -147,7 +148,7 @@ fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
     );
     println!(
         "| {:<28} | {:>20} | {:>20} |",
-        "loss", "Lifeguard", "plain SWIM (foca)"
+        "loss", "Lifeguard", "LHA, shrink off"
     );
     println!("|{:-<30}|{:-<22}|{:-<22}|", "", "", "");
     let lossy = n / 4;

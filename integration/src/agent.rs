@@ -5,7 +5,6 @@
 //! reachable only from that host, as in production; the harness queries it by running the
 //! CLI or `rhizome-testsvc get` there with `ip netns exec`.
 
-use crate::cmd;
 use crate::error::{HarnessError, Result};
 use crate::host::{Host, read_tail};
 use crate::net::Net;
@@ -26,12 +25,16 @@ pub const AGENT_LABEL: &str = "agent";
 ///
 /// The base file (`00-harness.hcl`) sets `node_name` (`h<index>`), `data_dir`
 /// (`<host dir>/data`), `bind_addr` (the host address), `client_addr = "127.0.0.1"` and
-/// `log_level`. Snippets added with [`AgentSpec::hcl`] go to `50-test.hcl`, read after it,
-/// so they may override any of those and add services, `retry_join`, `ca`, `encrypt`...
+/// `log_level`, and `ca { dir }`: an intermediate for the node issued from the network's
+/// mesh root ([`Net::ca_dir`]) with `rhizome ca issue-agent`, unless
+/// [`AgentSpec::without_mesh_ca`]. Snippets added with
+/// [`AgentSpec::hcl`] go to `50-test.hcl`, read after it, so they may override any of those
+/// and add services, `retry_join`, `encrypt`...
 #[derive(Clone, Debug)]
 pub struct AgentSpec {
     node_name: Option<String>,
     log_level: String,
+    mesh_ca: bool,
     snippets: Vec<String>,
 }
 
@@ -40,6 +43,7 @@ impl Default for AgentSpec {
         AgentSpec {
             node_name: None,
             log_level: "info".to_string(),
+            mesh_ca: true,
             snippets: Vec::new(),
         }
     }
@@ -60,6 +64,13 @@ impl AgentSpec {
     /// The agent's log filter (default `info`).
     pub fn log_level(mut self, level: &str) -> AgentSpec {
         self.log_level = level.to_string();
+        self
+    }
+
+    /// No `ca { dir }` from the network's mesh root: the agent gets its credentials another
+    /// way (a `ca { join_token }` through a signer, say, or as a signer itself).
+    pub fn without_mesh_ca(mut self) -> AgentSpec {
+        self.mesh_ca = false;
         self
     }
 
@@ -92,15 +103,21 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Writes the configuration for `host` and checks it with `rhizome agent --validate`,
-    /// which also tells the harness the effective addresses. Does not start the agent.
-    pub fn prepare(host: &Host, spec: &AgentSpec) -> Result<AgentProc> {
+    /// Writes the configuration for `host` (credentials from the root in `ca_dir` when the
+    /// spec wants them)
+    /// and checks it with `rhizome agent --validate`, which also tells the harness the
+    /// effective addresses. Does not start the agent.
+    pub(crate) fn prepare(
+        host: &Host,
+        spec: &AgentSpec,
+        ca_dir: Option<&Path>,
+    ) -> Result<AgentProc> {
         let config_dir = host.dir().join("config");
         let data_dir = host.dir().join("data");
         std::fs::create_dir_all(&config_dir)
             .map_err(|e| HarnessError::io(format!("create {}", config_dir.display()), e))?;
         let node = spec.node_name.clone().unwrap_or_else(|| host.name());
-        let base = format!(
+        let mut base = format!(
             "# written by the rhizome-integration harness\n\
              node_name = {}\ndata_dir = {}\nbind_addr = \"{}\"\nclient_addr = \"127.0.0.1\"\n\
              log_level = {}\n",
@@ -109,10 +126,17 @@ impl AgentProc {
             host.addr(),
             hcl_string(&spec.log_level),
         );
+        if let Some(root) = ca_dir.filter(|_| spec.mesh_ca) {
+            let dir = issue_agent(host, root, &node)?;
+            base += &format!(
+                "ca {{\n  dir = {}\n}}\n",
+                hcl_string(&dir.to_string_lossy())
+            );
+        }
         write(&config_dir.join("00-harness.hcl"), &base)?;
         let extra = spec.snippets.join("\n") + "\n";
         write(&config_dir.join("50-test.hcl"), &extra)?;
-        let out = cmd::run(
+        let out = host.run(
             &host.bins().rhizome,
             [
                 "agent".as_ref(),
@@ -306,6 +330,30 @@ impl AgentProc {
     }
 }
 
+/// `rhizome ca issue-agent` for `node` into `<host dir>/ca-<node>` (kept if it exists: the
+/// same node keeps its identity when its agent is prepared again).
+fn issue_agent(host: &Host, root: &Path, node: &str) -> Result<PathBuf> {
+    let out = host.dir().join(format!("ca-{node}"));
+    if out.join("agent.pem").is_file() {
+        return Ok(out);
+    }
+    host.run(
+        &host.bins().rhizome,
+        [
+            "ca".as_ref(),
+            "issue-agent".as_ref(),
+            "--ca-dir".as_ref(),
+            root.as_os_str(),
+            "--node".as_ref(),
+            node.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+    )
+    .map_err(|e| HarnessError::Ca(e.to_string()))?;
+    Ok(out)
+}
+
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| HarnessError::io(format!("write {}", path.display()), e))
 }
@@ -321,13 +369,28 @@ fn json_parse<T: std::str::FromStr>(v: &serde_json::Value, key: &str) -> Result<
 }
 
 impl Net {
-    /// Configures and starts an agent on host `index`, waiting until its API answers.
-    pub fn start_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
+    fn root_for(&self, spec: &AgentSpec) -> Result<Option<PathBuf>> {
+        if spec.mesh_ca {
+            self.ca_dir().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Writes and validates the configuration of an agent on host `index`, without starting
+    /// it (call [`AgentProc::start`]).
+    pub fn prepare_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
         let host = self
             .hosts()
             .get(index)
             .ok_or_else(|| HarnessError::Usage(format!("no host {index}")))?;
-        let mut agent = AgentProc::prepare(host, spec)?;
+        let root = self.root_for(spec)?;
+        AgentProc::prepare(host, spec, root.as_deref())
+    }
+
+    /// Configures and starts an agent on host `index`, waiting until its API answers.
+    pub fn start_agent(&self, index: usize, spec: &AgentSpec) -> Result<AgentProc> {
+        let mut agent = self.prepare_agent(index, spec)?;
         agent.start()?;
         Ok(agent)
     }
@@ -337,7 +400,9 @@ impl Net {
     pub fn start_agents(&self, spec: impl Fn(&Host) -> AgentSpec) -> Result<Vec<AgentProc>> {
         let mut agents = Vec::with_capacity(self.hosts().len());
         for host in self.hosts() {
-            let mut agent = AgentProc::prepare(host, &spec(host))?;
+            let spec = spec(host);
+            let root = self.root_for(&spec)?;
+            let mut agent = AgentProc::prepare(host, &spec, root.as_deref())?;
             agent.spawn()?;
             agents.push(agent);
         }

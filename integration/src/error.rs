@@ -52,6 +52,10 @@ pub enum HarnessError {
         /// What happened (log tail, output).
         detail: String,
     },
+    /// `rhizome ca init` / `ca issue-agent` failed for the network's mesh root (a bug in the
+    /// CA code or the harness; nothing was started).
+    #[error("mesh CA: {0}")]
+    Ca(String),
     /// The test used the harness wrongly (bad host index, overlapping partition groups).
     #[error("harness misuse: {0}")]
     Usage(String),

@@ -25,6 +25,9 @@ pub fn host_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, u8::try_from(index + 1).unwrap_or(u8::MAX))
 }
 
+/// Trust domain of the mesh root every network creates (with `rhizome ca init`).
+pub const TRUST_DOMAIN: &str = "mesh.test";
+
 /// Prefix length of the hosts' subnet.
 pub const PREFIX_LEN: u8 = 24;
 
@@ -39,6 +42,7 @@ pub struct Net {
     registry: Arc<Registry>,
     bins: Arc<Binaries>,
     extra_bridges: Mutex<Vec<String>>,
+    ca_dir: Mutex<Option<std::path::PathBuf>>,
 }
 
 /// Why namespace tests cannot run here, if they cannot.
@@ -88,6 +92,7 @@ impl Net {
             registry: Arc::new(Registry::default()),
             bins,
             extra_bridges: Mutex::new(Vec::new()),
+            ca_dir: Mutex::new(None),
         };
         net.add_switch()?;
         for index in 0..hosts {
@@ -187,6 +192,34 @@ impl Net {
         self.dir
             .as_ref()
             .map_or(std::path::Path::new("/nonexistent"), |d| d.path())
+    }
+
+    /// The mesh root's directory (`root.pem`, `root.key`), made with `rhizome ca init` on
+    /// first use; agents get intermediates issued from it (`rhizome ca issue-agent`) unless
+    /// their spec says otherwise. Signer agents can point `ca { root_dir }` at it.
+    pub fn ca_dir(&self) -> Result<std::path::PathBuf> {
+        let mut slot = self
+            .ca_dir
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(dir) = slot.as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = self.dir().join("mesh-ca");
+        cmd::run(
+            &self.bins.rhizome,
+            [
+                "ca".as_ref(),
+                "init".as_ref(),
+                "--trust-domain".as_ref(),
+                TRUST_DOMAIN.as_ref(),
+                "--out".as_ref(),
+                dir.as_os_str(),
+            ],
+        )
+        .map_err(|e| HarnessError::Ca(e.to_string()))?;
+        *slot = Some(dir.clone());
+        Ok(dir)
     }
 
     /// The programs run in hosts.

@@ -159,6 +159,12 @@ fn five_agents_answer_die_restart_and_ride_out_link_faults() {
         assert_eq!(me["addresses"]["bind"], net.host(i).addr().to_string());
         let api = a.api_get("/v1/agent/self").unwrap();
         assert_eq!(api["node_name"], me["node_name"]);
+        assert_eq!(a.gossip_addr().unwrap(), net.host(i).socket(7946));
+        assert_eq!(a.http_addr(), "127.0.0.1:7948".parse().unwrap());
+        // It runs with the intermediate the harness issued for it from the network's root.
+        let certs = a.cli(&["ca", "status", "--format", "json"]).unwrap();
+        let agent_id = format!("spiffe://mesh.test/agent/h{i}");
+        assert!(certs.contains(&agent_id), "{agent_id} not in {certs}");
     }
 
     // kill -9, then restart on the same data_dir: same node, one more boot.
@@ -262,13 +268,12 @@ fn a_panicking_test_leaves_nothing_and_strays_are_swept() {
     let pid_max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .map(|s| s.trim().parse().unwrap())
         .unwrap_or(4_194_304);
-    let stray = format!("rz{}x0x0000-h0", pid_max + 1);
+    let stray = format!("rz{}x{}x0000-h0", pid_max + 1, std::process::id());
     if rhizome_integration::net::preflight().is_ok() {
-        let made = std::process::Command::new("ip")
+        // Not checked: another test process's sweep may remove it even while it is made.
+        let _ = std::process::Command::new("ip")
             .args(["netns", "add", &stray])
-            .status()
-            .unwrap();
-        assert!(made.success());
+            .output();
     }
 
     let names = std::sync::Mutex::new(Vec::new());

@@ -96,7 +96,10 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             ca.dir = c.dir.map(PathBuf::from).or(ca.dir);
             ca.signer = c.signer.unwrap_or(ca.signer);
             ca.root_dir = c.root_dir.map(PathBuf::from).or(ca.root_dir);
-            ca.join_token = c.join_token.or(ca.join_token);
+            ca.join_token = c
+                .join_token
+                .filter(|t| !t.trim().is_empty())
+                .or(ca.join_token);
             if let Some(addrs) = c.signer_addrs {
                 ca.signer_addrs = addrs;
             }

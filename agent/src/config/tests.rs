@@ -208,5 +208,8 @@ fn ca_block_takes_signer_addrs_and_refuses_short_leaf_ttl() {
     assert_eq!(cfg.ca.signer_addrs, ["10.0.0.1:7947"]);
     assert_eq!(cfg.ca.leaf_ttl.0, std::time::Duration::from_secs(24 * 3600));
     assert!(err(&format!("{base}ca {{\n leaf_ttl = \"5m\"\n}}\n")).contains("too short"));
+    let empty =
+        AgentConfig::from_str(&format!("{base}ca {{\n join_token = \"\"\n}}\n"), "e.hcl").unwrap();
+    assert_eq!(empty.ca.join_token, None, "env(\"UNSET\") gives no token");
     assert!(err(&format!("{base}ca {{\n signer = true\n}}\n")).contains("needs root_dir"));
 }

@@ -1,6 +1,6 @@
 //! The one place the data plane asks the intentions whether a source may reach a
-//! destination (so switching to the agent-wide `crate::intentions::authorize`, with its
-//! decision counters and audit log, is a one-line change).
+//! destination: [`crate::intentions::authorize`] (which counts every decision and logs denies
+//! and audited denies with their rule), reduced to what the proxy needs.
 
 use crate::agent::Shared;
 use rhizome_ca::SpiffeId;
@@ -13,8 +13,6 @@ pub struct Verdict {
     pub allowed: bool,
     /// True when a deny was only audited ("would deny").
     pub audit: bool,
-    /// The deciding rule (or `default`), given only for denies and audited denies.
-    pub rule: Option<String>,
 }
 
 impl Verdict {
@@ -28,35 +26,17 @@ impl Verdict {
     }
 }
 
-/// Decides with the rules in force. A source that is not a workload of our trust domain
-/// (the verifier already enforces both) is denied.
+/// Decides a new inbound connection with the rules in force (counted and logged). A source
+/// that is not a workload of our trust domain is denied (the verifier refuses those first).
 pub fn authorize(shared: &Shared, source: &SpiffeId, destination: &ServiceRef) -> Verdict {
-    if source.trust_domain() != shared.identity.trust_domain() {
-        return Verdict {
-            allowed: false,
-            audit: false,
-            rule: Some("foreign trust domain".into()),
-        };
-    }
-    let rules = shared.rules.borrow();
-    match rules.decide_spiffe(&source.to_string(), destination, shared.policy) {
-        Ok(d) => Verdict {
-            allowed: d.allowed,
-            audit: d.audit,
-            rule: (!d.allowed || d.audit).then(|| {
-                d.rule()
-                    .map_or_else(|| "default".to_string(), |r| r.to_string())
-            }),
-        },
-        Err(e) => Verdict {
-            allowed: false,
-            audit: false,
-            rule: Some(format!("source is not a workload: {e}")),
-        },
+    let v = crate::intentions::authorize(shared, &source.to_string(), destination);
+    Verdict {
+        allowed: v.allowed,
+        audit: v.audit,
     }
 }
 
-/// Only whether it is allowed (for re-checks of open connections).
+/// Whether an open connection is still allowed (re-check after a rule change; not counted).
 pub fn is_allowed(shared: &Shared, source: &SpiffeId, destination: &ServiceRef) -> bool {
-    authorize(shared, source, destination).allowed
+    crate::intentions::verdict(shared, &source.to_string(), destination).allowed
 }

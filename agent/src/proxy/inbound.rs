@@ -210,15 +210,9 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
     }));
     let verdict = authz::authorize(&proxy.shared, &peer.source, &dst);
     if !verdict.allowed {
-        tracing::info!(src = %peer.source, dst = %dst, rule = verdict.rule.as_deref().unwrap_or(""),
-            "connection denied by intentions");
         proxy.metrics.denied(&pair);
         log(verdict.label(), "denied", 0, 0);
         return answer(&mut tx, Status::Denied).await;
-    }
-    if verdict.audit {
-        tracing::warn!(src = %peer.source, dst = %dst, rule = verdict.rule.as_deref().unwrap_or(""),
-            "intentions would deny this connection (audit mode): allowed");
     }
     let Some(addr) = proxy.local_instance(&dst, &request.instance) else {
         proxy.metrics.failed(&pair);

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use rhizome_agent::agent::Agent;
-use rhizome_agent::catalog::{Catalog, Health, Instance};
+use rhizome_agent::catalog::Health;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::RuleSet;
@@ -13,6 +13,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Gossip tuned for tests: failures and changes spread in well under a second.
+pub const FAST_GOSSIP: &str = "gossip {\n  probe_interval = \"200ms\"\n  probe_timeout = \"100ms\"\n  gossip_interval = \"50ms\"\n  suspicion_mult = 3\n  push_pull_interval = \"1s\"\n}\n";
+
+/// Waits (bounded) until `agent`'s catalog, filled by gossip, shows `n` instances of
+/// `service` (namespace `ns`) with `health`.
+pub async fn wait_catalog(agent: &Agent, ns: &str, service: &str, n: usize, health: Health) {
+    let what = format!("{n} {health:?} instance(s) of {ns}/{service}");
+    for _ in 0..1000 {
+        let count = agent
+            .shared()
+            .catalog
+            .borrow()
+            .instances_of(ns, service)
+            .filter(|i| i.health == health)
+            .count();
+        if count == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
 
 /// A test mesh: one root, agents under one temp dir.
 pub struct Mesh {
@@ -36,19 +59,36 @@ impl Mesh {
 
     /// Config of agent `node` with `extra` HCL (services, transport, proxy settings).
     pub fn config(&self, node: &str, extra: &str) -> AgentConfig {
+        self.config_joined(node, &[], extra)
+    }
+
+    /// Config of agent `node` that joins the gossip of `seeds`.
+    pub fn config_joined(&self, node: &str, seeds: &[&Agent], extra: &str) -> AgentConfig {
+        let join: Vec<String> = seeds
+            .iter()
+            .map(|a| format!("\"{}\"", a.shared().gossip.addr()))
+            .collect();
         let ca_dir = self.ca.agent_dir(self.dir.path(), node).unwrap();
         let src = format!(
             "node_name = \"{node}\"\ndata_dir = \"{}/{node}/data\"\nbind_addr = \"127.0.0.1\"\n\
              default_intention_policy = \"deny\"\nports {{\n  http = 0\n  gossip = 0\n  data = 0\n}}\n\
-             ca {{\n  dir = \"{}\"\n}}\n{extra}\n",
+             ca {{\n  dir = \"{}\"\n}}\nretry_join = [{}]\n{FAST_GOSSIP}{extra}\n",
             self.dir.path().display(),
-            ca_dir.display()
+            ca_dir.display(),
+            join.join(", ")
         );
         AgentConfig::from_str(&src, &format!("{node}.hcl")).unwrap()
     }
 
     pub async fn start(&self, node: &str, extra: &str) -> Agent {
         Agent::start(self.config(node, extra)).await.unwrap()
+    }
+
+    /// Starts `node` joined to `seeds` by gossip.
+    pub async fn start_joined(&self, node: &str, seeds: &[&Agent], extra: &str) -> Agent {
+        Agent::start(self.config_joined(node, seeds, extra))
+            .await
+            .unwrap()
     }
 }
 
@@ -62,41 +102,6 @@ pub fn service(name: &str, id: &str, port: u16, ups: &[Up]) -> String {
         );
     }
     s + "}\n"
-}
-
-/// The catalog entries of `agent`'s config services, with their real data address.
-pub fn instances(agent: &Agent) -> Vec<Instance> {
-    agent.shared().catalog.borrow().instances.clone()
-}
-
-/// Replaces the catalog of `agent` with its own instances plus `remote`.
-pub fn publish(agent: &Agent, remote: &[Instance]) {
-    let mut all = instances_local(agent);
-    all.extend(remote.iter().cloned());
-    agent
-        .shared()
-        .catalog
-        .send_replace(Arc::new(Catalog::new(all)));
-}
-
-fn instances_local(agent: &Agent) -> Vec<Instance> {
-    let node = agent.shared().config.node_name.clone();
-    instances(agent)
-        .into_iter()
-        .filter(|i| i.node == node)
-        .collect()
-}
-
-/// `health` for every instance of `agent`'s catalog on `node`.
-pub fn set_health(agent: &Agent, node: &str, health: Health) {
-    let mut all = instances(agent);
-    for i in all.iter_mut().filter(|i| i.node == node) {
-        i.health = health;
-    }
-    agent
-        .shared()
-        .catalog
-        .send_replace(Arc::new(Catalog::new(all)));
 }
 
 /// Loads intentions (HCL entries) into `agent`.
@@ -173,11 +178,11 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-/// A server that writes `name` and closes.
-pub async fn name_server(name: &'static str) -> SocketAddr {
+/// A server that writes `name` and closes; abort the handle to close its listener.
+pub async fn name_server(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let _ = s.write_all(name.as_bytes()).await;
@@ -185,7 +190,7 @@ pub async fn name_server(name: &'static str) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, task)
 }
 
 /// Sends `data`, half-closes, reads everything back until EOF (concurrently).
@@ -231,16 +236,4 @@ pub fn metrics(agent: &Agent) -> String {
 /// Deterministic test data.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
-}
-
-/// Instances of `agent`'s own services, as another agent would learn them.
-pub fn own_instances(agent: &Agent) -> Vec<Instance> {
-    instances_local(agent)
-}
-
-pub fn passing(mut v: Vec<Instance>) -> Vec<Instance> {
-    for i in &mut v {
-        i.health = Health::Passing;
-    }
-    v
 }

@@ -1,0 +1,194 @@
+//! HTTP handlers of the gossip layer: members, catalog, join/leave and the keyring.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine as _;
+use rhizome_gossip::keyring::Key as GossipKey;
+use rhizome_gossip::state::{Applied, Entry};
+use serde::{Deserialize, Serialize};
+
+use super::driver::MemberRow;
+use super::keys::{self, KeyOp, KeyView};
+use crate::agent::Shared;
+use crate::api::ApiError;
+use crate::catalog::Instance;
+
+/// How long `PUT /v1/join` waits for the seed to answer.
+pub const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// `GET /v1/members`: `[{node, address, status, incarnation}]`.
+pub async fn members(State(s): State<Arc<Shared>>) -> Json<Vec<MemberRow>> {
+    Json(s.gossip.members().as_ref().clone())
+}
+
+/// One row of `GET /v1/catalog/services`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSummary {
+    /// Namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// Known instances.
+    pub instances: usize,
+    /// Instances that may receive connections.
+    pub passing: usize,
+}
+
+/// `GET /v1/catalog/services`.
+pub async fn catalog_services(State(s): State<Arc<Shared>>) -> Json<Vec<ServiceSummary>> {
+    let catalog = s.catalog.borrow().clone();
+    let rows = catalog
+        .services()
+        .into_iter()
+        .map(|(namespace, name)| ServiceSummary {
+            instances: catalog.instances_of(&namespace, &name).count(),
+            passing: catalog.healthy(&namespace, &name).count(),
+            namespace,
+            name,
+        })
+        .collect();
+    Json(rows)
+}
+
+/// Query of `GET /v1/catalog/service/<name>`.
+#[derive(Deserialize, Debug)]
+pub struct NsQuery {
+    /// Namespace (`default` when absent).
+    pub ns: Option<String>,
+}
+
+/// `GET /v1/catalog/service/<name>?ns=`: its instances with node, address, port, health.
+pub async fn catalog_service(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    Query(q): Query<NsQuery>,
+) -> Json<Vec<Instance>> {
+    let ns =
+        q.ns.unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string());
+    let catalog = s.catalog.borrow().clone();
+    Json(catalog.instances_of(&ns, &name).cloned().collect())
+}
+
+/// Body of `PUT /v1/join`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct JoinRequest {
+    /// A member's gossip `host:port`.
+    pub address: String,
+}
+
+/// `PUT /v1/join`: announces to `address` and waits for it to answer.
+pub async fn join(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match s.gossip.join(&req.address, JOIN_WAIT).await {
+        Ok(n) => Ok(Json(
+            serde_json::json!({ "joined": req.address, "members": n }),
+        )),
+        Err(e @ super::GossipError::Resolve(_)) => {
+            Err(ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+        }
+        Err(e) => Err(ApiError(StatusCode::GATEWAY_TIMEOUT, e.to_string())),
+    }
+}
+
+/// `PUT /v1/leave`: leaves the cluster gracefully.
+pub async fn leave(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.gossip
+        .leave()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(serde_json::json!({ "left": true })))
+}
+
+/// `GET /v1/keyring`.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct KeyringView {
+    /// Whether gossip is sealed.
+    pub encrypted: bool,
+    /// Installed keys.
+    pub keys: Vec<KeyView>,
+}
+
+/// `GET /v1/keyring`: this agent's installed keys.
+pub async fn keyring(State(s): State<Arc<Shared>>) -> Json<KeyringView> {
+    let k = s.gossip.keys();
+    Json(KeyringView {
+        encrypted: k.is_encrypted(),
+        keys: k.list(),
+    })
+}
+
+/// Body of `POST /v1/keyring`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct KeyringChange {
+    /// What to do.
+    pub op: KeyOp,
+    /// The key (base64 of 32 bytes).
+    pub key: String,
+    /// The operator-signed entry for this change (base64 of its encoding); required unless
+    /// the agent runs with `--dev`.
+    #[serde(default)]
+    pub entry: Option<String>,
+}
+
+/// `POST /v1/keyring`: install, use or remove a key mesh-wide.
+pub async fn keyring_change(
+    State(s): State<Arc<Shared>>,
+    Json(req): Json<KeyringChange>,
+) -> Result<Json<KeyringView>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let key: GossipKey = req.key.parse().map_err(|e| bad(format!("key: {e}")))?;
+    if req.op == KeyOp::Remove && s.gossip.keys().primary() == Some(key.id()) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "key {} is the primary key: `use` another key first",
+                key.id()
+            ),
+        ));
+    }
+    match req.entry {
+        Some(text) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| bad("entry: not base64".into()))?;
+            let entry = Entry::from_bytes(&bytes).map_err(|e| bad(format!("entry: {e}")))?;
+            if !keys::entry_matches(&entry, req.op, &key) {
+                return Err(bad("the signed entry does not describe this change".into()));
+            }
+            match s.replica.submit(entry) {
+                Ok(Applied::New | Applied::Stale) => {}
+                Err(r) => {
+                    return Err(ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!("entry refused: {r}"),
+                    ));
+                }
+            }
+        }
+        None if s.config.dev => {
+            let (k, value) = keys::change_entry(req.op, &key);
+            let res = match value {
+                Some(v) => s.replica.write_local(k, v),
+                None => s.replica.delete_local(k),
+            };
+            res.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        }
+        None => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "keyring changes must be signed by an operator: pass --operator-dir".into(),
+            ));
+        }
+    }
+    // The follower applies the change asynchronously; apply now so the answer shows it.
+    s.gossip
+        .keys()
+        .apply(&s.replica.entries_with_tombstones("keyring/"));
+    Ok(keyring(State(s)).await)
+}

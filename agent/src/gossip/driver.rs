@@ -1,0 +1,424 @@
+//! The membership driver: one task owning the gossip UDP socket and the
+//! [`Membership`] state machine. It selects over received packets, the state machine's next
+//! timer, commands from the API (join, leave), state items to broadcast and a one-second
+//! upkeep tick; after every input it seals and sends what membership queued, reacts to its
+//! events and republishes the member table.
+//!
+//! Seeds (`retry_join`) are retried with exponential backoff (from the probe interval, doubled
+//! up to [`MAX_JOIN_BACKOFF`]) until one answers. On shutdown the node leaves gracefully
+//! before the task ends. Each process takes a new generation from the store, so peers tell a
+//! restarted agent from its previous life.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhizome_gossip::membership::{
+    Generation, MemberEvent, MemberStatus, Membership, MembershipConfig, NodeId, NodeName,
+};
+use rhizome_gossip::state::Key;
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::keys::Keys;
+use super::metrics::GossipMetrics;
+use super::now_ms;
+use super::replica::{Outgoing, Replica};
+use crate::store::{Store, TreeName};
+
+/// Longest wait between two rounds of join attempts.
+pub const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Store key of the last generation used (in the `Meta` tree).
+const GENERATION_KEY: &[u8] = b"gossip_generation";
+
+/// A member's status as `rhizome members` prints it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Answering probes.
+    Alive,
+    /// Failed a probe; declared failed unless it refutes in time.
+    Suspect,
+    /// Declared down.
+    Failed,
+    /// Left gracefully.
+    Left,
+}
+
+impl From<MemberStatus> for Status {
+    fn from(s: MemberStatus) -> Self {
+        match s {
+            MemberStatus::Alive => Status::Alive,
+            MemberStatus::Suspect => Status::Suspect,
+            MemberStatus::Failed => Status::Failed,
+            MemberStatus::Left => Status::Left,
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Alive => "alive",
+            Status::Suspect => "suspect",
+            Status::Failed => "failed",
+            Status::Left => "left",
+        })
+    }
+}
+
+/// One row of `GET /v1/members` and `rhizome members --format json`: exactly these fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRow {
+    /// Node name.
+    pub node: String,
+    /// Gossip address.
+    pub address: SocketAddr,
+    /// `alive`, `suspect`, `failed` or `left`.
+    pub status: Status,
+    /// Process generation: higher after each restart or rejoin.
+    pub incarnation: u64,
+}
+
+/// What the API asks of the driver.
+#[derive(Debug)]
+pub enum Command {
+    /// Announce to these gossip addresses (rejoining first after a leave).
+    Join(Vec<SocketAddr>),
+    /// Leave gracefully; the sender learns when the leave was sent.
+    Leave(oneshot::Sender<()>),
+}
+
+/// What the driver asks of the anti-entropy task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRequest {
+    /// Exchange with this member (it just came up and we lack its certificate).
+    Peer(SocketAddr),
+    /// Exchange with a random alive member (after joining).
+    Random,
+}
+
+/// The driver's inputs and outputs, built by [`super::bind`].
+pub struct Driver {
+    pub(super) socket: UdpSocket,
+    pub(super) membership: Membership,
+    pub(super) config: MembershipConfig,
+    pub(super) id: NodeId,
+    pub(super) keys: Arc<Keys>,
+    pub(super) replica: Arc<Replica>,
+    pub(super) store: Store,
+    pub(super) metrics: Arc<GossipMetrics>,
+    pub(super) members: watch::Sender<Arc<Vec<MemberRow>>>,
+    pub(super) sync: mpsc::Sender<SyncRequest>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    pub(super) seeds: Vec<String>,
+}
+
+/// Join retry state.
+struct Retry {
+    at: Instant,
+    backoff: Duration,
+}
+
+/// The next generation for this node, persisted so it only grows.
+pub fn next_generation(store: &Store) -> anyhow::Result<Generation> {
+    Ok(Generation(store.increment(
+        TreeName::Meta,
+        GENERATION_KEY,
+        1,
+    )?))
+}
+
+struct Running {
+    d: Driver,
+    start: Instant,
+    retry: Option<Retry>,
+    left: bool,
+}
+
+impl Driver {
+    /// Runs until `shutdown` turns true, then leaves the cluster.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let first = Duration::from_millis(self.config.probe_interval_ms);
+        let retry = (!self.seeds.is_empty()).then(|| Retry {
+            at: Instant::now(),
+            backoff: first,
+        });
+        let mut r = Running {
+            d: self,
+            start: Instant::now(),
+            retry,
+            left: false,
+        };
+        let mut buf = vec![0u8; 65_536];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let timer = r.d.membership.poll_timeout().map(|d| r.start + d);
+            let retry_at = r.retry.as_ref().map(|x| x.at);
+            tokio::select! {
+                biased;
+                () = super::stopped(&mut shutdown) => break,
+                got = r.d.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => r.on_packet(&buf[..n], from),
+                    Err(e) => tracing::debug!(error = %e, "gossip receive failed"),
+                },
+                () = sleep_until(timer) => {
+                    let now = r.now();
+                    r.d.membership.handle_timeout(now);
+                }
+                Some(cmd) = r.d.commands.recv() => r.on_command(cmd).await,
+                Some(out) = r.d.outgoing.recv() => r.broadcast(out),
+                () = sleep_until(retry_at) => r.retry_join().await,
+                _ = tick.tick() => r.upkeep(),
+            }
+            r.flush().await;
+        }
+        if !r.left {
+            r.leave().await;
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Running {
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn on_packet(&mut self, packet: &[u8], from: SocketAddr) {
+        self.d.metrics.packet_received();
+        let payload = match self.d.keys.open(now_ms(), packet) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.d.metrics.drop_packet(reason);
+                tracing::debug!(peer.addr = %from, %reason, "gossip packet dropped");
+                return;
+            }
+        };
+        if self.left {
+            return;
+        }
+        let now = self.now();
+        let membership = &mut self.d.membership;
+        let res = self
+            .d
+            .replica
+            .with_state(|state| membership.handle_data(now, from, &payload, state));
+        if let Err(e) = res {
+            self.d.metrics.drop_malformed();
+            tracing::debug!(peer.addr = %from, error = %e, "gossip packet refused");
+        }
+    }
+
+    fn broadcast(&mut self, out: Outgoing) {
+        if let Err(e) = self.d.membership.broadcast(out.key, &out.item) {
+            tracing::debug!(error = %e, "entry travels by anti-entropy only");
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join(addrs) => {
+                if self.left {
+                    self.rejoin();
+                }
+                let now = self.now();
+                for addr in addrs {
+                    tracing::info!(peer.addr = %addr, "joining");
+                    if let Err(e) = self.d.membership.join(now, addr) {
+                        tracing::warn!(peer.addr = %addr, error = %e, "join failed");
+                    }
+                }
+            }
+            Command::Leave(done) => {
+                self.leave().await;
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// A fresh membership with a new generation, after a graceful leave.
+    fn rejoin(&mut self) {
+        let generation = match next_generation(&self.d.store) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot persist the gossip generation");
+                Generation(self.d.id.generation.0 + 1)
+            }
+        };
+        self.d.id = NodeId::new(self.d.id.name.clone(), self.d.id.addr, generation);
+        match Membership::new(self.d.id.clone(), self.d.config.clone(), rand::random()) {
+            Ok(m) => {
+                self.d.membership = m;
+                self.start = Instant::now();
+                self.left = false;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot restart membership"),
+        }
+    }
+
+    async fn leave(&mut self) {
+        let now = self.now();
+        if let Err(e) = self.d.membership.leave(now) {
+            tracing::warn!(error = %e, "leave failed");
+        }
+        self.flush().await;
+        self.left = true;
+        self.retry = None;
+        tracing::info!(node = %self.d.id.name, "left the gossip cluster");
+    }
+
+    async fn retry_join(&mut self) {
+        let Some(retry) = self.retry.as_mut() else {
+            return;
+        };
+        let backoff = retry.backoff;
+        retry.backoff = (backoff * 2).min(MAX_JOIN_BACKOFF);
+        retry.at = Instant::now() + backoff;
+        let mut addrs = Vec::new();
+        for seed in &self.d.seeds {
+            match tokio::net::lookup_host(seed.as_str()).await {
+                Ok(found) => addrs.extend(found.filter(|a| *a != self.d.id.addr)),
+                Err(e) => tracing::warn!(seed = %seed, error = %e, "cannot resolve seed"),
+            }
+        }
+        tracing::info!(
+            seeds = ?self.d.seeds,
+            next_attempt_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            "joining the gossip cluster"
+        );
+        self.on_command(Command::Join(addrs)).await;
+    }
+
+    /// Seals and sends every queued packet, handles events, republishes the member table.
+    async fn flush(&mut self) {
+        while let Some(t) = self.d.membership.poll_transmit() {
+            match self.d.keys.seal(now_ms(), &t.payload) {
+                Ok(sealed) => match self.d.socket.send_to(&sealed, t.to).await {
+                    Ok(_) => self.d.metrics.packet_sent(),
+                    Err(e) => tracing::debug!(peer.addr = %t.to, error = %e, "gossip send failed"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot seal a gossip packet"),
+            }
+        }
+        while let Some(event) = self.d.membership.poll_event() {
+            self.on_event(event);
+        }
+        let rows = Arc::new(self.rows());
+        self.d.members.send_if_modified(|current| {
+            if **current == *rows {
+                false
+            } else {
+                *current = rows;
+                true
+            }
+        });
+    }
+
+    fn on_event(&mut self, event: MemberEvent) {
+        match event {
+            MemberEvent::Up(id) => {
+                tracing::info!(peer.node = %id.name, peer.addr = %id.addr, incarnation = id.generation.0, "member up");
+                let has_cert = id
+                    .name
+                    .as_str()
+                    .parse()
+                    .ok()
+                    .is_some_and(|n| self.d.replica.get(&Key::Certs(n)).is_some());
+                if !has_cert {
+                    let _ = self.d.sync.try_send(SyncRequest::Peer(id.addr));
+                }
+            }
+            MemberEvent::Suspect(id) => {
+                tracing::info!(peer.node = %id.name, peer.addr = %id.addr, "member suspect");
+            }
+            MemberEvent::Down(id) => {
+                tracing::warn!(peer.node = %id.name, peer.addr = %id.addr, "member failed");
+            }
+            MemberEvent::Left(id) => {
+                tracing::info!(peer.node = %id.name, peer.addr = %id.addr, "member left");
+            }
+            MemberEvent::Replaced { old, new } => tracing::info!(
+                peer.node = %new.name,
+                old = old.generation.0,
+                new = new.generation.0,
+                "member restarted"
+            ),
+            MemberEvent::Joined => {
+                tracing::info!(
+                    members = self.d.membership.num_members(),
+                    "joined the gossip cluster"
+                );
+                self.retry = None;
+                let _ = self.d.sync.try_send(SyncRequest::Random);
+            }
+            MemberEvent::Isolated => tracing::warn!("no other gossip member is reachable"),
+            MemberEvent::Rejoined(id) => {
+                tracing::warn!(
+                    incarnation = id.generation.0,
+                    "declared down by the cluster: rejoined"
+                );
+                let _ = self.d.store.put(
+                    TreeName::Meta,
+                    GENERATION_KEY,
+                    &id.generation.0.to_be_bytes(),
+                );
+                self.d.id = id;
+            }
+            MemberEvent::Defunct => tracing::warn!("gossip identity defunct"),
+        }
+    }
+
+    /// The member table, one row per node name (its newest generation).
+    fn rows(&self) -> Vec<MemberRow> {
+        let mut by_name: BTreeMap<String, MemberRow> = BTreeMap::new();
+        for (i, m) in self.d.membership.members().into_iter().enumerate() {
+            let status = if i == 0 && self.left {
+                Status::Left
+            } else {
+                Status::from(m.status)
+            };
+            let row = MemberRow {
+                node: m.node.to_string(),
+                address: m.address,
+                status,
+                incarnation: m.incarnation.0,
+            };
+            match by_name.get(&row.node) {
+                Some(old) if old.incarnation >= row.incarnation => {}
+                _ => {
+                    by_name.insert(row.node.clone(), row);
+                }
+            }
+        }
+        by_name.into_values().collect()
+    }
+
+    fn upkeep(&mut self) {
+        let rows = self.d.members.borrow().clone();
+        let (counters, len) = self
+            .d
+            .replica
+            .with_state(|s| (s.counters().clone(), s.len()));
+        self.d.metrics.refresh(&rows, &counters, len);
+    }
+}
+
+/// The membership identity of this agent.
+pub fn node_id(name: &str, addr: SocketAddr, generation: Generation) -> anyhow::Result<NodeId> {
+    let name: NodeName = name.parse()?;
+    Ok(NodeId::new(name, addr, generation))
+}

@@ -1,0 +1,133 @@
+//! Prometheus families of the gossip layer: members by state, packets dropped by reason,
+//! entries rejected by reason, state size, anti-entropy exchanges.
+
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rhizome_gossip::keyring::OpenError;
+use rhizome_gossip::state::Counters;
+
+use super::driver::{MemberRow, Status};
+
+/// One label `name="value"`.
+type Label = [(&'static str, &'static str); 1];
+
+/// The gossip metric handles (cheap to update from any task).
+#[derive(Default)]
+pub struct GossipMetrics {
+    members: Family<Label, Gauge>,
+    dropped: Family<Label, Counter>,
+    rejected: Family<Label, Counter>,
+    last_rejected: Mutex<Vec<u64>>,
+    state_entries: Gauge,
+    received: Counter,
+    sent: Counter,
+    syncs: Family<Label, Counter>,
+}
+
+impl GossipMetrics {
+    /// Registers every family in the agent's registry.
+    pub fn register(&self, registry: &crate::metrics::Metrics) {
+        registry.register(
+            "gossip_members",
+            "Members of the gossip cluster by state, as this agent sees them",
+            self.members.clone(),
+        );
+        registry.register(
+            "gossip_packets_dropped",
+            "Gossip packets dropped before membership saw them, by reason",
+            self.dropped.clone(),
+        );
+        registry.register(
+            "gossip_entries_rejected",
+            "Replicated entries refused (bad signature, wrong owner...), by reason",
+            self.rejected.clone(),
+        );
+        registry.register(
+            "gossip_state_entries",
+            "Entries in the replicated state, tombstones included",
+            self.state_entries.clone(),
+        );
+        registry.register(
+            "gossip_packets_received",
+            "Gossip UDP packets received",
+            self.received.clone(),
+        );
+        registry.register(
+            "gossip_packets_sent",
+            "Gossip UDP packets sent",
+            self.sent.clone(),
+        );
+        registry.register(
+            "gossip_sync_exchanges",
+            "Anti-entropy exchanges by outcome",
+            self.syncs.clone(),
+        );
+    }
+
+    /// Counts one packet that failed to open.
+    pub fn drop_packet(&self, reason: OpenError) {
+        let label = match reason {
+            OpenError::TooShort => "too_short",
+            OpenError::UnknownVersion(_) => "unknown_version",
+            OpenError::Cleartext => "cleartext",
+            OpenError::UnknownKey => "unknown_key",
+            OpenError::Garbled => "garbled",
+            OpenError::Replayed => "replayed",
+        };
+        self.dropped.get_or_create(&[("reason", label)]).inc();
+    }
+
+    /// Counts one opened packet that membership refused.
+    pub fn drop_malformed(&self) {
+        self.dropped.get_or_create(&[("reason", "malformed")]).inc();
+    }
+
+    /// Counts one received packet.
+    pub fn packet_received(&self) {
+        self.received.inc();
+    }
+
+    /// Counts one sent packet.
+    pub fn packet_sent(&self) {
+        self.sent.inc();
+    }
+
+    /// Counts one anti-entropy exchange (`ok` or `failed`).
+    pub fn sync(&self, outcome: &'static str) {
+        self.syncs.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    /// Refreshes the gauges from the member table and the state.
+    pub fn refresh(&self, members: &[MemberRow], counters: &Counters, state_len: usize) {
+        for (status, label) in [
+            (Status::Alive, "alive"),
+            (Status::Suspect, "suspect"),
+            (Status::Failed, "failed"),
+            (Status::Left, "left"),
+        ] {
+            let n = members.iter().filter(|m| m.status == status).count();
+            self.members
+                .get_or_create(&[("state", label)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        self.state_entries
+            .set(i64::try_from(state_len).unwrap_or(i64::MAX));
+        let rejections = counters.rejections();
+        let mut last = match self.last_rejected.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        last.resize(rejections.len(), 0);
+        for ((reason, n), seen) in rejections.iter().zip(last.iter_mut()) {
+            if *n > *seen {
+                self.rejected
+                    .get_or_create(&[("reason", reason)])
+                    .inc_by(*n - *seen);
+                *seen = *n;
+            }
+        }
+    }
+}
