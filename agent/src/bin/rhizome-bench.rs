@@ -16,14 +16,15 @@
 //! - client agent `bench-a`: service `bench-client` with upstreams 18101 -> bench-echo and
 //!   18102 -> bench-iperf.
 //!
-//! Until gossip fills catalogs, the client agent is given the server's instances (and the
-//! server its intentions) at start by the `agent` mode, the same way the tests do.
+//! The client agent joins the server's gossip and learns its instances from it; the server
+//! loads the intentions from an `intentions_dir`, signed with an operator credential of the
+//! bench CA. The chain is ready (and the target printed) once the client's catalog shows
+//! both destinations passing.
 
 use anyhow::Context as _;
 use rhizome_agent::agent::{Agent, shutdown_signal};
-use rhizome_agent::catalog::{Catalog, Health, Instance};
+use rhizome_agent::catalog::Catalog;
 use rhizome_agent::config::AgentConfig;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ Sources = [
 fn usage() -> ! {
     eprintln!(
         "usage: rhizome-bench chain [--work DIR] [--transport quic|tls] [--offset N]\n       \
-         rhizome-bench agent CONFIG_FILE (client|server) OFFSET"
+         rhizome-bench agent CONFIG_FILE (client|server) READY_FILE"
     );
     std::process::exit(2)
 }
@@ -55,8 +56,7 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("chain") => chain(&args[1..]),
         Some("agent") if args.len() == 4 => {
-            let offset = args[3].parse().context("OFFSET")?;
-            run_agent(Path::new(&args[1]), &args[2], offset)
+            run_agent(Path::new(&args[1]), &args[2], Path::new(&args[3]))
         }
         _ => usage(),
     }
@@ -97,14 +97,28 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let ca = rhizome_agent::testkit::TestCa::new("bench.test")?;
+    let (intentions, operator) = (work.join("intentions"), work.join("operator"));
+    std::fs::create_dir_all(&intentions)?;
+    std::fs::create_dir_all(&operator)?;
+    std::fs::write(intentions.join("bench.hcl"), INTENTIONS)?;
+    let op = ca.root.issue_operator(
+        &"bench".parse()?,
+        time::OffsetDateTime::now_utc(),
+        rhizome_ca::DEFAULT_LEAF_TTL,
+    )?;
+    std::fs::write(operator.join("chain.pem"), op.chain_pem())?;
+    std::fs::write(operator.join("key.pem"), op.key_pem())?;
     let server = agent_hcl(
         "bench-b",
         &work,
         &ca.agent_dir(&work, "bench-b")?,
         (18112 + offset, 18122 + offset, SERVER_DATA + offset),
         &format!(
-            "service {{\n  name = \"bench-echo\"\n  port = {ECHO_BACKEND}\n}}\n\
-             service {{\n  name = \"bench-iperf\"\n  port = {IPERF_BACKEND}\n}}\n"
+            "intentions_dir = \"{}\"\noperator_dir = \"{}\"\n\
+             service {{\n  name = \"bench-echo\"\n  port = {ECHO_BACKEND}\n}}\n\
+             service {{\n  name = \"bench-iperf\"\n  port = {IPERF_BACKEND}\n}}\n",
+            intentions.display(),
+            operator.display()
         ),
     );
     let client = agent_hcl(
@@ -113,9 +127,10 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
         &ca.agent_dir(&work, "bench-a")?,
         (18111 + offset, 18121 + offset, 18201 + offset),
         &format!(
-            "transport = \"{transport}\"\nservice {{\n  name = \"bench-client\"\n  port = 1\n  \
+            "transport = \"{transport}\"\nretry_join = [\"127.0.0.1:{}\"]\nservice {{\n  name = \"bench-client\"\n  port = 1\n  \
              upstreams {{\n    destination_name = \"bench-echo\"\n    local_bind_port = {}\n  }}\n  \
              upstreams {{\n    destination_name = \"bench-iperf\"\n    local_bind_port = {}\n  }}\n}}\n",
+            18122 + offset,
             ECHO_UPSTREAM + offset,
             IPERF_UPSTREAM + offset
         ),
@@ -130,7 +145,7 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
                 "agent",
                 &work.join(file).display().to_string(),
                 role,
-                &offset.to_string(),
+                &work.join("ready").display().to_string(),
             ])
             .stderr(log)
             .spawn()
@@ -138,7 +153,7 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
     };
     let mut b = spawn("server.hcl", "server")?;
     let mut a = spawn("client.hcl", "client")?;
-    let up = wait_listening(ECHO_UPSTREAM + offset) && wait_listening(IPERF_UPSTREAM + offset);
+    let up = wait_file(&work.join("ready"));
     if !up {
         let _ = a.kill();
         let _ = b.kill();
@@ -169,9 +184,9 @@ fn chain(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn wait_listening(port: u16) -> bool {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+fn wait_file(path: &Path) -> bool {
+    for _ in 0..600 {
+        if path.exists() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -179,28 +194,9 @@ fn wait_listening(port: u16) -> bool {
     false
 }
 
-/// The server's instances as the client agent would learn them by gossip.
-fn server_instances(offset: u16) -> Vec<Instance> {
-    let agent_addr = SocketAddr::from(([127, 0, 0, 1], SERVER_DATA + offset));
-    [("bench-echo", ECHO_BACKEND), ("bench-iperf", IPERF_BACKEND)]
-        .into_iter()
-        .map(|(name, port)| Instance {
-            node: "bench-b".into(),
-            id: name.into(),
-            name: name.into(),
-            namespace: "default".into(),
-            address: [127, 0, 0, 1].into(),
-            port,
-            agent_addr,
-            health: Health::Passing,
-            tags: vec![],
-            meta: Default::default(),
-        })
-        .collect()
-}
-
-/// One agent process: the real agent, plus the catalog/intentions gossip would bring.
-fn run_agent(config: &Path, role: &str, offset: u16) -> anyhow::Result<()> {
+/// One agent process: the real agent; the client writes `ready` once its catalog (from
+/// gossip) shows both destinations passing.
+fn run_agent(config: &Path, role: &str, ready: &Path) -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a crypto provider is already installed"))?;
@@ -214,15 +210,19 @@ fn run_agent(config: &Path, role: &str, offset: u16) -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         let agent = Agent::start(cfg).await?;
-        let shared = agent.shared().clone();
         if role == "client" {
-            let mut all = shared.catalog.borrow().instances.clone();
-            all.extend(server_instances(offset));
-            shared.catalog.send_replace(Arc::new(Catalog::new(all)));
-        } else {
-            let rules = rhizome_intentions::RuleSet::load([("bench.hcl", INTENTIONS)])
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            shared.rules.send_replace(Arc::new(rules));
+            let mut catalog = agent.shared().catalog.subscribe();
+            let ready = ready.to_path_buf();
+            tokio::spawn(async move {
+                let both = |c: &Arc<Catalog>| {
+                    ["bench-echo", "bench-iperf"]
+                        .iter()
+                        .all(|s| c.healthy("default", s).next().is_some())
+                };
+                if catalog.wait_for(both).await.is_ok() {
+                    let _ = std::fs::write(&ready, b"ready\n");
+                }
+            });
         }
         agent.run_until(shutdown_signal()).await
     })
