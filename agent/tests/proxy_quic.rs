@@ -373,3 +373,21 @@ async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
         .unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_idle_timeout() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "proxy {\n  idle_timeout = \"300ms\"\n}").await;
+    rules(&b, &[&allow("db", "web")]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    // Nothing more is sent: the agents close it (reset), long before the bound.
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(ended.is_ok(), "the idle connection was closed");
+    assert!(rest.is_empty());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
