@@ -40,6 +40,8 @@ pub struct Shared {
     pub rules: watch::Sender<Arc<RuleSet>>,
     /// Default decision and audit mode for intentions.
     pub policy: Policy,
+    /// Accepted signed intention entries, decision counters, load problems.
+    pub intentions: Arc<crate::intentions::Intentions>,
     /// Turns true once when the agent shuts down; every task watches it.
     pub shutdown: watch::Receiver<bool>,
     /// The replicated signed state (catalog, certificates, intentions, keyring).
@@ -87,21 +89,10 @@ impl Agent {
                 Arc::new(crate::join::JoinService(signer.clone())),
             );
         }
-        let data_tcp = if tcp_services.is_empty() {
-            None
-        } else {
-            Some(
-                tokio::net::TcpListener::bind(config.data_addr())
-                    .await
-                    .with_context(|| {
-                        format!("cannot bind the TCP data port on {}", config.data_addr())
-                    })?,
-            )
-        };
-        if let Some(listener) = &data_tcp {
-            // Port 0 (tests) resolves here, before anything advertises the data address.
-            config.ports.data = listener.local_addr()?.port();
-        }
+        // UDP (QUIC) and TCP (TLS transport, joins) on one port number; port 0 (tests)
+        // resolves here, before anything advertises the data address.
+        let data = crate::proxy::DataSockets::bind(&config).await?;
+        config.ports.data = data.port();
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -122,6 +113,12 @@ impl Agent {
         let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
         let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let intentions = Arc::new(crate::intentions::Intentions::open(
+            &store,
+            replica.clone(),
+            &metrics,
+        )?);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -129,17 +126,19 @@ impl Agent {
             started_unix,
             boot_count,
             http_addr,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
             identity,
             catalog,
             rules,
             policy,
+            intentions,
             shutdown: stop_rx.clone(),
             replica,
             gossip,
         });
         let mut tasks = JoinSet::new();
+        crate::intentions::start(&shared, &mut tasks).await;
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
         crate::gossip::spawn(gossip_tasks, &shared, &mut tasks);
         let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
@@ -148,13 +147,12 @@ impl Agent {
             signer.clone(),
             expiry_watch,
         ));
-        if let Some(listener) = data_tcp {
-            tasks.spawn(crate::tcp_port::serve(
-                listener,
-                tcp_services,
-                stop_rx.clone(),
-            ));
-        }
+        crate::proxy::start(&shared, data.udp, &mut tasks, &mut tcp_services).await?;
+        tasks.spawn(crate::tcp_port::serve(
+            data.tcp,
+            tcp_services,
+            stop_rx.clone(),
+        ));
         if let Some(kube) = kube {
             let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
             tasks.spawn(kube.run(metrics, stop_rx.clone()));
