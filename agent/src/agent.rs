@@ -40,6 +40,8 @@ pub struct Shared {
     pub rules: watch::Sender<Arc<RuleSet>>,
     /// Default decision and audit mode for intentions.
     pub policy: Policy,
+    /// Accepted signed intention entries, decision counters, load problems.
+    pub intentions: Arc<crate::intentions::Intentions>,
     /// Turns true once when the agent shuts down; every task watches it.
     pub shutdown: watch::Receiver<bool>,
     /// The replicated signed state (catalog, certificates, intentions, keyring).
@@ -122,6 +124,12 @@ impl Agent {
         let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
         let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
         let (stop, stop_rx) = watch::channel(false);
+        let metrics = crate::metrics::Metrics::new();
+        let intentions = Arc::new(crate::intentions::Intentions::open(
+            &store,
+            replica.clone(),
+            &metrics,
+        )?);
         let shared = Arc::new(Shared {
             config,
             store,
@@ -129,17 +137,19 @@ impl Agent {
             started_unix,
             boot_count,
             http_addr,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
             identity,
             catalog,
             rules,
             policy,
+            intentions,
             shutdown: stop_rx.clone(),
             replica,
             gossip,
         });
         let mut tasks = JoinSet::new();
+        crate::intentions::start(&shared, &mut tasks).await;
         tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
         crate::gossip::spawn(gossip_tasks, &shared, &mut tasks);
         let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);

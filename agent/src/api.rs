@@ -105,6 +105,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/ca/status", get(crate::expiry::status_handler))
         .route("/v1/kubernetes/pods", get(crate::kube::api::pods))
         .route("/metrics", get(metrics))
+        .merge(crate::intentions::api::routes())
         .route("/v1/members", get(crate::gossip::api::members))
         .route(
             "/v1/catalog/services",

@@ -6,3 +6,5 @@ pub const HTTP_ADDR: &str = "RHIZOME_HTTP_ADDR";
 pub const LOG_LEVEL: &str = "RHIZOME_LOG_LEVEL";
 /// Standard tracing filter variable, honoured as well.
 pub const RUST_LOG: &str = "RUST_LOG";
+/// Operator credentials directory for `rhizome intention apply|delete` (same as `--operator-dir`).
+pub const OPERATOR_DIR: &str = "RHIZOME_OPERATOR_DIR";

@@ -16,6 +16,7 @@ pub mod env;
 pub mod expiry;
 pub mod gossip;
 pub mod identity;
+pub mod intentions;
 pub mod join;
 pub mod kube;
 pub mod logging;

@@ -46,6 +46,8 @@ pub enum TreeName {
     Certs,
     /// Join-token use counts on signers.
     Tokens,
+    /// Which intention entries were written from `intentions_dir` (file and version).
+    Intentions,
 }
 
 impl TreeName {
@@ -55,6 +57,7 @@ impl TreeName {
             TreeName::State => "state",
             TreeName::Certs => "certs",
             TreeName::Tokens => "tokens",
+            TreeName::Intentions => "intentions",
         }
     }
 }

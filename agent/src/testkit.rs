@@ -37,4 +37,21 @@ impl TestCa {
         std::fs::write(out.join(files::BUNDLE), self.root.cert_pem())?;
         Ok(out)
     }
+
+    /// Writes an operator credential `spiffe://<td>/operator/<name>` (as `rhizome ca
+    /// issue-operator` does: cert.pem, key.pem, chain.pem) under `dir/operator-<name>` and
+    /// returns that directory (for `operator_dir` / `--operator-dir`).
+    pub fn operator_dir(&self, dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+        let op = self.root.issue_operator(
+            &name.parse()?,
+            OffsetDateTime::now_utc(),
+            time::Duration::hours(24),
+        )?;
+        let out = dir.join(format!("operator-{name}"));
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("cert.pem"), op.cert_pem())?;
+        std::fs::write(out.join("chain.pem"), op.chain_pem())?;
+        std::fs::write(out.join("key.pem"), op.key_pem())?;
+        Ok(out)
+    }
 }

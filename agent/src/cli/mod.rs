@@ -3,6 +3,8 @@
 mod ca;
 mod ca_rotate;
 mod gossip;
+pub mod graph;
+pub mod intention;
 mod run_agent;
 mod status;
 
@@ -47,6 +49,14 @@ pub enum Command {
     Info(status::FormatArgs),
     /// List the services registered on the local agent.
     Services(status::FormatArgs),
+    /// Intentions: who may connect to whom (validate, check, match, apply, list, delete).
+    Intention {
+        /// The intention command.
+        #[command(subcommand)]
+        command: intention::IntentionCommand,
+    },
+    /// Print the service access graph (services and the intentions between them).
+    Graph(graph::GraphArgs),
     /// List the members of the mesh: node, gossip address, status, incarnation.
     Members(status::FormatArgs),
     /// Query the service catalog of the mesh.
@@ -70,6 +80,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
         Command::Info(f) => status::info(&cli.http_addr, &f),
         Command::Services(f) => status::services(&cli.http_addr, &f),
+        Command::Intention { command } => intention::run(&cli.http_addr, command),
+        Command::Graph(args) => graph::run(&cli.http_addr, &args),
         Command::Members(f) => gossip::members(&cli.http_addr, &f),
         Command::Catalog(c) => gossip::catalog(&cli.http_addr, &c),
         Command::Join(a) => gossip::join(&cli.http_addr, &a),

@@ -71,6 +71,9 @@ pub struct PodEntry {
     pub namespace: String,
     /// Pod IP, once assigned.
     pub ip: Option<IpAddr>,
+    /// Every IP of the pod (`status.podIPs`: both families on dual-stack clusters),
+    /// the primary first; all of them identify the pod as a connection source.
+    pub ips: Vec<IpAddr>,
     /// Registered or skipped.
     pub state: PodState,
 }
@@ -86,11 +89,20 @@ impl PodEntry {
             .uid
             .clone()
             .unwrap_or_else(|| format!("{namespace}/{name}"));
-        let ip = pod
-            .status
-            .as_ref()
+        let status = pod.status.as_ref();
+        let ip = status
             .and_then(|s| s.pod_ip.as_deref())
             .and_then(|ip| ip.parse().ok());
+        let mut ips: Vec<IpAddr> = ip.into_iter().collect();
+        let listed = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten();
+        for extra in listed.filter_map(|p| p.ip.parse::<IpAddr>().ok()) {
+            if !ips.contains(&extra) {
+                ips.push(extra);
+            }
+        }
         let state = match registration(pod, &namespace, ip, settings) {
             Ok((annotations, ip)) => {
                 PodState::Registered(service(&annotations, &name, &namespace, &uid, ip, settings))
@@ -102,6 +114,7 @@ impl PodEntry {
             name,
             namespace,
             ip,
+            ips,
             state,
         }
     }
@@ -228,11 +241,12 @@ impl PodRegistry {
         let mut by_source: HashMap<IpAddr, String> = HashMap::new();
         let mut shared: Vec<IpAddr> = Vec::new();
         for entry in pods.values().filter(|e| e.service().is_some()) {
-            let Some(ip) = entry.ip else { continue };
-            if let Some(other) = by_source.insert(ip, entry.uid.clone()) {
-                tracing::warn!(pod.ip = %ip, pod.uid = %entry.uid, other.uid = %other,
-                    "two registered pods share an IP: refusing its connections");
-                shared.push(ip);
+            for &ip in &entry.ips {
+                if let Some(other) = by_source.insert(ip, entry.uid.clone()) {
+                    tracing::warn!(pod.ip = %ip, pod.uid = %entry.uid, other.uid = %other,
+                        "two registered pods share an IP: refusing its connections");
+                    shared.push(ip);
+                }
             }
         }
         for ip in shared {
@@ -271,6 +285,15 @@ impl PodRegistry {
         self.pod_for_source(ip).and_then(PodEntry::service)
     }
 
+    /// The upstream listener ports the data plane should serve on the node address: the
+    /// union over registered pods (one shared listener per port; [`super::attribute`]
+    /// picks the pod and its upstream per connection).
+    pub fn listener_ports(&self) -> std::collections::BTreeSet<u16> {
+        self.services()
+            .flat_map(|s| s.upstreams.iter().map(|u| u.local_bind_port))
+            .collect()
+    }
+
     /// True once the first complete list of pods has been received: before that, an absent
     /// pod may simply not have been listed yet.
     pub fn is_synced(&self) -> bool {
@@ -294,6 +317,8 @@ pub struct PodView<'a> {
     pub namespace: &'a str,
     /// Pod IP, if assigned.
     pub ip: Option<String>,
+    /// Every pod IP (dual-stack), primary first.
+    pub ips: Vec<String>,
     /// `registered` or `skipped`.
     pub state: &'static str,
     /// Why it is skipped.
@@ -311,6 +336,7 @@ impl<'a> From<&'a PodEntry> for PodView<'a> {
             name: &e.name,
             namespace: &e.namespace,
             ip: e.ip.map(|ip| ip.to_string()),
+            ips: e.ips.iter().map(ToString::to_string).collect(),
             state: if e.service().is_some() {
                 "registered"
             } else {

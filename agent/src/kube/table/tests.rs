@@ -112,6 +112,13 @@ fn kube_table_relist_replaces_without_loss_or_duplicates() {
     assert_eq!(t.handle(Event::InitDone), Change::Changed);
     assert_eq!(registered(&t), ["web-a.shop", "db-c.shop"]);
     assert!(t.snapshot().generation() > generation);
+    assert_eq!(
+        t.snapshot()
+            .listener_ports()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [9191]
+    );
 
     // A relist listing the same set publishes nothing.
     t.handle(Event::Init);
@@ -142,10 +149,20 @@ fn kube_table_bad_annotation_reported_once_and_ip_clash_fails_closed() {
         "an unchanged bad pod is not reported again"
     );
 
+    let mut dual = pod("d", "web", true, Some("10.1.0.20"));
+    dual.status.as_mut().unwrap().pod_ips =
+        Some(serde_json::from_value(json!([{ "ip": "10.1.0.20" }, { "ip": "fd00::20" }])).unwrap());
+    t.handle(Event::Apply(dual));
+    let snap = t.snapshot();
+    for src in ["10.1.0.20", "fd00::20"] {
+        let svc = snap.service_for_source(src.parse().unwrap());
+        assert_eq!(svc.map(|s| s.id.as_str()), Some("web-d.shop"), "{src}");
+    }
+
     t.handle(Event::Apply(pod("b", "api", true, Some("10.1.0.9"))));
     t.handle(Event::Apply(pod("c", "db", true, Some("10.1.0.9"))));
     let snap = t.snapshot();
-    assert_eq!(snap.services().count(), 2);
+    assert_eq!(snap.services().count(), 3);
     assert!(
         snap.service_for_source("10.1.0.9".parse().unwrap())
             .is_none()

@@ -1,0 +1,389 @@
+//! Intentions in the agent: the signed entries this agent accepted, the rule set built from
+//! them (`Shared::rules`), the `intentions_dir` loader, the HTTP API and the per-connection
+//! decision the data plane calls ([`authorize`]).
+//!
+//! Flow: an entry arrives signed (HTTP API from `rhizome intention apply`, or a file of
+//! `intentions_dir` signed with the operator of `operator_dir`), is checked
+//! ([`signed::verify`]: operator signature, HCL, destination = key) and merged into the
+//! replicated state through the [`ledger::Ledger`], which spreads it to every agent by
+//! gossip; every change of the intention entries (local or received) triggers
+//! [`rebuild`], which swaps `Shared::rules` only when the whole set builds, so a bad entry
+//! never replaces the rules in force. `--dev` agents also accept unsigned entries (they
+//! sign them with their own agent certificate, which other agents refuse).
+
+pub mod api;
+pub mod dir;
+pub mod ledger;
+pub mod signed;
+pub mod verdict;
+pub mod view;
+
+pub use verdict::{DecisionCounters, Outcome, Verdict, authorize, verdict};
+
+use crate::agent::Shared;
+use crate::store::{Store, StoreError, TreeName};
+use ledger::Ledger;
+use prometheus_client::metrics::gauge::Gauge;
+use rhizome_ca::SpiffeId;
+use rhizome_gossip::hlc::Hlc;
+use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key};
+use rhizome_intentions::{BuildError, Entry, RuleSet};
+use signed::{Author, SignedError};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
+
+/// Prefix of the records marking keys written from `intentions_dir` (`dir/<key>` -> file).
+const DIR_MARK_PREFIX: &str = "dir/";
+
+/// Why a submitted entry was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The entry was refused (the sender's fault; see [`SignedError`]).
+    #[error(transparent)]
+    Refused(#[from] SignedError),
+    /// The store failed (this agent's fault; nothing changed).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The replicated state refused the entry (the sender's fault: signer, owner, clock).
+    #[error("refused by the replicated state: {0}")]
+    Rejected(#[from] rhizome_gossip::state::Rejection),
+}
+
+/// The latest problems, shown by `GET /v1/intentions`.
+#[derive(Clone, Debug, Default)]
+pub struct Problems {
+    /// Errors of the last `intentions_dir` load that failed (`file:line:column: ...`).
+    pub dir: Vec<String>,
+    /// Errors of the last rule-set rebuild that failed.
+    pub rules: Vec<String>,
+}
+
+/// The agent's intentions state, shared through `Shared::intentions`.
+pub struct Intentions {
+    ledger: Ledger,
+    store: Store,
+    /// `rhizome_intention_decisions_total`.
+    pub decisions: DecisionCounters,
+    /// `rhizome_intention_rules`: rules in force.
+    rules_gauge: Gauge,
+    /// `rhizome_intention_problems`: errors keeping the rules from changing.
+    problems_gauge: Gauge,
+    problems: Mutex<Problems>,
+}
+
+impl Intentions {
+    /// The intentions of `replica` (`intentions_dir` marks kept in `store`), with their
+    /// metrics.
+    pub fn open(
+        store: &Store,
+        replica: Arc<crate::gossip::replica::Replica>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Intentions, StoreError> {
+        let ledger = Ledger::new(replica);
+        let rules_gauge = Gauge::default();
+        metrics.register(
+            "intention_rules",
+            "Intention rules (sources of entries) in force",
+            rules_gauge.clone(),
+        );
+        let problems_gauge = Gauge::default();
+        metrics.register(
+            "intention_problems",
+            "Errors of the last intentions_dir load or rule rebuild that kept the rules in force",
+            problems_gauge.clone(),
+        );
+        Ok(Intentions {
+            ledger,
+            store: store.clone(),
+            decisions: DecisionCounters::register(metrics),
+            rules_gauge,
+            problems_gauge,
+            problems: Mutex::new(Problems::default()),
+        })
+    }
+
+    /// The accepted entries.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The latest load and build problems.
+    pub fn problems(&self) -> Problems {
+        lock(&self.problems).clone()
+    }
+
+    fn set_problems(&self, f: impl FnOnce(&mut Problems)) {
+        let mut problems = lock(&self.problems);
+        f(&mut problems);
+        let count = problems.dir.len() + problems.rules.len();
+        self.problems_gauge
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Verifies a signed entry and merges it.
+    pub fn submit(
+        &self,
+        shared: &Shared,
+        entry: SignedEntry,
+    ) -> Result<(SpiffeId, Applied), SubmitError> {
+        let signer = signed::verify(&shared.identity, shared.config.dev, &entry)?;
+        let applied = self.ledger.submit(entry)?;
+        Ok((signer, applied))
+    }
+
+    /// Signs `text` (one entry, `file` names it in errors) with this `--dev` agent's own
+    /// certificate and merges it; refused on other agents.
+    pub fn submit_unsigned(
+        &self,
+        shared: &Shared,
+        text: &str,
+        file: &str,
+        tombstone_of: Option<&Key>,
+    ) -> Result<(SpiffeId, Applied), SubmitError> {
+        if !shared.config.dev {
+            return Err(SignedError::Unsigned.into());
+        }
+        let author = Author::agent(&shared.identity)?;
+        let entry = match tombstone_of {
+            Some(key) => author.sign(key.clone(), Vec::new(), true, self.next_hlc(key))?,
+            None => {
+                let parsed = Entry::parse(text, file).map_err(SignedError::from)?;
+                let key = signed::key_for(&parsed.destination)?;
+                let hlc = self.next_hlc(&key);
+                author.sign(key, text.as_bytes().to_vec(), false, hlc)?
+            }
+        };
+        self.submit(shared, entry)
+    }
+
+    /// A clock for a new version of `key`: wall time, and always after the held version.
+    pub fn next_hlc(&self, key: &Key) -> Hlc {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        next_hlc(now, self.ledger.version(key).map(|v| v.hlc))
+    }
+
+    /// Entries written from `intentions_dir`: key, file and the digest of the version
+    /// written (an entry counts as the directory's only while that version is held).
+    pub fn dir_marks(&self) -> Result<Vec<DirMark>, StoreError> {
+        let mut out = Vec::new();
+        for (k, v) in self
+            .store
+            .scan(TreeName::Intentions, DIR_MARK_PREFIX.as_bytes())?
+        {
+            let key_text = String::from_utf8_lossy(&k[DIR_MARK_PREFIX.len()..]).into_owned();
+            let value = String::from_utf8_lossy(&v);
+            let Some((digest, file)) = value.split_once(' ') else {
+                continue;
+            };
+            if let (Ok(key), Some(digest)) = (key_text.parse::<Key>(), unhex(digest)) {
+                out.push(DirMark {
+                    key,
+                    file: file.to_owned(),
+                    digest,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file of `key` when the held version is the one written from `intentions_dir`.
+    pub fn dir_file(&self, key: &Key) -> Option<String> {
+        let held = self.ledger.get(key)?.content_digest();
+        let marks = self.dir_marks().ok()?;
+        marks
+            .into_iter()
+            .find(|m| &m.key == key && m.digest == held)
+            .map(|m| m.file)
+    }
+
+    fn mark_dir(&self, key: &Key, file: &str, entry: &SignedEntry) -> Result<(), StoreError> {
+        let record = format!("{DIR_MARK_PREFIX}{key}");
+        let value = format!("{} {file}", hex(&entry.content_digest()));
+        self.store
+            .put(TreeName::Intentions, record.as_bytes(), value.as_bytes())
+    }
+
+    fn unmark_dir(&self, key: &Key) -> Result<(), StoreError> {
+        let record = format!("{DIR_MARK_PREFIX}{key}");
+        self.store.remove(TreeName::Intentions, record.as_bytes())
+    }
+}
+
+/// An entry written from `intentions_dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirMark {
+    /// Its key.
+    pub key: Key,
+    /// The file it came from.
+    pub file: String,
+    /// `content_digest` of the version written.
+    pub digest: [u8; 32],
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The clock of a new version: `now_ms`, or just after `held` when that is not older.
+pub fn next_hlc(now_ms: u64, held: Option<Hlc>) -> Hlc {
+    match held {
+        Some(h) if h.physical_ms() >= now_ms => match h.logical().checked_add(1) {
+            Some(logical) => Hlc::new(h.physical_ms(), logical),
+            None => Hlc::new(h.physical_ms().saturating_add(1), 0),
+        },
+        _ => Hlc::new(now_ms, 0),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Rebuilds the rule set from `entries` (tombstones skipped): every value is parsed with
+/// its key as the file name; `shared.rules` is replaced only if the whole set built, and
+/// only if its content changed. On errors, each is logged and the old set stays in force.
+pub fn rebuild(shared: &Shared, entries: &[SignedEntry]) -> Result<(), Vec<String>> {
+    let mut parsed = Vec::new();
+    let mut errors: Vec<BuildError> = Vec::new();
+    for e in entries.iter().filter(|e| !e.tombstone) {
+        match signed::parse_value(&e.key, &e.value) {
+            Ok(entry) => parsed.push(entry),
+            Err(SignedError::Invalid(src)) => errors.push(BuildError::Source(src)),
+            Err(other) => tracing::warn!(key = %e.key, error = %other, "intention skipped"),
+        }
+    }
+    let built = match RuleSet::build(parsed) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more.0);
+            Err(errors)
+        }
+    };
+    match built {
+        Ok(set) => {
+            let version = set.version();
+            let changed = shared.rules.send_if_modified(|cur| {
+                if cur.version() == version {
+                    return false;
+                }
+                *cur = Arc::new(set);
+                true
+            });
+            if changed {
+                let rules = shared.rules.borrow().rules().len();
+                shared
+                    .intentions
+                    .rules_gauge
+                    .set(i64::try_from(rules).unwrap_or(i64::MAX));
+                tracing::info!(%version, entries = entries.len(), rules, "intentions in force");
+            }
+            shared.intentions.set_problems(|p| p.rules.clear());
+            Ok(())
+        }
+        Err(errors) => {
+            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for line in &lines {
+                tracing::error!(error = %line, "intentions not replaced: the rules in force stay");
+            }
+            shared
+                .intentions
+                .set_problems(|p| p.rules.clone_from(&lines));
+            Err(lines)
+        }
+    }
+}
+
+/// Builds the rules from the stored entries and loads `intentions_dir` once (so a
+/// restarted agent enforces its last rules at once), then spawns the tasks that rebuild on
+/// every change and poll the directory. Both end when `shared.shutdown` turns true.
+pub async fn start(shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow::Result<()>>) {
+    let changes = shared.intentions.ledger.subscribe();
+    let mut watcher = dir::Watcher::new(shared);
+    watcher.poll(shared).await;
+    let entries = shared.intentions.ledger.entries();
+    let _ = rebuild(shared, &entries);
+    tasks.spawn(rebuild_on_change(
+        shared.clone(),
+        changes,
+        digests(&entries),
+    ));
+    tasks.spawn(dir::run(shared.clone(), watcher));
+}
+
+/// What identifies a set of entries (the change counter may also move for other keys of
+/// the replicated state: rebuild only when the intention entries themselves changed).
+fn digests(entries: &[SignedEntry]) -> Vec<[u8; 32]> {
+    entries.iter().map(SignedEntry::content_digest).collect()
+}
+
+async fn rebuild_on_change(
+    shared: Arc<Shared>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    mut last: Vec<[u8; 32]>,
+) -> anyhow::Result<()> {
+    let mut stop = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let entries = shared.intentions.ledger.entries();
+                let now = digests(&entries);
+                if now != last {
+                    let _ = rebuild(&shared, &entries);
+                    last = now;
+                }
+            }
+            () = stopped(&mut stop) => return Ok(()),
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is true (the guard is dropped inside, so the future is
+/// `Send`).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_round_trip_through_hex() {
+        let d: [u8; 32] = std::array::from_fn(|i| (i * 9) as u8);
+        assert_eq!(unhex(&hex(&d)), Some(d));
+        assert_eq!(unhex("zz"), None);
+    }
+
+    #[test]
+    fn new_versions_are_after_the_held_one_even_with_a_slow_clock() {
+        assert_eq!(next_hlc(100, None), Hlc::new(100, 0));
+        assert_eq!(next_hlc(100, Some(Hlc::new(50, 9))), Hlc::new(100, 0));
+        assert_eq!(next_hlc(100, Some(Hlc::new(100, 0))), Hlc::new(100, 1));
+        assert_eq!(next_hlc(90, Some(Hlc::new(100, 3))), Hlc::new(100, 4));
+        assert_eq!(
+            next_hlc(90, Some(Hlc::new(100, u16::MAX))),
+            Hlc::new(101, 0)
+        );
+    }
+}
