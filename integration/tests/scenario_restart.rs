@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    CONVERGE, FAST_GOSSIP, block_port, encrypt, gossip_key, instances, members, passing_nodes,
-    service, status_of, unblock, wait_all_alive,
+    CONVERGE, FAST_GOSSIP, allows, apply_intention, block_port, encrypt, gossip_key, instances,
+    members, operator, passing_nodes, service, status_of, unblock, wait_all_alive, wait_decision,
 };
 use rhizome_integration::{AgentSpec, net_or_skip, wait_until};
 use std::time::Duration;
@@ -44,6 +44,11 @@ fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
         Ok((passing_nodes(&agents[2], "db") == ["h1"]).then_some(()))
     })
     .unwrap();
+
+    // The rule h2 enforces for its api: web only (default deny for everyone else).
+    let op = operator(&net, "alice");
+    apply_intention(&net, &agents[0], &op, "api", &["web"]);
+    wait_decision(&agents.iter().collect::<Vec<_>>(), "web", "api", true);
 
     let before = agents[2].info().unwrap();
     let status_before = agents[2]
@@ -101,6 +106,9 @@ fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
             .collect::<Vec<_>>(),
         ["h2"]
     );
+    // The last known rules, from the store: web may reach api, others may not.
+    assert!(allows(&agents[2], "web", "api").unwrap());
+    assert!(!allows(&agents[2], "batch", "api").unwrap());
     // Gossip has not reconverged: no peer has seen the new incarnation.
     for peer in &agents[..2] {
         let m = members(peer).unwrap();

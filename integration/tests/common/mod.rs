@@ -202,3 +202,64 @@ pub fn unblock(host: &Host) {
     host.run("nft", ["delete", "table", "inet", BLOCK_TABLE])
         .unwrap();
 }
+
+/// Writes an intention entry for `dest` allowing `allowed` sources and denying the rest
+/// (`<net dir>/intentions/<file>.hcl`), and applies it through `agent`, signed by `operator`.
+pub fn apply_intention(
+    net: &Net,
+    agent: &AgentProc,
+    operator: &std::path::Path,
+    dest: &str,
+    allowed: &[&str],
+) {
+    let dir = net.dir().join("intentions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sources: Vec<String> = allowed
+        .iter()
+        .map(|s| format!("  {{ Name = \"{s}\", Action = \"allow\" }},"))
+        .collect();
+    sources.push("  { Name = \"*\", Action = \"deny\" },".into());
+    let text = format!(
+        "Kind = \"service-intentions\"\nName = \"{dest}\"\nSources = [\n{}\n]\n",
+        sources.join("\n")
+    );
+    let file = dir.join(format!("{dest}-{}.hcl", allowed.join("-")));
+    std::fs::write(&file, text).unwrap();
+    agent
+        .cli(&[
+            "intention",
+            "apply",
+            file.to_str().unwrap(),
+            "--operator-dir",
+            operator.to_str().unwrap(),
+        ])
+        .unwrap();
+}
+
+/// Whether `agent`'s rules allow `src` to connect to `dst` (`GET /v1/intentions/check`).
+pub fn allows(agent: &AgentProc, src: &str, dst: &str) -> rhizome_integration::Result<bool> {
+    let v = agent.api_get(&format!("/v1/intentions/check?src={src}&dst={dst}"))?;
+    Ok(v["allowed"].as_bool().unwrap_or(false))
+}
+
+/// Waits until each agent of `agents` decides `src -> dst` as `allowed`.
+pub fn wait_decision(agents: &[&AgentProc], src: &str, dst: &str, allowed: bool) {
+    wait_until(
+        &format!("{src} -> {dst} allowed={allowed} on every agent"),
+        CONVERGE,
+        || {
+            for a in agents {
+                if allows(a, src, dst)? != allowed {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        },
+    )
+    .unwrap();
+}
+
+/// The intention entries `agent` holds (`GET /v1/intentions`, `entries`).
+pub fn intention_entries(agent: &AgentProc) -> serde_json::Value {
+    agent.api_get("/v1/intentions").unwrap()["entries"].clone()
+}
