@@ -89,21 +89,10 @@ impl Agent {
                 Arc::new(crate::join::JoinService(signer.clone())),
             );
         }
-        let data_tcp = if tcp_services.is_empty() {
-            None
-        } else {
-            Some(
-                tokio::net::TcpListener::bind(config.data_addr())
-                    .await
-                    .with_context(|| {
-                        format!("cannot bind the TCP data port on {}", config.data_addr())
-                    })?,
-            )
-        };
-        if let Some(listener) = &data_tcp {
-            // Port 0 (tests) resolves here, before anything advertises the data address.
-            config.ports.data = listener.local_addr()?.port();
-        }
+        // UDP (QUIC) and TCP (TLS transport, joins) on one port number; port 0 (tests)
+        // resolves here, before anything advertises the data address.
+        let data = crate::proxy::DataSockets::bind(&config).await?;
+        config.ports.data = data.port();
         let policy = Policy {
             default: match config.default_intention_policy {
                 crate::config::Policy::Allow => Action::Allow,
@@ -158,13 +147,12 @@ impl Agent {
             signer.clone(),
             expiry_watch,
         ));
-        if let Some(listener) = data_tcp {
-            tasks.spawn(crate::tcp_port::serve(
-                listener,
-                tcp_services,
-                stop_rx.clone(),
-            ));
-        }
+        crate::proxy::start(&shared, data.udp, &mut tasks, &mut tcp_services).await?;
+        tasks.spawn(crate::tcp_port::serve(
+            data.tcp,
+            tcp_services,
+            stop_rx.clone(),
+        ));
         if let Some(kube) = kube {
             let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
             tasks.spawn(kube.run(metrics, stop_rx.clone()));

@@ -21,6 +21,7 @@ pub mod join;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
+pub mod proxy;
 pub mod renewal;
 pub mod store;
 pub mod tcp_port;

@@ -6,11 +6,24 @@ use rhizome_agent::api::AgentSelf;
 use rhizome_agent::client::{Client, ClientError};
 use rhizome_agent::config::AgentConfig;
 
+/// A port that was free a moment ago: the agent binds its upstream listener there.
+fn upstream_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn config(dir: &std::path::Path, node: &str) -> AgentConfig {
+    config_with_upstream(dir, node, upstream_port())
+}
+
+fn config_with_upstream(dir: &std::path::Path, node: &str, upstream: u16) -> AgentConfig {
     let ca = rhizome_agent::testkit::TestCa::new("test.mesh").unwrap();
     let ca_dir = ca.agent_dir(dir, node).unwrap();
     let src = format!(
-        "node_name = \"{node}\"\ndata_dir = \"{}/data\"\nca {{\n  dir = \"{}\"\n}}\nbind_addr = \"127.0.0.1\"\nports {{\n  http = 0\n  gossip = 0\n  data = 0\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n  tags = [\"v2\"]\n  upstreams {{\n    destination_name = \"db\"\n    local_bind_port = 19191\n  }}\n}}\n",
+        "node_name = \"{node}\"\ndata_dir = \"{}/data\"\nca {{\n  dir = \"{}\"\n}}\nbind_addr = \"127.0.0.1\"\nports {{\n  http = 0\n  gossip = 0\n  data = 0\n}}\nservice {{\n  name = \"web\"\n  port = 8080\n  tags = [\"v2\"]\n  upstreams {{\n    destination_name = \"db\"\n    local_bind_port = {upstream}\n  }}\n}}\n",
         dir.display(),
         ca_dir.display()
     );
@@ -29,7 +42,10 @@ async fn get<T: serde::de::DeserializeOwned + Send + 'static>(
 #[tokio::test]
 async fn self_services_health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(config(dir.path(), "api-node")).await.unwrap();
+    let upstream = upstream_port();
+    let agent = Agent::start(config_with_upstream(dir.path(), "api-node", upstream))
+        .await
+        .unwrap();
     let addr = agent.http_addr();
 
     let me: AgentSelf = get(addr, "/v1/agent/self").await.unwrap();
@@ -45,7 +61,7 @@ async fn self_services_health_and_metrics() {
     assert_eq!(web["port"], 8080);
     assert_eq!(web["tags"][0], "v2");
     assert_eq!(web["upstreams"][0]["destination_name"], "db");
-    assert_eq!(web["upstreams"][0]["local_bind_port"], 19191);
+    assert_eq!(web["upstreams"][0]["local_bind_port"], upstream);
 
     let health: serde_json::Value = get(addr, "/v1/health").await.unwrap();
     assert_eq!(health["status"], "ok");

@@ -1,0 +1,253 @@
+//! The server side: tunnels arriving on the data port (QUIC streams, or TLS connections
+//! dispatched by the TCP data-port listener). The peer's chain was verified in the
+//! handshake; its SPIFFE id is the source. The destination is the service whose leaf we
+//! served (by SNI) and must match the request. Intentions decide; an allowed tunnel is
+//! connected to the local instance and relayed.
+
+use super::Proxy;
+use super::authz;
+use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
+use super::registry::Grant;
+use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
+use super::wire::{Request, Status};
+use bytes::Bytes;
+use rhizome_ca::SpiffeId;
+use rhizome_intentions::ServiceRef;
+use rustls_pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Who is at the other end of a tunnel, from its handshake.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The source workload (its certificate's SPIFFE id).
+    pub source: SpiffeId,
+    /// The destination service named by SNI (whose leaf we served), if any.
+    pub sni: Option<ServiceRef>,
+}
+
+impl Peer {
+    /// From a verified chain and the SNI the client sent.
+    pub fn from_handshake(
+        certs: &[CertificateDer<'_>],
+        sni: Option<&str>,
+        td: &rhizome_ca::TrustDomain,
+    ) -> Option<Peer> {
+        let source = rhizome_ca::peer_spiffe_id(certs)?;
+        let sni = sni
+            .and_then(|n| SpiffeId::from_dns_name(n, td))
+            .and_then(|id| match id {
+                SpiffeId::Workload { ns, svc, .. } => {
+                    ServiceRef::new(ns.as_str(), svc.as_str()).ok()
+                }
+                _ => None,
+            });
+        Some(Peer { source, sni })
+    }
+
+    fn source_ref(&self) -> Option<ServiceRef> {
+        match &self.source {
+            SpiffeId::Workload { ns, svc, .. } => ServiceRef::new(ns.as_str(), svc.as_str()).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Accepts QUIC connections until the endpoint is closed.
+pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = conns.join_next() => {}
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                conns.spawn(handle_quic(proxy.clone(), incoming));
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let conn = match tokio::time::timeout(timeout, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %remote, error = %e, "inbound QUIC handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %remote, "inbound QUIC handshake timed out");
+            return;
+        }
+    };
+    let certs = conn
+        .peer_identity()
+        .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok());
+    let sni = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.server_name);
+    let td = proxy.shared.identity.trust_domain();
+    let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
+        conn.close(quinn::VarInt::from_u32(1), b"no workload identity");
+        return;
+    };
+    let peer = Arc::new(peer);
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = streams.join_next() => {}
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let (proxy, peer) = (proxy.clone(), peer.clone());
+                    streams.spawn(async move {
+                        serve_tunnel(&proxy, &peer, TunnelTx::Quic(send), TunnelRx::Quic(recv)).await;
+                    });
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    while streams.join_next().await.is_some() {}
+}
+
+/// Serves one TLS connection of the TLS transport (called by the data-port listener).
+pub async fn serve_tls(
+    proxy: Arc<Proxy>,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    remote: SocketAddr,
+) {
+    let conn = tls.get_ref().1;
+    let certs = conn.peer_certificates().map(<[_]>::to_vec);
+    let sni = conn.server_name().map(str::to_string);
+    let td = proxy.shared.identity.trust_domain();
+    let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
+        tracing::info!(peer = %remote, "inbound TLS tunnel without workload identity");
+        return;
+    };
+    let (r, w) = tokio::io::split(TlsConn::from(tls));
+    serve_tunnel(&proxy, &peer, TunnelTx::Tls(w), TunnelRx::Tls(r)).await;
+}
+
+async fn read_request(rx: &mut TunnelRx) -> anyhow::Result<Request> {
+    let mut prefix = [0u8; 3];
+    rx.read_exact(&mut prefix).await?;
+    let mut body = vec![0u8; Request::body_len(prefix)?];
+    rx.read_exact(&mut body).await?;
+    Ok(Request::decode_body(&body)?)
+}
+
+async fn answer(tx: &mut TunnelTx, status: Status) {
+    let _ = tx.send(Bytes::copy_from_slice(&status.encode())).await;
+    let _ = tx.finish().await;
+}
+
+/// Reads the request and checks it names a service, from a workload source, matching the
+/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`).
+async fn checked_request(
+    proxy: &Proxy,
+    peer: &Peer,
+    rx: &mut TunnelRx,
+) -> Option<(Request, ServiceRef, ServiceRef)> {
+    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let request = match tokio::time::timeout(timeout, read_request(rx)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::info!(src = %peer.source, error = %e, "bad tunnel request");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let dst = ServiceRef::new(&request.namespace, &request.service).ok()?;
+    let src = peer.source_ref()?;
+    if peer.sni.as_ref() != Some(&dst) {
+        tracing::info!(src = %peer.source, dst = %dst, sni = ?peer.sni,
+            "tunnel request does not match the service named by SNI");
+        return None;
+    }
+    Some((request, src, dst))
+}
+
+/// One tunnel: request, decision, local connect, relay.
+async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: TunnelRx) {
+    let started = Instant::now();
+    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let Some((request, src, dst)) = checked_request(proxy, peer, &mut rx).await else {
+        return answer(&mut tx, Status::BadRequest).await;
+    };
+    let pair = PairLabels {
+        direction: Direction::Inbound,
+        source: src.to_string(),
+        destination: dst.to_string(),
+    };
+    let instance = format!("{}/{}", proxy.shared.config.node_name, request.instance);
+    let log = |decision: &str, end: &str, out: u64, inn: u64| {
+        AccessLog {
+            direction: Direction::Inbound,
+            pair: &pair,
+            instance: &instance,
+            decision,
+            end,
+            bytes_out: out,
+            bytes_in: inn,
+            duration: started.elapsed(),
+        }
+        .emit();
+    };
+    if proxy.is_draining() {
+        return answer(&mut tx, Status::Draining).await;
+    }
+    // Registered before deciding, so a rule change racing with this decision re-checks it.
+    let reg = proxy.registry.register(Some(Grant {
+        source: peer.source.clone(),
+        destination: dst.clone(),
+    }));
+    let verdict = authz::authorize(&proxy.shared, &peer.source, &dst);
+    if !verdict.allowed {
+        proxy.metrics.denied(&pair);
+        log(verdict.label(), "denied", 0, 0);
+        return answer(&mut tx, Status::Denied).await;
+    }
+    let Some(addr) = proxy.local_instance(&dst, &request.instance) else {
+        proxy.metrics.failed(&pair);
+        log(verdict.label(), "no_instance", 0, 0);
+        return answer(&mut tx, Status::NoInstance).await;
+    };
+    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        _ => {
+            tracing::info!(dst = %dst, addr = %addr, "local instance unreachable");
+            proxy.metrics.failed(&pair);
+            log(verdict.label(), "unreachable", 0, 0);
+            return answer(&mut tx, Status::Unreachable).await;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if tx
+        .send(Bytes::copy_from_slice(&Status::Connected.encode()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let meters = proxy.metrics.open(&pair);
+    let outcome = relay::relay(
+        tcp,
+        tx,
+        rx,
+        proxy.shared.config.proxy.idle_timeout.0,
+        &reg.cut,
+        Side::Server,
+        &meters,
+    )
+    .await;
+    proxy.metrics.close(&pair, outcome.end);
+    let (out, inn) = dst_bytes(&outcome, Side::Server);
+    log(verdict.label(), outcome.end.as_str(), out, inn);
+}

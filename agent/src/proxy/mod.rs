@@ -1,0 +1,290 @@
+//! The L4 data plane (DESIGN.md "Data plane").
+//!
+//! ```text
+//! app ──tcp──▶ upstream listener ─┐                    ┌─▶ inbound ──tcp──▶ service
+//!              (client agent)     └── QUIC + mTLS ─────┘   (server agent: verify, check intentions)
+//! ```
+//!
+//! - [`outbound`]: upstream listeners (one per `upstreams` block of a local service; a
+//!   connection there comes from that service), instance choice ([`picker`]), failover.
+//! - [`pods`]: the listeners of Kubernetes pods' upstreams, opened and closed as pods come
+//!   and go (a connection is attributed to its pod by source IP).
+//! - [`pool`]: QUIC connections to peer agents, pooled per (agent, source, destination);
+//!   TLS connections for `transport = "tls"`.
+//! - [`inbound`]: the QUIC endpoint on the data port and the TLS service on the TCP data
+//!   port; intentions decide ([`authz`]), the local instance is dialled.
+//! - [`wire`]: the tunnel header; [`relay`]: copying with half-close, back-pressure, idle
+//!   timeout; [`registry`]: open connections, re-decided when the rules change and cut on
+//!   drain; [`meters`]: metrics and the access log.
+//!
+//! Both transports are always served inbound; `transport` selects what this agent dials.
+
+pub mod authz;
+pub mod inbound;
+pub mod meters;
+pub mod outbound;
+pub mod picker;
+pub mod pods;
+pub mod pool;
+pub mod registry;
+pub mod relay;
+pub mod wire;
+
+use crate::agent::Shared;
+use crate::config::AgentConfig;
+use crate::tcp_port::{TcpService, TcpServices};
+use anyhow::Context as _;
+use rhizome_intentions::ServiceRef;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The data-port sockets, bound before the agent's shared state exists so that a port 0
+/// in the config resolves to one port number for both UDP (QUIC) and TCP (TLS, join).
+pub struct DataSockets {
+    /// QUIC's UDP socket.
+    pub udp: std::net::UdpSocket,
+    /// The TCP data-port listener.
+    pub tcp: TcpListener,
+}
+
+impl DataSockets {
+    /// Binds UDP and TCP on `config.data_addr()` (the same port number for both).
+    pub async fn bind(config: &AgentConfig) -> anyhow::Result<DataSockets> {
+        let want = config.data_addr();
+        let mut last_err = None;
+        // With port 0 the UDP port is picked first; the same TCP port is almost always free.
+        for _ in 0..8 {
+            let udp = std::net::UdpSocket::bind(want)
+                .with_context(|| format!("cannot bind the QUIC data port on udp/{want}"))?;
+            let port = udp.local_addr()?.port();
+            match TcpListener::bind(SocketAddr::new(want.ip(), port)).await {
+                Ok(tcp) => return Ok(DataSockets { udp, tcp }),
+                Err(e) if want.port() == 0 => last_err = Some(e),
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot bind the TCP data port on tcp/{want}"));
+                }
+            }
+        }
+        Err(anyhow::anyhow!(
+            "cannot bind one port for both UDP and TCP on {}: {:?}",
+            want.ip(),
+            last_err
+        ))
+    }
+
+    /// The port both are bound to.
+    pub fn port(&self) -> u16 {
+        self.udp.local_addr().map_or(0, |a| a.port())
+    }
+}
+
+/// The data plane's state, shared by its tasks.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    pool: pool::Pool,
+    registry: Arc<registry::Registry>,
+    metrics: meters::ProxyMetrics,
+    picker: picker::Picker,
+    endpoint: quinn::Endpoint,
+    draining: AtomicBool,
+}
+
+impl Proxy {
+    /// Whether shutdown began (new tunnels are refused with `Draining`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Open proxied connections (both directions).
+    pub fn open_connections(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// The address of local instance `id` of `dst` on this node: from the catalog (config
+    /// services, pods), else from the config services.
+    pub fn local_instance(&self, dst: &ServiceRef, id: &str) -> Option<SocketAddr> {
+        let node = &self.shared.config.node_name;
+        let catalog = self.shared.catalog.borrow().clone();
+        catalog
+            .instances_of(dst.namespace.as_str(), dst.name.as_str())
+            .find(|i| &i.node == node && i.id == id)
+            .map(|i| SocketAddr::new(i.address, i.port))
+            .or_else(|| {
+                self.shared
+                    .config
+                    .services
+                    .iter()
+                    .find(|s| {
+                        s.namespace == dst.namespace.as_str()
+                            && s.name == dst.name.as_str()
+                            && s.id == id
+                    })
+                    .map(|s| SocketAddr::new(s.address, s.port))
+            })
+    }
+}
+
+/// The TLS transport as a service of the TCP data-port listener.
+struct TlsIngress {
+    proxy: Arc<Proxy>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl TcpService for TlsIngress {
+    fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        Ok(self.config.clone())
+    }
+
+    fn handle(
+        &self,
+        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        peer: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(inbound::serve_tls(self.proxy.clone(), stream, peer))
+    }
+}
+
+/// Whether quinn runs with our tuning (`RHIZOME_QUIC_TUNING=off` gives quinn's defaults,
+/// for before/after measurements).
+fn quic_tuned() -> bool {
+    std::env::var(crate::env::QUIC_TUNING).map_or(true, |v| v != "off")
+}
+
+/// Starts the data plane: the QUIC endpoint on `udp`, the TLS service (registered in
+/// `tcp_services`), one listener per upstream of every local service, the rules watcher
+/// and the drain on shutdown. Fails if an upstream listener cannot be bound.
+pub async fn start(
+    shared: &Arc<Shared>,
+    udp: std::net::UdpSocket,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tcp_services: &mut TcpServices,
+) -> anyhow::Result<Arc<Proxy>> {
+    let transport = Arc::new(pool::transport_config(quic_tuned()));
+    let tls = shared
+        .identity
+        .server_config(vec![wire::ALPN_QUIC.to_vec()])?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport.clone());
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        udp,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let metrics = meters::ProxyMetrics::register(&shared.metrics);
+    let proxy = Arc::new(Proxy {
+        shared: shared.clone(),
+        pool: pool::Pool::new(
+            endpoint.clone(),
+            shared.identity.clone(),
+            transport,
+            shared.config.proxy.connect_timeout.0,
+            metrics.clone(),
+        ),
+        registry: registry::Registry::new(),
+        metrics,
+        picker: picker::Picker::default(),
+        endpoint: endpoint.clone(),
+        draining: AtomicBool::new(false),
+    });
+    let tls_config = shared
+        .identity
+        .server_config(vec![wire::ALPN_TLS.to_vec()])?;
+    tcp_services.register(
+        wire::ALPN_TLS,
+        Arc::new(TlsIngress {
+            proxy: proxy.clone(),
+            config: Arc::new(tls_config),
+        }),
+    );
+    for svc in &shared.config.services {
+        let source = ServiceRef::new(&svc.namespace, &svc.name)?;
+        for up in &svc.upstreams {
+            let addr = SocketAddr::new(up.local_bind_address, up.local_bind_port);
+            let listener = outbound::bind(addr).await?;
+            let route = outbound::Route {
+                source: source.clone(),
+                destination: ServiceRef::new(&up.destination_namespace, &up.destination_name)?,
+            };
+            tracing::info!(listen = %addr, src = %route.source, dst = %route.destination,
+                "upstream listener");
+            tasks.spawn(outbound::serve_upstream(
+                proxy.clone(),
+                listener,
+                outbound::Routing::Fixed(route),
+                shared.shutdown.clone(),
+            ));
+        }
+    }
+    if let Some(rx) = shared.kube_pods.clone() {
+        tasks.spawn(pods::serve(proxy.clone(), rx, shared.shutdown.clone()));
+    }
+    tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
+    tasks.spawn(watch_rules(proxy.clone(), shared.shutdown.clone()));
+    tasks.spawn(drain(proxy.clone(), shared.shutdown.clone()));
+    Ok(proxy)
+}
+
+/// Re-decides every open inbound connection whenever the rules change; cuts the denied.
+async fn watch_rules(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut rules = proxy.shared.rules.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            changed = rules.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let shared = &proxy.shared;
+                let cut = proxy.registry.recheck(|g| {
+                    authz::is_allowed(shared, &g.source, &g.destination)
+                });
+                if cut > 0 {
+                    tracing::info!(cut, "intentions changed: open connections now denied were cut");
+                }
+            }
+        }
+    }
+}
+
+/// On shutdown: refuse new tunnels, let open connections finish for (nearly) the drain
+/// timeout, cut the rest, close the QUIC endpoint.
+async fn drain(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _ = stop.wait_for(|s| *s).await;
+    proxy.draining.store(true, Ordering::Release);
+    let open = proxy.registry.len();
+    let grace = proxy
+        .shared
+        .config
+        .proxy
+        .drain_timeout
+        .0
+        .saturating_sub(Duration::from_millis(300));
+    if open > 0 {
+        tracing::info!(open, "draining proxied connections");
+    }
+    if tokio::time::timeout(grace, proxy.registry.wait_empty())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = proxy.registry.len(),
+            "drain timeout: cutting open connections"
+        );
+        proxy.registry.cut_all(wire::ResetCode::Shutdown);
+        let _ = tokio::time::timeout(Duration::from_millis(100), proxy.registry.wait_empty()).await;
+    }
+    proxy
+        .endpoint
+        .close(quinn::VarInt::from_u32(0), b"agent shutdown");
+    Ok(())
+}

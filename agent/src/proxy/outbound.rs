@@ -1,0 +1,280 @@
+//! The client side: upstream listeners owned by local services, and what happens to each
+//! app connection accepted there — pick an instance, open a tunnel to its agent, ask for
+//! the instance, fail over before any byte is sent, then relay.
+
+use super::Proxy;
+use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
+use super::picker::InstanceKey;
+use super::pool::PoolKey;
+use super::relay::{self, Side, TunnelRx, TunnelTx};
+use super::wire::{Request, Status};
+use crate::config::Transport;
+use bytes::Bytes;
+use rhizome_intentions::ServiceRef;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Instances tried for one connection before giving up.
+const MAX_ATTEMPTS: usize = 3;
+
+/// One upstream listener: connections from `source` to `destination`.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The local service that owns the listener (its leaf is presented).
+    pub source: ServiceRef,
+    /// The destination service.
+    pub destination: ServiceRef,
+}
+
+/// Who the connections of one listener come from.
+pub enum Routing {
+    /// An upstream of a config service: every connection is from that service.
+    Fixed(Route),
+    /// A pod upstream listener shared by the pods of this node: a connection is attributed
+    /// to a pod by its source IP, and to the pod's upstream by the listener port.
+    Pods(crate::kube::PodRegistryRx),
+}
+
+impl Routing {
+    fn route(&self, peer: SocketAddr, local: SocketAddr) -> Option<Route> {
+        match self {
+            Routing::Fixed(route) => Some(route.clone()),
+            Routing::Pods(rx) => {
+                let registry = rx.borrow().clone();
+                let a = crate::kube::attribute(&registry, peer, local).ok()?;
+                Some(Route {
+                    source: ServiceRef::new(&a.service.namespace, &a.service.name).ok()?,
+                    destination: ServiceRef::new(
+                        &a.upstream.destination_namespace,
+                        &a.upstream.destination_name,
+                    )
+                    .ok()?,
+                })
+            }
+        }
+    }
+}
+
+/// Accepts app connections on `listener` until `stop`, at most `proxy.max_connections`
+/// at once (beyond that a connection is reset at once and counted as failed), then waits
+/// for the open ones to end (the drain cuts them when its time is up).
+pub async fn serve_upstream(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    routing: Routing,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let max = usize::try_from(proxy.shared.config.proxy.max_connections).unwrap_or(usize::MAX);
+    let limit = Arc::new(Semaphore::new(max));
+    let local = listener.local_addr()?;
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = conns.join_next() => {}
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "upstream listener: accept failed");
+                        continue;
+                    }
+                };
+                let Some(route) = routing.route(peer, local) else {
+                    relay::reset_tcp(tcp);
+                    continue;
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(peer = %peer, src = %route.source, dst = %route.destination, max,
+                        "upstream listener at max_connections: connection reset");
+                    proxy.metrics.failed(&pair(&route));
+                    relay::reset_tcp(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let proxy = proxy.clone();
+                conns.spawn(async move {
+                    handle_app(&proxy, tcp, &route).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn pair(route: &Route) -> PairLabels {
+    PairLabels {
+        direction: Direction::Outbound,
+        source: route.source.to_string(),
+        destination: route.destination.to_string(),
+    }
+}
+
+/// An established tunnel to one instance.
+struct Established {
+    tx: TunnelTx,
+    rx: TunnelRx,
+    instance: String,
+    _inflight: super::picker::InFlight,
+}
+
+/// Why no tunnel was established.
+enum Refused {
+    /// The destination's agent refused by intentions.
+    Denied { instance: String },
+    /// No instance could be reached.
+    Failed { reason: String },
+}
+
+async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
+    let started = Instant::now();
+    let pair = pair(route);
+    let log = |instance: &str, decision: &str, end: &str, out: u64, inn: u64| {
+        AccessLog {
+            direction: Direction::Outbound,
+            pair: &pair,
+            instance,
+            decision,
+            end,
+            bytes_out: out,
+            bytes_in: inn,
+            duration: started.elapsed(),
+        }
+        .emit();
+    };
+    match establish(proxy, route).await {
+        Ok(est) => {
+            proxy.metrics.connected(&pair, started.elapsed());
+            let meters = proxy.metrics.open(&pair);
+            let reg = proxy.registry.register(None);
+            let outcome = relay::relay(
+                tcp,
+                est.tx,
+                est.rx,
+                proxy.shared.config.proxy.idle_timeout.0,
+                &reg.cut,
+                Side::Client,
+                &meters,
+            )
+            .await;
+            proxy.metrics.close(&pair, outcome.end);
+            let (out, inn) = dst_bytes(&outcome, Side::Client);
+            log(&est.instance, "allow", outcome.end.as_str(), out, inn);
+        }
+        Err(Refused::Denied { instance }) => {
+            proxy.metrics.denied(&pair);
+            relay::reset_tcp(tcp);
+            log(&instance, "deny", "denied", 0, 0);
+        }
+        Err(Refused::Failed { reason }) => {
+            proxy.metrics.failed(&pair);
+            relay::reset_tcp(tcp);
+            tracing::warn!(src = %route.source, dst = %route.destination, reason = %reason,
+                "proxied connection failed");
+            log("", "error", "failed", 0, 0);
+        }
+    }
+}
+
+/// Tries up to [`MAX_ATTEMPTS`] healthy instances until one is connected.
+async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused> {
+    let mut tried: Vec<InstanceKey> = Vec::new();
+    let mut last = String::from("no healthy instance");
+    for _ in 0..MAX_ATTEMPTS {
+        let catalog = proxy.shared.catalog.borrow().clone();
+        let dst = &route.destination;
+        let healthy = || catalog.healthy(dst.namespace.as_str(), dst.name.as_str());
+        // Agents that just failed are tried only when no other instance is left.
+        let picked = proxy
+            .picker
+            .pick(
+                healthy().filter(|i| !proxy.pool.recently_failed(i.agent_addr)),
+                &tried,
+                random_below,
+            )
+            .or_else(|| proxy.picker.pick(healthy(), &tried, random_below));
+        let Some(inst) = picked else { break };
+        tried.push(InstanceKey::of(inst));
+        let inflight = proxy.picker.track(inst);
+        let instance = format!("{}/{}", inst.node, inst.id);
+        let request = Request {
+            namespace: inst.namespace.clone(),
+            service: inst.name.clone(),
+            instance: inst.id.clone(),
+        };
+        let key = PoolKey {
+            agent: inst.agent_addr,
+            source: route.source.clone(),
+            destination: route.destination.clone(),
+        };
+        let result = attempt(proxy, &key, &request).await;
+        proxy.pool.record(inst.agent_addr, result.is_ok());
+        match result {
+            Ok((Status::Connected, tx, rx)) => {
+                return Ok(Established {
+                    tx,
+                    rx,
+                    instance,
+                    _inflight: inflight,
+                });
+            }
+            Ok((Status::Denied, _, _)) => return Err(Refused::Denied { instance }),
+            Ok((status, _, _)) if status.is_retryable() => {
+                last = format!("{instance}: {status}");
+            }
+            Ok((status, _, _)) => {
+                return Err(Refused::Failed {
+                    reason: format!("{instance}: {status}"),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(instance = %instance, agent = %inst.agent_addr, error = %e,
+                    "instance unreachable, trying another");
+                last = format!("{instance} via {}: {e:#}", inst.agent_addr);
+            }
+        }
+    }
+    Err(Refused::Failed { reason: last })
+}
+
+/// Opens a tunnel, sends the request, reads the status.
+async fn attempt(
+    proxy: &Proxy,
+    key: &PoolKey,
+    request: &Request,
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
+    let (mut tx, mut rx) = match proxy.shared.config.transport {
+        Transport::Quic => proxy.pool.open_quic(key).await?,
+        Transport::Tls => proxy.pool.open_tls(key).await?,
+    };
+    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let status = tokio::time::timeout(timeout, async {
+        tx.send(Bytes::from(request.encode()?)).await?;
+        let mut resp = [0u8; 2];
+        rx.read_exact(&mut resp).await?;
+        Ok::<_, anyhow::Error>(Status::decode(resp)?)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))??;
+    Ok((status, tx, rx))
+}
+
+fn random_below(n: usize) -> usize {
+    use rand::RngExt as _;
+    rand::rng().random_range(0..n.max(1))
+}
+
+/// Binds the listener of one upstream.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the upstream listener on {addr}"))
+}

@@ -1,0 +1,167 @@
+//! Every open proxied connection of this agent, so they can be cut from outside: inbound
+//! ones are re-decided whenever the intentions change (and cut if now denied), all of them
+//! are counted for the drain on shutdown and cut when the drain time is up.
+
+use super::relay::Cut;
+use super::wire::ResetCode;
+use rhizome_ca::SpiffeId;
+use rhizome_intentions::ServiceRef;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What an inbound connection was authorized for, re-checked on every rule change.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// The source workload, from its certificate.
+    pub source: SpiffeId,
+    /// The destination service.
+    pub destination: ServiceRef,
+}
+
+struct Entry {
+    cut: Arc<Cut>,
+    grant: Option<Grant>,
+}
+
+/// The open connections.
+pub struct Registry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Entry>>,
+    count: watch::Sender<usize>,
+}
+
+/// Membership of one connection in the registry; leaving scope removes it.
+pub struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+    /// Cuts this connection.
+    pub cut: Arc<Cut>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry {
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            count: watch::channel(0).0,
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<u64, Entry>) -> R) -> R {
+        match self.open.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    /// Adds a connection; `grant` for inbound ones that intentions must keep allowing.
+    pub fn register(self: &Arc<Self>, grant: Option<Grant>) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let cut = Arc::new(Cut::default());
+        let n = self.with(|m| {
+            m.insert(
+                id,
+                Entry {
+                    cut: cut.clone(),
+                    grant,
+                },
+            );
+            m.len()
+        });
+        self.count.send_replace(n);
+        Registration {
+            registry: self.clone(),
+            id,
+            cut,
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let n = self.with(|m| {
+            m.remove(&id);
+            m.len()
+        });
+        self.count.send_replace(n);
+    }
+
+    /// Open connections now.
+    pub fn len(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cuts every inbound connection whose grant `allowed` now refuses; returns how many.
+    pub fn recheck(&self, allowed: impl Fn(&Grant) -> bool) -> usize {
+        let denied: Vec<Arc<Cut>> = self.with(|m| {
+            m.values()
+                .filter(|e| e.grant.as_ref().is_some_and(|g| !allowed(g)))
+                .map(|e| e.cut.clone())
+                .collect()
+        });
+        for cut in &denied {
+            cut.cut(ResetCode::Denied);
+        }
+        denied.len()
+    }
+
+    /// Cuts every open connection with `code`.
+    pub fn cut_all(&self, code: ResetCode) {
+        let all: Vec<Arc<Cut>> = self.with(|m| m.values().map(|e| e.cut.clone()).collect());
+        for cut in all {
+            cut.cut(code);
+        }
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn wait_empty(&self) {
+        let mut rx = self.count.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn recheck_cuts_only_refused_grants_and_drop_unregisters() {
+        let reg = Registry::new();
+        let grant = |src: &str| Grant {
+            source: format!("spiffe://t.test/ns/default/svc/{src}")
+                .parse()
+                .unwrap(),
+            destination: "db".parse().unwrap(),
+        };
+        let web = reg.register(Some(grant("web")));
+        let api = reg.register(Some(grant("api")));
+        let outbound = reg.register(None);
+        assert_eq!(reg.len(), 3);
+        let cut = reg.recheck(|g| g.source.to_string().ends_with("/web"));
+        assert_eq!(cut, 1);
+        assert!(!web.cut.is_cut());
+        assert!(api.cut.is_cut());
+        assert!(!outbound.cut.is_cut(), "outbound entries carry no grant");
+        drop(api);
+        drop(web);
+        assert_eq!(reg.len(), 1);
+        reg.cut_all(ResetCode::Shutdown);
+        assert!(outbound.cut.is_cut());
+        drop(outbound);
+        reg.wait_empty().await;
+        assert!(reg.is_empty());
+    }
+}

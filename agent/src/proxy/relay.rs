@@ -1,0 +1,351 @@
+//! Copying one proxied connection both ways between a TCP socket (the app on the client
+//! agent, the service instance on the server agent) and the tunnel to the other agent (a
+//! QUIC stream, or a TLS connection).
+//!
+//! Each direction holds at most one chunk at a time and waits until the other side took it
+//! before reading more, so a slow reader slows the writer and memory per connection stays
+//! bounded (the QUIC flow-control windows bound what is in flight). An idle connection
+//! holds no buffer at all. A TCP FIN becomes a stream FIN and back (half-close); any error
+//! or a [`Cut`] resets both sides: the TCP socket is closed with RST (SO_LINGER 0), the
+//! stream is reset with a [`ResetCode`].
+
+use super::wire::ResetCode;
+use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use std::io;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Largest chunk read at once.
+const CHUNK: usize = 64 * 1024;
+/// Reads smaller than this are copied out so the large buffer is freed at once.
+const SMALL: usize = 4 * 1024;
+
+/// A TLS connection of the TLS transport (client or server side).
+pub type TlsConn = tokio_rustls::TlsStream<TcpStream>;
+
+/// The sending half of a tunnel.
+pub enum TunnelTx {
+    /// A QUIC stream.
+    Quic(quinn::SendStream),
+    /// A TLS connection's write half.
+    Tls(WriteHalf<TlsConn>),
+}
+
+/// The receiving half of a tunnel.
+pub enum TunnelRx {
+    /// A QUIC stream.
+    Quic(quinn::RecvStream),
+    /// A TLS connection's read half.
+    Tls(ReadHalf<TlsConn>),
+}
+
+/// Why a tunnel read failed.
+#[derive(Debug)]
+pub enum RecvError {
+    /// The peer reset the stream (with our code, if it is one).
+    Reset(Option<ResetCode>),
+    /// The connection failed.
+    Io(io::Error),
+}
+
+impl TunnelTx {
+    /// Sends one chunk, waiting for flow-control credit.
+    pub async fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        match self {
+            TunnelTx::Quic(s) => s.write_chunk(chunk).await.map_err(io::Error::other),
+            TunnelTx::Tls(w) => {
+                w.write_all(&chunk).await?;
+                w.flush().await
+            }
+        }
+    }
+
+    /// Sends the end of stream (half-close).
+    pub async fn finish(&mut self) -> io::Result<()> {
+        match self {
+            TunnelTx::Quic(s) => s.finish().map_err(io::Error::other),
+            TunnelTx::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
+impl TunnelRx {
+    /// Reads exactly `buf.len()` bytes (protocol headers).
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            TunnelRx::Quic(r) => r.read_exact(buf).await.map_err(io::Error::other),
+            TunnelRx::Tls(r) => r.read_exact(buf).await.map(|_| ()),
+        }
+    }
+
+    /// The next chunk, or `None` at the end of stream.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+        match self {
+            TunnelRx::Quic(r) => match r.read_chunk(CHUNK, true).await {
+                Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+                Err(quinn::ReadError::Reset(code)) => {
+                    Err(RecvError::Reset(ResetCode::from_varint(code)))
+                }
+                Err(e) => Err(RecvError::Io(io::Error::other(e))),
+            },
+            TunnelRx::Tls(r) => {
+                let mut buf = BytesMut::with_capacity(CHUNK);
+                match r.read_buf(&mut buf).await {
+                    Ok(0) => Ok(None),
+                    Ok(_) => Ok(Some(shrink(buf))),
+                    Err(e) => Err(RecvError::Io(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Ends a tunnel abnormally: a QUIC stream is reset and stopped with `code`; a TLS
+/// connection is closed with a TCP RST and no close_notify, which its peer sees as an error.
+pub fn abort_tunnel(tx: TunnelTx, rx: TunnelRx, code: ResetCode) {
+    match (tx, rx) {
+        (TunnelTx::Quic(mut s), TunnelRx::Quic(mut r)) => {
+            let _ = s.reset(code.varint());
+            let _ = r.stop(code.varint());
+        }
+        (TunnelTx::Tls(w), TunnelRx::Tls(r)) => {
+            let tls = r.unsplit(w);
+            let _ = tls.get_ref().0.set_zero_linger();
+        }
+        (TunnelTx::Quic(mut s), TunnelRx::Tls(_)) => {
+            let _ = s.reset(code.varint());
+        }
+        (TunnelTx::Tls(_), TunnelRx::Quic(mut r)) => {
+            let _ = r.stop(code.varint());
+        }
+    }
+}
+
+/// Closes a TCP socket with RST instead of FIN, so the app sees a reset, not an end.
+pub fn reset_tcp(tcp: TcpStream) {
+    let _ = tcp.set_zero_linger();
+    drop(tcp);
+}
+
+/// A handle to cut one open connection from outside (rule change, drain).
+#[derive(Default)]
+pub struct Cut {
+    token: CancellationToken,
+    reason: AtomicU8,
+}
+
+impl Cut {
+    /// Cuts the connection with `code` (the first reason wins).
+    pub fn cut(&self, code: ResetCode) {
+        let _ = self
+            .reason
+            .compare_exchange(0, code as u8, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    /// Whether it was cut.
+    pub fn is_cut(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once cut, with the reason.
+    async fn cut_reason(&self) -> ResetCode {
+        self.token.cancelled().await;
+        match self.reason.load(Ordering::Acquire) {
+            2 => ResetCode::Denied,
+            3 => ResetCode::Idle,
+            4 => ResetCode::Shutdown,
+            _ => ResetCode::Aborted,
+        }
+    }
+}
+
+/// Live byte counters of one connection; `to_dst` is toward the destination service.
+pub struct ByteMeters {
+    /// Bytes toward the destination (metric family, shared by the service pair).
+    pub to_dst: Counter,
+    /// Bytes from the destination.
+    pub from_dst: Counter,
+}
+
+/// How a relayed connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Both sides closed their half cleanly.
+    Closed,
+    /// Cut from outside, or by the idle timer.
+    Cut(ResetCode),
+    /// The TCP side failed or was reset.
+    TcpError,
+    /// The peer agent reset the stream.
+    PeerReset(Option<ResetCode>),
+    /// The tunnel failed (connection lost, TLS error).
+    TunnelError,
+}
+
+impl End {
+    /// A short label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Cut(ResetCode::Denied) => "cut_denied",
+            End::Cut(ResetCode::Idle) => "idle_timeout",
+            End::Cut(ResetCode::Shutdown) => "shutdown",
+            End::Cut(ResetCode::Aborted) => "cut",
+            End::TcpError => "tcp_error",
+            End::PeerReset(Some(ResetCode::Denied)) => "peer_denied",
+            End::PeerReset(_) => "peer_reset",
+            End::TunnelError => "tunnel_error",
+        }
+    }
+}
+
+/// What a relay moved and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// How it ended.
+    pub end: End,
+    /// Bytes read from the TCP side and sent into the tunnel.
+    pub tcp_to_tunnel: u64,
+    /// Bytes received from the tunnel and written to the TCP side.
+    pub tunnel_to_tcp: u64,
+}
+
+/// Which side of the tunnel this relay is on, to count bytes in the destination's frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Client agent: the TCP side is the app (source).
+    Client,
+    /// Server agent: the TCP side is the destination instance.
+    Server,
+}
+
+/// Copies both ways until both halves closed, an error, `cut`, or `idle` without bytes.
+pub async fn relay(
+    tcp: TcpStream,
+    mut tx: TunnelTx,
+    mut rx: TunnelRx,
+    idle: Duration,
+    cut: &Cut,
+    side: Side,
+    meters: &ByteMeters,
+) -> Outcome {
+    let base = Instant::now();
+    let last = AtomicU64::new(0);
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let (up_meter, down_meter) = match side {
+        Side::Client => (&meters.to_dst, &meters.from_dst),
+        Side::Server => (&meters.from_dst, &meters.to_dst),
+    };
+    let touch = || {
+        let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        last.store(ms, Ordering::Relaxed);
+    };
+    let end = {
+        let tcp_to_tunnel = async {
+            loop {
+                let chunk = match read_tcp(&tcp).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => return tx.finish().await.map_err(|_| End::TunnelError),
+                    Err(_) => return Err(End::TcpError),
+                };
+                touch();
+                let n = chunk.len() as u64;
+                tx.send(chunk).await.map_err(|_| End::TunnelError)?;
+                up.fetch_add(n, Ordering::Relaxed);
+                up_meter.inc_by(n);
+            }
+        };
+        let tunnel_to_tcp = async {
+            loop {
+                match rx.recv().await {
+                    Ok(Some(chunk)) => {
+                        touch();
+                        write_tcp(&tcp, &chunk).await.map_err(|_| End::TcpError)?;
+                        down.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        down_meter.inc_by(chunk.len() as u64);
+                    }
+                    Ok(None) => {
+                        let _ = socket2::SockRef::from(&tcp).shutdown(std::net::Shutdown::Write);
+                        return Ok(());
+                    }
+                    Err(RecvError::Reset(code)) => return Err(End::PeerReset(code)),
+                    Err(RecvError::Io(_)) => return Err(End::TunnelError),
+                }
+            }
+        };
+        tokio::select! {
+            r = async { tokio::try_join!(tcp_to_tunnel, tunnel_to_tcp) } => match r {
+                Ok(_) => End::Closed,
+                Err(e) => e,
+            },
+            code = cut.cut_reason() => End::Cut(code),
+            () = idle_timer(&last, base, idle) => End::Cut(ResetCode::Idle),
+        }
+    };
+    if end != End::Closed {
+        let code = match end {
+            End::Cut(code) => code,
+            _ => ResetCode::Aborted,
+        };
+        abort_tunnel(tx, rx, code);
+        reset_tcp(tcp);
+    }
+    Outcome {
+        end,
+        tcp_to_tunnel: up.load(Ordering::Relaxed),
+        tunnel_to_tcp: down.load(Ordering::Relaxed),
+    }
+}
+
+async fn idle_timer(last: &AtomicU64, base: Instant, idle: Duration) {
+    loop {
+        let deadline = base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Waits for data and reads one chunk; `None` at EOF. No buffer is held while waiting.
+async fn read_tcp(tcp: &TcpStream) -> io::Result<Option<Bytes>> {
+    loop {
+        tcp.readable().await?;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        match tcp.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(shrink(buf))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `chunk`, waiting for the socket to drain (back-pressure).
+async fn write_tcp(tcp: &TcpStream, mut chunk: &[u8]) -> io::Result<()> {
+    while !chunk.is_empty() {
+        tcp.writable().await?;
+        match tcp.try_write(chunk) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => chunk = &chunk[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Small reads are copied out so the 64 KiB buffer does not stay alive in a queue.
+fn shrink(buf: BytesMut) -> Bytes {
+    if buf.len() < SMALL {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        buf.freeze()
+    }
+}
