@@ -1,15 +1,22 @@
 //! Issue 7, scenario 6: gossip key rotation (install, use, remove; operator-signed, each
-//! step sent to a different agent) across every host, with no member lost; afterwards a
-//! host that knows only the new key joins.
+//! step sent to a different agent) across every host while traffic flows between two of
+//! them through an upstream listener, with no member lost and no connection failed;
+//! afterwards a host that knows only the new key joins.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::{
-    CONVERGE, FAST_GOSSIP, encrypt, failed_verdicts, gossip_key, operator, wait_all_alive,
+    CONVERGE, ECHO_TIMEOUT, FAST_GOSSIP, client, encrypt, failed_verdicts, gossip_key, operator,
+    service, upstream, wait_all_alive, wait_reach,
 };
 use rhizome_integration::{AgentProc, AgentSpec, net_or_skip, wait_until};
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const DB_PORT: u16 = 5432;
+const DB_UPSTREAM: u16 = 9191;
 
 /// `(key id, primary)` of every key installed on `agent`.
 fn keyring(agent: &AgentProc) -> rhizome_integration::Result<BTreeSet<(String, bool)>> {
@@ -50,11 +57,16 @@ fn gossip_key_rotation_reaches_every_host_without_losing_a_member() {
     let op_arg = op.to_str().unwrap();
     let seed = net.host(0).socket(7946);
     let spec = |index: usize, key: &str| {
-        let spec = AgentSpec::new().hcl(&encrypt(key)).hcl(FAST_GOSSIP);
-        if index == 0 {
-            spec
-        } else {
-            spec.retry_join([seed])
+        let spec = AgentSpec::new()
+            .hcl(&encrypt(key))
+            .hcl(FAST_GOSSIP)
+            .hcl("default_intention_policy = \"allow\"");
+        match index {
+            0 => spec.hcl(&client("web", &[("db", DB_UPSTREAM)])),
+            3 => spec
+                .hcl(&service(net.host(3), "db", DB_PORT))
+                .retry_join([seed]),
+            _ => spec.retry_join([seed]),
         }
     };
     let mut agents = Vec::new();
@@ -69,7 +81,25 @@ fn gossip_key_rotation_reaches_every_host_without_losing_a_member() {
     let all: Vec<&AgentProc> = agents.iter().collect();
     let four = ["h0", "h1", "h2", "h3"];
     wait_all_alive(&all, &four);
+    let _db = net.host(3).start_echo(DB_PORT).unwrap();
+    let web = net.host(0).clone();
+    wait_reach(&web, upstream(DB_UPSTREAM));
     let marks: Vec<usize> = agents.iter().map(|a| a.log().len()).collect();
+    // Traffic from h0's web to h3's db for the whole rotation; every echo must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut done = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = web.echo(upstream(DB_UPSTREAM), 64 * 1024, ECHO_TIMEOUT) {
+                    return Err(format!("echo {done} failed: {e}"));
+                }
+                done += 1;
+            }
+            Ok(done)
+        })
+    };
     let first = keyring(&agents[0]).unwrap();
     assert_eq!(first.len(), 1, "{first:?}");
     let (id1, primary) = first.iter().next().unwrap().clone();
@@ -117,6 +147,11 @@ fn gossip_key_rotation_reaches_every_host_without_losing_a_member() {
         .unwrap();
     wait_keyring(&all, &[(id2.clone(), true)].into(), "k1 removed everywhere");
     wait_all_alive(&all, &four);
+
+    stop.store(true, Ordering::Relaxed);
+    let echoes = traffic.join().unwrap().unwrap();
+    assert!(echoes > 0, "no traffic during the rotation");
+    eprintln!("{echoes} echoes of 64 KiB during the rotation");
 
     // Nobody was declared failed at any point of the rotation.
     for (a, mark) in agents.iter().zip(&marks) {

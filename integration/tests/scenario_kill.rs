@@ -1,17 +1,20 @@
 //! Issue 7, scenario 2: `kill -9` one host's agent (its service process keeps running):
 //! every other agent declares it failed and takes its instances out of rotation, while the
-//! same service's instance on another host stays passing.
+//! same service's instance on another host stays passing, and traffic to that service from
+//! a third host keeps flowing through its upstream listener the whole time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::{
-    CONVERGE, FAST_GOSSIP, encrypt, gossip_key, passing_nodes, service, status_of, wait_all_alive,
+    CONVERGE, ECHO_TIMEOUT, FAST_GOSSIP, client, encrypt, gossip_key, passing_nodes, service,
+    status_of, upstream, wait_all_alive, wait_reach,
 };
 use rhizome_integration::{AgentSpec, net_or_skip, wait_until};
 use std::os::unix::process::ExitStatusExt;
 
 const DB_PORT: u16 = 5432;
+const DB_UPSTREAM: u16 = 9191;
 
 #[test]
 fn a_killed_agent_is_declared_failed_and_its_instances_leave_rotation() {
@@ -22,9 +25,12 @@ fn a_killed_agent_is_declared_failed_and_its_instances_leave_rotation() {
     let _db3 = net.host(3).start_echo(DB_PORT).unwrap();
     let mut agents = net
         .start_agents(|h| {
-            let spec = AgentSpec::new().hcl(&encrypt(&key)).hcl(FAST_GOSSIP);
+            let spec = AgentSpec::new()
+                .hcl(&encrypt(&key))
+                .hcl(FAST_GOSSIP)
+                .hcl("default_intention_policy = \"allow\"");
             match h.index() {
-                0 => spec,
+                0 => spec.hcl(&client("web", &[("db", DB_UPSTREAM)])),
                 1 => spec.retry_join([seed]),
                 _ => spec.hcl(&service(h, "db", DB_PORT)).retry_join([seed]),
             }
@@ -42,16 +48,32 @@ fn a_killed_agent_is_declared_failed_and_its_instances_leave_rotation() {
     })
     .unwrap();
 
+    let web = net.host(0);
+    wait_reach(web, upstream(DB_UPSTREAM));
+
     let status = agents[3].kill().unwrap();
     assert_eq!(status.signal(), Some(9));
     let (survivors, _) = agents.split_at(3);
+    // Connections from h0's web to db go on while the mesh notices (failover to h2 before
+    // any byte is sent), and after.
+    let mut echoes = 0;
     wait_until("h3 failed on every survivor", CONVERGE, || {
+        web.echo(upstream(DB_UPSTREAM), 32 * 1024, ECHO_TIMEOUT)?;
+        echoes += 1;
         Ok(survivors
             .iter()
             .all(|a| status_of(a, "h3").as_deref() == Some("failed"))
             .then_some(()))
     })
     .unwrap();
+    for _ in 0..10 {
+        web.echo(upstream(DB_UPSTREAM), 32 * 1024, ECHO_TIMEOUT)
+            .unwrap();
+    }
+    eprintln!(
+        "{} echoes through db while h3 was being declared failed",
+        echoes
+    );
     for a in survivors {
         assert_eq!(
             passing_nodes(a, "db"),

@@ -1,7 +1,8 @@
 //! Issue 7, scenario 4: an agent stopped and started again comes back with its identity and
 //! its replicated state from sled before gossip reconverges (its gossip port is blocked while
 //! it starts, so nothing can reach it but its own store), and its peers accept the new
-//! incarnation once gossip flows again.
+//! incarnation once gossip flows again. Its own clients' connections to its service follow
+//! the rules from the store (web allowed, batch refused) while gossip is still cut.
 //!
 //! The stop is a SIGTERM (the agent leaves and flushes its store). After a `kill -9` sled
 //! keeps what it flushed, which is everything but the last ~500 ms of writes (its periodic
@@ -11,14 +12,19 @@
 mod common;
 
 use common::{
-    CONVERGE, FAST_GOSSIP, allows, apply_intention, block_port, encrypt, gossip_key, instances,
-    members, operator, passing_nodes, service, status_of, unblock, wait_all_alive, wait_decision,
+    CONVERGE, ECHO_TIMEOUT, FAST_GOSSIP, allows, apply_intention, block_port, client, encrypt,
+    gossip_key, instances, members, metric_sum, operator, passing_nodes, service, status_of,
+    unblock, upstream, wait_all_alive, wait_decision, wait_reach,
 };
 use rhizome_integration::{AgentSpec, net_or_skip, wait_until};
 use std::time::Duration;
 
 const DB_PORT: u16 = 5432;
 const API_PORT: u16 = 8080;
+const WEB_TO_API: u16 = 9192;
+const BATCH_TO_API: u16 = 9193;
+/// How long a probe that should be refused may take.
+const PROBE: Duration = Duration::from_secs(5);
 
 #[test]
 fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
@@ -33,7 +39,12 @@ fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
             match h.index() {
                 0 => return spec,
                 1 => spec = spec.hcl(&service(h, "db", DB_PORT)),
-                _ => spec = spec.hcl(&service(h, "api", API_PORT)),
+                _ => {
+                    spec = spec
+                        .hcl(&service(h, "api", API_PORT))
+                        .hcl(&client("web", &[("api", WEB_TO_API)]))
+                        .hcl(&client("batch", &[("api", BATCH_TO_API)]))
+                }
             }
             spec.retry_join([seed])
         })
@@ -49,6 +60,9 @@ fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
     let op = operator(&net, "alice");
     apply_intention(&net, &agents[0], &op, "api", &["web"]);
     wait_decision(&agents.iter().collect::<Vec<_>>(), "web", "api", true);
+    let h2 = net.host(2);
+    wait_reach(h2, upstream(WEB_TO_API));
+    assert!(!h2.can_reach(upstream(BATCH_TO_API), PROBE).unwrap());
 
     let before = agents[2].info().unwrap();
     let status_before = agents[2]
@@ -109,6 +123,19 @@ fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
     // The last known rules, from the store: web may reach api, others may not.
     assert!(allows(&agents[2], "web", "api").unwrap());
     assert!(!allows(&agents[2], "batch", "api").unwrap());
+    // ...and they are enforced on connections (h2's own clients, through its data plane).
+    h2.echo(upstream(WEB_TO_API), 64 * 1024, ECHO_TIMEOUT)
+        .unwrap();
+    assert!(
+        !h2.can_reach(upstream(BATCH_TO_API), PROBE).unwrap(),
+        "batch reached api after the restart"
+    );
+    let denied = metric_sum(
+        &agents[2],
+        "rhizome_proxy_connections_denied_total",
+        &["direction=\"inbound\"", "default/batch", "default/api"],
+    );
+    assert!(denied >= 1.0, "batch was not refused by an intention");
     // Gossip has not reconverged: no peer has seen the new incarnation.
     for peer in &agents[..2] {
         let m = members(peer).unwrap();

@@ -263,3 +263,56 @@ pub fn wait_decision(agents: &[&AgentProc], src: &str, dst: &str, allowed: bool)
 pub fn intention_entries(agent: &AgentProc) -> serde_json::Value {
     agent.api_get("/v1/intentions").unwrap()["entries"].clone()
 }
+
+/// A client-only service `name` (no listener, no check) with upstream listeners on
+/// `127.0.0.1:<port>` for each `(destination, port)`: connections there come from `name`.
+pub fn client(name: &str, upstreams: &[(&str, u16)]) -> String {
+    let ups: String = upstreams
+        .iter()
+        .map(|(dest, port)| {
+            format!(
+                "  upstreams {{\n    destination_name = \"{dest}\"\n    local_bind_port = {port}\n  }}\n"
+            )
+        })
+        .collect();
+    format!("service {{\n  name = \"{name}\"\n  id = \"{name}-client\"\n  port = 1\n{ups}}}\n")
+}
+
+/// The upstream listener on `port` inside a host.
+pub fn upstream(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How long one proxied echo may take (connect failover included).
+pub const ECHO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits until `host` reaches `target` (an upstream listener): routes and rules in place.
+pub fn wait_reach(host: &Host, target: std::net::SocketAddr) {
+    wait_until(
+        &format!("{} to reach {target}", host.name()),
+        CONVERGE,
+        || {
+            Ok(host
+                .can_reach(target, Duration::from_secs(5))?
+                .then_some(()))
+        },
+    )
+    .unwrap();
+}
+
+/// Sum of the samples of metric `name` on `agent` whose labels contain every `labels` text.
+pub fn metric_sum(agent: &AgentProc, name: &str, labels: &[&str]) -> f64 {
+    let text = agent
+        .host()
+        .http_get(agent.http_addr(), "/metrics")
+        .unwrap()
+        .body;
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
