@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Health of an instance as the mesh sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Health {
     /// All checks pass (or there are none) and its node is alive.
     Passing,
