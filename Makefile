@@ -2,7 +2,8 @@
 # Needs only the Rust toolchain (cargo, rustfmt, clippy); each target says what else it checks.
 
 CARGO ?= cargo
-RHIZOME := target/release/rhizome
+# Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo itself).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all build release test fmt-check clippy unit demo bench clean
 
@@ -12,7 +13,8 @@ build:
 	$(CARGO) build --workspace
 
 release:
-	$(CARGO) build --release -p rhizome-agent
+	$(CARGO) build --release -p rhizome-agent --bin rhizome
+	$(CARGO) build --release -p rhizome-integration --bin rhizome-testsvc
 
 ## test: formatting, lints (warnings are errors), then every test of every crate.
 ## Network-namespace tests need root and iproute2; without them they print why they skip.
@@ -27,9 +29,10 @@ clippy:
 unit:
 	$(CARGO) test --workspace --all-features
 
-## demo: builds rhizome (release), starts agents on 127.0.0.1, shows the mesh, stops them.
+## demo: builds rhizome (release), starts three agents and two services on 127.0.0.1,
+## shows an allowed and a denied connection, members, catalog and graph, stops them all.
 demo: release
-	@bash examples/demo/run.sh $(RHIZOME)
+	@bash examples/demo/run.sh $(TARGET_DIR)/release
 
 clean:
 	$(CARGO) clean
