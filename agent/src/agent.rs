@@ -156,6 +156,7 @@ impl Agent {
         if let Some(kube) = kube {
             let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
             tasks.spawn(kube.run(metrics, stop_rx.clone()));
+            tasks.spawn(crate::kube::publish::publisher(shared.clone()));
         }
         tracing::info!(
             node = %shared.config.node_name,

@@ -404,6 +404,39 @@ async fn kube_agent_serves_pods_endpoint_and_metrics() {
         "{bad}"
     );
 
+    // The Ready pod is published in the replicated catalog at its pod IP (and its service
+    // gets a leaf so inbound connections can be served); the NotReady one is not.
+    let mut catalog = agent.shared().catalog.subscribe();
+    let published = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        catalog.wait_for(|c| {
+            c.instances
+                .iter()
+                .any(|i| i.name == "web" && i.address.to_string() == "10.1.0.5")
+        }),
+    )
+    .await
+    .expect("kube pod published in the catalog within 10 s")
+    .unwrap()
+    .clone();
+    let webs: Vec<_> = published
+        .instances
+        .iter()
+        .filter(|i| i.name == "web")
+        .collect();
+    assert_eq!(webs.len(), 1, "only the Ready pod: {webs:?}");
+    assert!(webs[0].id.starts_with("web-1."), "{:?}", webs[0]);
+    assert!(webs[0].is_healthy());
+    assert!(
+        agent
+            .shared()
+            .identity
+            .workloads()
+            .iter()
+            .any(|((_, svc), _)| svc.as_str() == "web"),
+        "a leaf for the pod's service"
+    );
+
     let addr = agent.http_addr();
     let metrics =
         tokio::task::spawn_blocking(move || Client::new(addr.to_string()).get_raw("/metrics"))

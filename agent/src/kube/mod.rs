@@ -14,6 +14,7 @@
 pub mod annotations;
 pub mod api;
 pub mod discovery;
+pub mod publish;
 pub mod registry;
 pub mod source;
 pub mod table;
