@@ -489,7 +489,14 @@ impl Membership {
 
     /// Hands foca the down timers of every suspicion whose (shrunk) timeout passed.
     fn deliver_suspicions(&mut self, now: Duration) {
-        for timer in self.suspicions.take_due(now) {
+        let (due, recheck) = self.suspicions.take_due(now);
+        for addr in recheck {
+            // A lone accusation: ask the member itself (its table leads with its current
+            // incarnation) and a random member before foca may turn it into a verdict.
+            self.send_table(addr, true);
+            self.sync_soon = true;
+        }
+        for timer in due {
             if self.foca.handle_timer(timer, &mut self.effects).is_err() {
                 self.timer_errors += 1;
             }

@@ -67,7 +67,7 @@ impl Membership {
 
     /// Sends our member table (ourselves first) to `to` in chunks of at most
     /// `max_packet_size` bytes.
-    fn send_table(&mut self, to: SocketAddr, reply: bool) {
+    pub(super) fn send_table(&mut self, to: SocketAddr, reply: bool) {
         let me = self.identity().clone();
         let own = Member::new(me.clone(), self.swim_incarnation, State::Alive);
         let mut encoded: Vec<Vec<u8>> =

@@ -73,6 +73,10 @@ struct Suspicion {
     /// Confirmations that bring the timeout down to `min`.
     expected: u32,
     timers: Vec<Timer<NodeId>>,
+    /// Added to the deadline when a lone suspicion is rechecked (see [`Suspicions::take_due`]).
+    extension: Duration,
+    /// Whether the lone-accuser recheck already happened.
+    rechecked: bool,
 }
 
 impl Suspicion {
@@ -87,7 +91,7 @@ impl Suspicion {
             ((c + 1.0).ln() / (k + 1.0).ln()).min(1.0)
         };
         let span = self.max.saturating_sub(self.min).mul_f64(frac);
-        Some(start + self.max.saturating_sub(span).max(self.min))
+        Some(start + self.max.saturating_sub(span).max(self.min) + self.extension)
     }
 }
 
@@ -116,6 +120,8 @@ impl Suspicions {
             confirmers: HashSet::new(),
             expected,
             timers: Vec::new(),
+            extension: Duration::ZERO,
+            rechecked: false,
         });
         entry.timers.push(timer);
         if entry.started.is_some() {
@@ -146,6 +152,8 @@ impl Suspicions {
             confirmers: HashSet::new(),
             expected,
             timers: Vec::new(),
+            extension: Duration::ZERO,
+            rechecked: false,
         });
         entry.confirmers.insert(origin)
     }
@@ -158,10 +166,27 @@ impl Suspicions {
             .min()
     }
 
-    /// Removes every suspicion due at `now`, returning foca's timers to deliver (in order).
-    pub(crate) fn take_due(&mut self, now: Duration) -> Vec<Timer<NodeId>> {
+    /// Removes every suspicion due at `now`, returning foca's timers to deliver (in order),
+    /// and the members to recheck.
+    ///
+    /// A suspicion nobody else confirmed is not turned into a down verdict at once: its
+    /// deadline moves `min` past `now`, once, and the member's address is returned so the
+    /// caller can ask it (and a random member) for their tables. Foca makes `Down` terminal
+    /// whatever the incarnation, so a lone accuser holding a stale incarnation (it missed the
+    /// member's refutation of an earlier suspicion, typically because its own link is lossy)
+    /// would otherwise force a healthy member out of the cluster. If the member is alive, the
+    /// exchange brings its newer incarnation and foca then ignores the held timer; if it is
+    /// dead, the verdict comes `min` later.
+    pub(crate) fn take_due(&mut self, now: Duration) -> (Vec<Timer<NodeId>>, Vec<SocketAddr>) {
         let mut due = Vec::new();
-        self.open.retain(|_, s| match s.deadline() {
+        let mut recheck = Vec::new();
+        self.open.retain(|key, s| match s.deadline() {
+            Some(d) if d <= now && s.confirmers.is_empty() && !s.rechecked => {
+                s.rechecked = true;
+                s.extension += now.saturating_sub(d) + s.min;
+                recheck.push(key.addr);
+                true
+            }
             Some(d) if d <= now => {
                 due.append(&mut s.timers);
                 false
@@ -169,7 +194,7 @@ impl Suspicions {
             Some(_) => true,
             None => s.expires > now,
         });
-        due
+        (due, recheck)
     }
 
     /// Number of open suspicions (a metric).
@@ -230,10 +255,10 @@ mod tests {
         assert!(!s.confirm(t0, key.clone(), "a".parse().unwrap(), bounds, 2));
         let one = s.next_deadline().unwrap();
         assert!(one < t0 + Duration::from_secs(24) && one > t0 + Duration::from_secs(4));
-        assert!(s.take_due(one - Duration::from_millis(1)).is_empty());
+        assert!(s.take_due(one - Duration::from_millis(1)).0.is_empty());
         assert!(s.confirm(t0, key.clone(), "b".parse().unwrap(), bounds, 2));
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(4)));
-        assert_eq!(s.take_due(t0 + Duration::from_secs(4)).len(), 2);
+        assert_eq!(s.take_due(t0 + Duration::from_secs(4)).0.len(), 2);
         assert_eq!(s.len(), 0);
     }
 
@@ -249,7 +274,30 @@ mod tests {
             2,
         );
         assert_eq!(s.next_deadline(), Some(Duration::from_secs(24)));
-        assert!(s.take_due(Duration::from_secs(24)).is_empty());
+        let (due, recheck) = s.take_due(Duration::from_secs(24));
+        assert!(due.is_empty() && recheck.is_empty());
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_lone_suspicion_is_rechecked_once_before_its_verdict() {
+        let bounds = (Duration::from_secs(4), Duration::from_secs(24));
+        let key = SuspectKey::new(&id(2), 0);
+        let mut s = Suspicions::default();
+        assert!(s.suspect(Duration::ZERO, key, down_timer(2), bounds, 2));
+        let (due, recheck) = s.take_due(Duration::from_secs(25));
+        assert!(due.is_empty(), "no verdict without a recheck");
+        assert_eq!(recheck, vec![id(2).addr]);
+        assert_eq!(
+            s.next_deadline(),
+            Some(Duration::from_secs(29)),
+            "min after now"
+        );
+        let (due, recheck) = s.take_due(Duration::from_secs(28));
+        assert!(due.is_empty() && recheck.is_empty());
+        let (due, recheck) = s.take_due(Duration::from_secs(29));
+        assert_eq!(due.len(), 1, "the verdict after the recheck window");
+        assert!(recheck.is_empty(), "only one recheck");
         assert_eq!(s.len(), 0);
     }
 }

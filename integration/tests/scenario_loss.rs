@@ -6,15 +6,12 @@
 //! probe timeout 500 ms, suspicion multiplier 4, gossip every 200 ms to 3 nodes), not scaled
 //! down: this scenario is about what those defaults ride out.
 //!
-//! PENDING (not compiled: outside `tests/`): it fails on main as of 2026-11-26, in 2 of 4
-//! runs. Under the loss the lossy host h4 suspects a healthy host (h0, h2); nothing on any
-//! other agent shows that suspicion (no `member suspect` line), the suspect never refutes,
-//! and after the lone accuser's maximum suspicion timeout (24 s) the healthy host is
-//! declared down and rejoins with a new incarnation (`declared down by the cluster:
-//! rejoined` on it, `member restarted` on every peer; no `member failed` line anywhere).
-//! The gossip simulator (`sim --nodes 5 --only one`, seeds 1-11) shows 0 false downs, so
-//! the difference lies in the agent's real-time path. Move this file back to
-//! `integration/tests/` once fixed.
+//! It used to fail in 2 of 4 runs: the lossy host, holding a stale incarnation of a healthy
+//! host (it had missed that host's refutation of an earlier suspicion), suspected it alone,
+//! and after the lone accuser's maximum timeout foca's terminal `Down` forced the healthy
+//! host to rejoin. The suspicion layer now rechecks a lone suspicion (a member-table
+//! exchange with the suspect and a random member) before the verdict
+//! (`gossip/src/membership/lifeguard.rs`, `Suspicions::take_due`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
