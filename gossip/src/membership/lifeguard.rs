@@ -59,6 +59,9 @@ impl SuspectKey {
     }
 }
 
+/// How many times a suspicion nobody confirmed is rechecked before its verdict.
+pub(crate) const LONE_RECHECKS: u8 = 3;
+
 /// One suspicion: who confirmed it, and foca's down timers waiting for its deadline.
 #[derive(Debug)]
 struct Suspicion {
@@ -75,8 +78,8 @@ struct Suspicion {
     timers: Vec<Timer<NodeId>>,
     /// Added to the deadline when a lone suspicion is rechecked (see [`Suspicions::take_due`]).
     extension: Duration,
-    /// Whether the lone-accuser recheck already happened.
-    rechecked: bool,
+    /// Lone-accuser rechecks done so far (at most [`LONE_RECHECKS`]).
+    rechecks: u8,
 }
 
 impl Suspicion {
@@ -121,7 +124,7 @@ impl Suspicions {
             expected,
             timers: Vec::new(),
             extension: Duration::ZERO,
-            rechecked: false,
+            rechecks: 0,
         });
         entry.timers.push(timer);
         if entry.started.is_some() {
@@ -153,7 +156,7 @@ impl Suspicions {
             expected,
             timers: Vec::new(),
             extension: Duration::ZERO,
-            rechecked: false,
+            rechecks: 0,
         });
         entry.confirmers.insert(origin)
     }
@@ -170,19 +173,21 @@ impl Suspicions {
     /// and the members to recheck.
     ///
     /// A suspicion nobody else confirmed is not turned into a down verdict at once: its
-    /// deadline moves `min` past `now`, once, and the member's address is returned so the
+    /// deadline moves `min` past `now` (up to [`LONE_RECHECKS`] times; each exchange may be
+    /// lost on the lossy link that caused the accusation), and the member's address is
+    /// returned so the
     /// caller can ask it (and a random member) for their tables. Foca makes `Down` terminal
     /// whatever the incarnation, so a lone accuser holding a stale incarnation (it missed the
     /// member's refutation of an earlier suspicion, typically because its own link is lossy)
     /// would otherwise force a healthy member out of the cluster. If the member is alive, the
     /// exchange brings its newer incarnation and foca then ignores the held timer; if it is
-    /// dead, the verdict comes `min` later.
+    /// dead, the verdict comes `LONE_RECHECKS * min` later.
     pub(crate) fn take_due(&mut self, now: Duration) -> (Vec<Timer<NodeId>>, Vec<SocketAddr>) {
         let mut due = Vec::new();
         let mut recheck = Vec::new();
         self.open.retain(|key, s| match s.deadline() {
-            Some(d) if d <= now && s.confirmers.is_empty() && !s.rechecked => {
-                s.rechecked = true;
+            Some(d) if d <= now && s.confirmers.is_empty() && s.rechecks < LONE_RECHECKS => {
+                s.rechecks += 1;
                 s.extension += now.saturating_sub(d) + s.min;
                 recheck.push(key.addr);
                 true
@@ -280,24 +285,40 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_suspicion_is_rechecked_once_before_its_verdict() {
+    fn a_lone_suspicion_is_rechecked_before_its_verdict() {
         let bounds = (Duration::from_secs(4), Duration::from_secs(24));
         let key = SuspectKey::new(&id(2), 0);
         let mut s = Suspicions::default();
         assert!(s.suspect(Duration::ZERO, key, down_timer(2), bounds, 2));
-        let (due, recheck) = s.take_due(Duration::from_secs(25));
-        assert!(due.is_empty(), "no verdict without a recheck");
-        assert_eq!(recheck, vec![id(2).addr]);
-        assert_eq!(
-            s.next_deadline(),
-            Some(Duration::from_secs(29)),
-            "min after now"
-        );
-        let (due, recheck) = s.take_due(Duration::from_secs(28));
-        assert!(due.is_empty() && recheck.is_empty());
-        let (due, recheck) = s.take_due(Duration::from_secs(29));
-        assert_eq!(due.len(), 1, "the verdict after the recheck window");
-        assert!(recheck.is_empty(), "only one recheck");
+        let mut now = Duration::from_secs(25);
+        for round in 0..LONE_RECHECKS {
+            let (due, recheck) = s.take_due(now);
+            assert!(due.is_empty(), "no verdict during recheck {round}");
+            assert_eq!(recheck, vec![id(2).addr]);
+            assert_eq!(
+                s.next_deadline(),
+                Some(now + Duration::from_secs(4)),
+                "min after now"
+            );
+            let (due, recheck) = s.take_due(now + Duration::from_secs(3));
+            assert!(due.is_empty() && recheck.is_empty());
+            now += Duration::from_secs(4);
+        }
+        let (due, recheck) = s.take_due(now);
+        assert_eq!(due.len(), 1, "the verdict after the last recheck window");
+        assert!(recheck.is_empty());
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_confirmed_suspicion_is_not_rechecked() {
+        let bounds = (Duration::from_secs(4), Duration::from_secs(24));
+        let key = SuspectKey::new(&id(2), 0);
+        let mut s = Suspicions::default();
+        assert!(s.suspect(Duration::ZERO, key.clone(), down_timer(2), bounds, 2));
+        assert!(s.confirm(Duration::ZERO, key, "a".parse().unwrap(), bounds, 2));
+        let (due, recheck) = s.take_due(Duration::from_secs(24));
+        assert_eq!(due.len(), 1);
+        assert!(recheck.is_empty());
     }
 }
