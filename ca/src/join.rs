@@ -12,10 +12,7 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::time_provider::TimeProvider;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, ServerConfig,
-    SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::bundle::TrustBundle;
@@ -71,9 +68,7 @@ impl ServerCertVerifier for PinnedRootVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.check(end_entity, intermediates, now)
             .map(|_| ServerCertVerified::assertion())
-            .map_err(|e| {
-                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-            })
+            .map_err(crate::tls::to_rustls)
     }
 
     fn verify_tls12_signature(

@@ -28,7 +28,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn to_rustls(e: VerifyError) -> rustls::Error {
+pub(crate) fn to_rustls(e: VerifyError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
