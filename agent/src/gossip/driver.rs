@@ -472,6 +472,7 @@ impl Running {
             .replica
             .with_state(|s| (s.counters().clone(), s.len()));
         self.d.metrics.refresh(&rows, &counters, len);
+        self.d.metrics.lifeguard(&self.d.membership.stats());
     }
 }
 
