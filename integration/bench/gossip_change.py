@@ -61,6 +61,7 @@ def import_gossip(bench_dir):
     if not os.path.isfile(path):
         sys.exit(f"ERROR: {path} not found: pass --bench-dir or set RHIZOME_BENCH_DIR")
     sys.path.insert(0, os.path.abspath(bench_dir))
+    sys.dont_write_bytecode = True  # leave no __pycache__ in the shared directory
     return importlib.import_module("gossip")
 
 
