@@ -143,7 +143,7 @@ fn base_run(config: &SimConfig, n: usize, period: Duration) {
 fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
     println!();
     println!(
-        "False down verdicts during {} s of loss (verdicts / distinct healthy nodes hit):",
+        "False down verdicts during {} s of loss (verdicts / distinct healthy nodes hit / healthy nodes expelled):",
         args.loss_secs
     );
     println!(
