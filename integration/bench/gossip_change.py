@@ -349,6 +349,8 @@ def one_cluster(system, n, rep, args, work, rawf):
         t0 = system.start_cluster(n, logdir, rec)
         seen, _, sweeps = G.wait_all_alive(system, n, t0, args.bound, logdir)
         rec["converge_all_s"] = round(max(seen.values()), 3) if len(seen) == n else None
+        rec["converge_per_agent_s"] = {G.node_name(i): round(v, 3) for i, v in sorted(seen.items(), key=lambda kv: kv[1])}
+        rec["t0_unix"] = t0
         print(f"  {system.name} N={n} r{rep}: {len(seen)}/{n} agents see N alive after {rec['converge_all_s']} s",
               flush=True)
         if len(seen) < n:

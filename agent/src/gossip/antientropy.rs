@@ -213,7 +213,12 @@ impl Initiator {
                 () = tokio::time::sleep(jitter) => SyncRequest::Random,
             };
             let addr = match target {
-                SyncRequest::Peer(addr) => Some(addr),
+                SyncRequest::Peer { addr, cert } => {
+                    if self.replica.get(&cert).is_some() {
+                        continue;
+                    }
+                    Some(addr)
+                }
                 SyncRequest::Random => self.random_member(),
             };
             let Some(addr) = addr else { continue };

@@ -99,10 +99,17 @@ pub enum Command {
 }
 
 /// What the driver asks of the anti-entropy task.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyncRequest {
-    /// Exchange with this member (it just came up and we lack its certificate).
-    Peer(SocketAddr),
+    /// Exchange with this member: it just came up and we lack its certificate (`cert`, the
+    /// key of that entry). Skipped if the entry arrived meanwhile (by an earlier exchange):
+    /// during a join storm most do, and an exchange per member would be O(n²) work.
+    Peer {
+        /// The member's gossip address.
+        addr: SocketAddr,
+        /// Its `certs/<node>` key.
+        cert: Key,
+    },
     /// Exchange with a random alive member (after joining).
     Random,
 }
@@ -351,14 +358,14 @@ impl Running {
         match event {
             MemberEvent::Up(id) => {
                 tracing::info!(peer.node = %id.name, peer.addr = %id.addr, incarnation = id.generation.0, "member up");
-                let has_cert = id
-                    .name
-                    .as_str()
-                    .parse()
-                    .ok()
-                    .is_some_and(|n| self.d.replica.get(&Key::Certs(n)).is_some());
-                if !has_cert {
-                    let _ = self.d.sync.try_send(SyncRequest::Peer(id.addr));
+                if let Ok(node) = id.name.as_str().parse() {
+                    let cert = Key::Certs(node);
+                    if self.d.replica.get(&cert).is_none() {
+                        let _ = self.d.sync.try_send(SyncRequest::Peer {
+                            addr: id.addr,
+                            cert,
+                        });
+                    }
                 }
                 if self.greet_until.is_some_and(|t| Instant::now() < t) {
                     self.greet(id.addr);
