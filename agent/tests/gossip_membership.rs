@@ -62,6 +62,14 @@ async fn four_agents_join_then_one_leaves_and_one_fails() {
     .await;
     assert_eq!(status(&a, "d"), Some(Status::Left), "left stays left");
     assert_eq!(status(&a, "b"), Some(Status::Alive), "no false failure");
+    let text = a.shared().metrics.encode();
+    for family in [
+        "rhizome_gossip_local_health ",
+        "rhizome_gossip_suspicions_open ",
+        "rhizome_gossip_stale_verdicts ",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

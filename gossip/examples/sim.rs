@@ -143,7 +143,7 @@ fn base_run(config: &SimConfig, n: usize, period: Duration) {
 fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
     println!();
     println!(
-        "False down verdicts during {} s of loss (verdicts / distinct healthy nodes hit):",
+        "False down verdicts during {} s of loss (verdicts / distinct healthy nodes hit / healthy nodes expelled):",
         args.loss_secs
     );
     println!(
@@ -186,7 +186,12 @@ fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
                 sim.set_node_loss(lossy, p);
             }
             let start = sim.downs().len();
+            let expelled_before = sim.expulsions().len();
             sim.run_for(Duration::from_secs(args.loss_secs));
+            let expelled = sim.expulsions()[expelled_before..]
+                .iter()
+                .filter(|(_, h)| one.is_none() || *h != lossy)
+                .count();
             let wrong: Vec<_> = sim.downs()[start..]
                 .iter()
                 .filter(|d| d.was_running)
@@ -197,9 +202,17 @@ fn loss_runs(args: &Args, config: &SimConfig, n: usize) {
             let mut subjects: Vec<_> = wrong.iter().map(|d| d.subject.addr).collect();
             subjects.sort();
             subjects.dedup();
-            cells.push(format!("{} / {}", wrong.len(), subjects.len()));
+            cells.push(format!(
+                "{} / {} / {}",
+                wrong.len(),
+                subjects.len(),
+                expelled
+            ));
         }
         println!("| {label:<28} | {:>20} | {:>20} |", cells[0], cells[1]);
     }
-    println!("(the one-node case counts only verdicts about the healthy nodes)");
+    println!(
+        "(cells: down verdicts / distinct healthy subjects / healthy hosts expelled, i.e. told \
+         they were down and rejoined; the one-node case counts only the healthy nodes)"
+    );
 }

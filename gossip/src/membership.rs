@@ -45,7 +45,11 @@
 //!    member incarnation is an independent confirmation; with `C` of them the timeout is
 //!    `max - (max - min) * log(C + 1) / log(K + 1)` (at least `min`), `K = suspicion_mult - 2`
 //!    (as memberlist). When that instant passes we hand foca its own timer, earlier than it
-//!    asked; if the member refuted meanwhile, foca ignores it. So a lone accuser (typically
+//!    asked, but only if we still hold the member suspect at the same incarnation: foca 2.0
+//!    leaves a refuted member's state alone yet still sends it `TurnUndead`, which would make
+//!    a healthy member rejoin (counted as `stale_verdicts`). A suspicion nobody confirmed is
+//!    rechecked first (a member-table exchange with the suspect, see `Suspicions::take_due`).
+//!    So a lone accuser (typically
 //!    the node with the bad link) waits 6x longer, giving the refutation time to reach it,
 //!    while a really dead node, probed and found silent by several members, goes down after
 //!    the minimum.
@@ -135,6 +139,18 @@ pub enum MemberEvent {
     Rejoined(NodeId),
     /// We were declared down and cannot rejoin (generation exhausted) or we left.
     Defunct,
+    /// A suspicion only we hold reached its deadline; we asked the member (and a random
+    /// other) for their tables before giving a verdict.
+    Recheck {
+        /// The suspected member.
+        member: NodeId,
+        /// The SWIM incarnation we suspected.
+        suspected: u16,
+        /// What we hold now: status and SWIM incarnation (`None`: no longer known).
+        held: Option<(MemberStatus, u16)>,
+    },
+    /// Someone suspected us and we refuted it: our SWIM incarnation rose to this value.
+    Refuted(u16),
 }
 
 /// A member's status as printed by `rhizome members`.
@@ -232,6 +248,8 @@ pub struct MembershipStats {
     pub timer_errors: u64,
     /// Custom broadcast items dropped as undecodable.
     pub bad_items: u64,
+    /// Suspicions whose member refuted before the deadline (their verdicts were dropped).
+    pub stale_verdicts: u64,
 }
 
 /// The probe in flight, as seen from our packets.
@@ -259,6 +277,7 @@ pub struct Membership {
     tuned_for: u8,
     timer_errors: u64,
     bad_items: u64,
+    stale_verdicts: u64,
     rng: SmallRng,
     next_sync: Option<Duration>,
     sync_soon: bool,
@@ -305,6 +324,7 @@ impl Membership {
             tuned_for,
             timer_errors: 0,
             bad_items: 0,
+            stale_verdicts: 0,
             rng: SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             next_sync: None,
             sync_soon: false,
@@ -471,6 +491,7 @@ impl Membership {
             broadcast_backlog: self.foca.custom_broadcast_backlog(),
             timer_errors: self.timer_errors,
             bad_items: self.bad_items,
+            stale_verdicts: self.stale_verdicts,
         }
     }
 
@@ -489,19 +510,73 @@ impl Membership {
 
     /// Hands foca the down timers of every suspicion whose (shrunk) timeout passed.
     fn deliver_suspicions(&mut self, now: Duration) {
-        let (due, recheck) = self.suspicions.take_due(now);
-        for addr in recheck {
+        let foca = &self.foca;
+        let due = self.suspicions.take_due(now, |key| {
+            foca.iter_membership_state().any(|m| {
+                m.id().addr == key.addr
+                    && m.id().generation == key.generation
+                    && m.incarnation() == key.incarnation
+                    && m.state() == State::Suspect
+            })
+        });
+        self.stale_verdicts += due.stale;
+        for key in due.recheck {
             // A lone accusation: ask the member itself (its table leads with its current
             // incarnation) and a random member before foca may turn it into a verdict.
-            self.send_table(addr, true);
+            self.send_table(key.addr, true);
             self.sync_soon = true;
+            if let Some(event) = self.recheck_event(&key) {
+                self.events.push_back(event);
+            }
         }
-        for timer in due {
+        for timer in due.timers {
+            // Belt and braces: the suspicion was live, but a timer could name an older
+            // identity at the same address.
+            if !self.still_suspect(&timer) {
+                self.stale_verdicts += 1;
+                continue;
+            }
             if self.foca.handle_timer(timer, &mut self.effects).is_err() {
                 self.timer_errors += 1;
             }
         }
         self.absorb(now);
+    }
+
+    /// Whether a `ChangeSuspectToDown` timer still matches what we hold: the member at that
+    /// SWIM incarnation and suspect. Other timers pass.
+    fn still_suspect(&self, timer: &Timer<NodeId>) -> bool {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return true;
+        };
+        self.foca.iter_membership_state().any(|m| {
+            m.id() == member_id && m.incarnation() == *incarnation && m.state() == State::Suspect
+        })
+    }
+
+    /// The `Recheck` event for a suspicion, with what we hold about its member now.
+    fn recheck_event(&self, key: &SuspectKey) -> Option<MemberEvent> {
+        let row = self
+            .members()
+            .into_iter()
+            .skip(1)
+            .find(|m| m.address == key.addr && m.incarnation == key.generation);
+        let member = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id())
+            .find(|id| id.addr == key.addr && id.generation == key.generation)?
+            .clone();
+        Some(MemberEvent::Recheck {
+            member,
+            suspected: key.incarnation,
+            held: row.map(|r| (r.status, r.swim_incarnation)),
+        })
     }
 
     /// Drains what foca asked for: packets, timers (stretched or intercepted), events.

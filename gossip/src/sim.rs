@@ -179,6 +179,7 @@ pub struct Sim {
     network: Network,
     traffic: Traffic,
     downs: Vec<DownVerdict>,
+    expulsions: Vec<(Duration, usize)>,
     down_observers: HashMap<SocketAddr, HashSet<usize>>,
     reach: HashMap<BroadcastKey, usize>,
 }
@@ -230,6 +231,7 @@ impl Sim {
             seq: 0,
             traffic: Traffic::default(),
             downs: Vec::new(),
+            expulsions: Vec::new(),
             down_observers: HashMap::new(),
             reach: HashMap::new(),
         }
@@ -379,9 +381,16 @@ impl Sim {
         &self.downs
     }
 
-    /// Down verdicts about hosts that were running.
+    /// Running hosts told they were declared down (they rejoined under a new generation):
+    /// `(when, host index)`. A verdict can reach its subject without any `Down` event at the
+    /// observers (foca's `TurnUndead`), so these are counted apart.
+    pub fn expulsions(&self) -> &[(Duration, usize)] {
+        &self.expulsions
+    }
+
+    /// False verdicts: down verdicts about hosts that were running, plus expulsions.
     pub fn false_downs(&self) -> usize {
-        self.downs.iter().filter(|d| d.was_running).count()
+        self.downs.iter().filter(|d| d.was_running).count() + self.expulsions.len()
     }
 
     /// Whether every running host saw host `i` declared down.
@@ -539,6 +548,9 @@ impl Sim {
     }
 
     fn record(&mut self, observer: usize, event: MemberEvent) {
+        if let MemberEvent::Rejoined(_) = event {
+            self.expulsions.push((self.now, observer));
+        }
         if let MemberEvent::Down(subject) = event {
             let running = self
                 .by_addr

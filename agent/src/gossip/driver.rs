@@ -416,6 +416,19 @@ impl Running {
                 self.d.id = id;
             }
             MemberEvent::Defunct => tracing::warn!("gossip identity defunct"),
+            MemberEvent::Recheck {
+                member,
+                suspected,
+                held,
+            } => tracing::info!(
+                peer.node = %member.name,
+                suspected,
+                held = ?held,
+                "lone suspicion rechecked before its verdict"
+            ),
+            MemberEvent::Refuted(incarnation) => {
+                tracing::info!(incarnation, "refuted a suspicion about us")
+            }
         }
     }
 
@@ -459,6 +472,7 @@ impl Running {
             .replica
             .with_state(|s| (s.counters().clone(), s.len()));
         self.d.metrics.refresh(&rows, &counters, len);
+        self.d.metrics.lifeguard(&self.d.membership.stats());
     }
 }
 

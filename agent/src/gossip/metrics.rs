@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rhizome_gossip::keyring::OpenError;
+use rhizome_gossip::membership::MembershipStats;
 use rhizome_gossip::state::Counters;
 
 use super::driver::{MemberRow, Status};
@@ -25,6 +26,9 @@ pub struct GossipMetrics {
     received: Counter,
     sent: Counter,
     syncs: Family<Label, Counter>,
+    local_health: Gauge,
+    open_suspicions: Gauge,
+    stale_verdicts: Gauge,
 }
 
 impl GossipMetrics {
@@ -65,6 +69,30 @@ impl GossipMetrics {
             "Anti-entropy exchanges by outcome",
             self.syncs.clone(),
         );
+        registry.register(
+            "gossip_local_health",
+            "Lifeguard local health score (0 healthy; each point stretches our probe timing)",
+            self.local_health.clone(),
+        );
+        registry.register(
+            "gossip_suspicions_open",
+            "Suspicions this agent is timing",
+            self.open_suspicions.clone(),
+        );
+        registry.register(
+            "gossip_stale_verdicts",
+            "Suspicions whose member refuted before the deadline (no verdict given), since start",
+            self.stale_verdicts.clone(),
+        );
+    }
+
+    /// Refreshes the Lifeguard gauges from the membership's statistics.
+    pub fn lifeguard(&self, stats: &MembershipStats) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.local_health.set(i64::from(stats.local_health));
+        self.open_suspicions
+            .set(gauge(stats.open_suspicions as u64));
+        self.stale_verdicts.set(gauge(stats.stale_verdicts));
     }
 
     /// Counts one packet that failed to open.

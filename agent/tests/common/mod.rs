@@ -54,17 +54,11 @@ pub fn now_hlc() -> Hlc {
     Hlc::new(u64::try_from(ms).unwrap(), 0)
 }
 
-/// Waits (bounded: ~15 s) until `cond` holds; panics otherwise.
-pub async fn wait_until<F, Fut>(mut cond: F)
+/// Waits (bounded: 15 s) until `cond` holds; panics otherwise.
+pub async fn wait_until<F, Fut>(cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..300 {
-        if cond().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within the bound");
+    rhizome_agent::testkit::wait_until_async("condition", Duration::from_secs(15), cond).await;
 }

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use rhizome_agent::agent::Agent;
 use rhizome_agent::config::AgentConfig;
@@ -90,17 +89,7 @@ pub fn status(observer: &Agent, node: &str) -> Option<Status> {
         .map(|m| m.status)
 }
 
-/// Polls `cond` every 25 ms for at most `limit`; panics with `what` if it never holds.
-pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use rhizome_agent::testkit::wait_until;
 
 /// Every agent lists every name in `nodes` as alive.
 pub fn all_alive(agents: &[&Agent], nodes: &[&str]) -> bool {

@@ -217,15 +217,9 @@ pub async fn read_all(port: u16) -> std::io::Result<Vec<u8>> {
     s.read_to_end(&mut out).await.map(|_| out)
 }
 
-/// Waits (bounded) until `f` holds.
-pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
+/// Waits (bounded: 5 s) until `f` holds.
+pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    rhizome_agent::testkit::wait_until(what, Duration::from_secs(5), f).await;
 }
 
 /// The Prometheus text of `agent`.

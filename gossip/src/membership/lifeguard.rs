@@ -98,6 +98,17 @@ impl Suspicion {
     }
 }
 
+/// What [`Suspicions::take_due`] found due.
+#[derive(Debug, Default)]
+pub(crate) struct Due {
+    /// Foca's down timers to deliver now (verdicts).
+    pub(crate) timers: Vec<Timer<NodeId>>,
+    /// Lone suspicions to recheck before their verdict.
+    pub(crate) recheck: Vec<SuspectKey>,
+    /// Due suspicions dropped because the member refuted or is gone.
+    pub(crate) stale: u64,
+}
+
 /// All open suspicions of one node.
 #[derive(Debug, Default)]
 pub(crate) struct Suspicions {
@@ -170,36 +181,41 @@ impl Suspicions {
     }
 
     /// Removes every suspicion due at `now`, returning foca's timers to deliver (in order),
-    /// and the members to recheck.
+    /// the members to recheck, and how many due suspicions were already stale.
     ///
-    /// A suspicion nobody else confirmed is not turned into a down verdict at once: its
+    /// `live` tells whether we still hold a suspicion's member suspect at its incarnation. A
+    /// due suspicion that is not live any more (the member refuted, or is gone) is dropped
+    /// with its timers: foca would leave the member's state alone but still send it
+    /// `TurnUndead` (foca 2.0 honours `notify_down_members` even when its incarnation check
+    /// fails), which makes a healthy member rejoin.
+    ///
+    /// A live suspicion nobody else confirmed is not turned into a down verdict at once: its
     /// deadline moves `min` past `now` (up to [`LONE_RECHECKS`] times; each exchange may be
-    /// lost on the lossy link that caused the accusation), and the member's address is
-    /// returned so the
-    /// caller can ask it (and a random member) for their tables. Foca makes `Down` terminal
-    /// whatever the incarnation, so a lone accuser holding a stale incarnation (it missed the
-    /// member's refutation of an earlier suspicion, typically because its own link is lossy)
-    /// would otherwise force a healthy member out of the cluster. If the member is alive, the
-    /// exchange brings its newer incarnation and foca then ignores the held timer; if it is
+    /// lost on the lossy link that caused the accusation), and it is returned for a recheck so
+    /// the caller can ask the member (and a random member) for their tables. If the member is
+    /// alive, the exchange brings its newer incarnation and the suspicion goes stale; if it is
     /// dead, the verdict comes `LONE_RECHECKS * min` later.
-    pub(crate) fn take_due(&mut self, now: Duration) -> (Vec<Timer<NodeId>>, Vec<SocketAddr>) {
-        let mut due = Vec::new();
-        let mut recheck = Vec::new();
+    pub(crate) fn take_due(&mut self, now: Duration, live: impl Fn(&SuspectKey) -> bool) -> Due {
+        let mut out = Due::default();
         self.open.retain(|key, s| match s.deadline() {
+            Some(d) if d <= now && !live(key) => {
+                out.stale += 1;
+                false
+            }
             Some(d) if d <= now && s.confirmers.is_empty() && s.rechecks < LONE_RECHECKS => {
                 s.rechecks += 1;
                 s.extension += now.saturating_sub(d) + s.min;
-                recheck.push(key.addr);
+                out.recheck.push(key.clone());
                 true
             }
             Some(d) if d <= now => {
-                due.append(&mut s.timers);
+                out.timers.append(&mut s.timers);
                 false
             }
             Some(_) => true,
             None => s.expires > now,
         });
-        (due, recheck)
+        out
     }
 
     /// Number of open suspicions (a metric).
@@ -219,6 +235,10 @@ mod tests {
             format!("127.0.0.{n}:7946").parse().unwrap(),
             Generation(1),
         )
+    }
+
+    fn live(_: &SuspectKey) -> bool {
+        true
     }
 
     fn down_timer(n: u8) -> Timer<NodeId> {
@@ -260,10 +280,17 @@ mod tests {
         assert!(!s.confirm(t0, key.clone(), "a".parse().unwrap(), bounds, 2));
         let one = s.next_deadline().unwrap();
         assert!(one < t0 + Duration::from_secs(24) && one > t0 + Duration::from_secs(4));
-        assert!(s.take_due(one - Duration::from_millis(1)).0.is_empty());
+        assert!(
+            s.take_due(one - Duration::from_millis(1), live)
+                .timers
+                .is_empty()
+        );
         assert!(s.confirm(t0, key.clone(), "b".parse().unwrap(), bounds, 2));
         assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(4)));
-        assert_eq!(s.take_due(t0 + Duration::from_secs(4)).0.len(), 2);
+        assert_eq!(
+            s.take_due(t0 + Duration::from_secs(4), live).timers.len(),
+            2
+        );
         assert_eq!(s.len(), 0);
     }
 
@@ -279,7 +306,11 @@ mod tests {
             2,
         );
         assert_eq!(s.next_deadline(), Some(Duration::from_secs(24)));
-        let (due, recheck) = s.take_due(Duration::from_secs(24));
+        let Due {
+            timers: due,
+            recheck,
+            ..
+        } = s.take_due(Duration::from_secs(24), live);
         assert!(due.is_empty() && recheck.is_empty());
         assert_eq!(s.len(), 0);
     }
@@ -292,19 +323,31 @@ mod tests {
         assert!(s.suspect(Duration::ZERO, key, down_timer(2), bounds, 2));
         let mut now = Duration::from_secs(25);
         for round in 0..LONE_RECHECKS {
-            let (due, recheck) = s.take_due(now);
+            let Due {
+                timers: due,
+                recheck,
+                ..
+            } = s.take_due(now, live);
             assert!(due.is_empty(), "no verdict during recheck {round}");
-            assert_eq!(recheck, vec![id(2).addr]);
+            assert_eq!(recheck, vec![SuspectKey::new(&id(2), 0)]);
             assert_eq!(
                 s.next_deadline(),
                 Some(now + Duration::from_secs(4)),
                 "min after now"
             );
-            let (due, recheck) = s.take_due(now + Duration::from_secs(3));
+            let Due {
+                timers: due,
+                recheck,
+                ..
+            } = s.take_due(now + Duration::from_secs(3), live);
             assert!(due.is_empty() && recheck.is_empty());
             now += Duration::from_secs(4);
         }
-        let (due, recheck) = s.take_due(now);
+        let Due {
+            timers: due,
+            recheck,
+            ..
+        } = s.take_due(now, live);
         assert_eq!(due.len(), 1, "the verdict after the last recheck window");
         assert!(recheck.is_empty());
         assert_eq!(s.len(), 0);
@@ -317,8 +360,25 @@ mod tests {
         let mut s = Suspicions::default();
         assert!(s.suspect(Duration::ZERO, key.clone(), down_timer(2), bounds, 2));
         assert!(s.confirm(Duration::ZERO, key, "a".parse().unwrap(), bounds, 2));
-        let (due, recheck) = s.take_due(Duration::from_secs(24));
+        let Due {
+            timers: due,
+            recheck,
+            ..
+        } = s.take_due(Duration::from_secs(24), live);
         assert_eq!(due.len(), 1);
         assert!(recheck.is_empty());
+    }
+
+    #[test]
+    fn a_refuted_suspicion_is_dropped_without_verdict_or_recheck() {
+        let bounds = (Duration::from_secs(4), Duration::from_secs(24));
+        let key = SuspectKey::new(&id(2), 0);
+        let mut s = Suspicions::default();
+        assert!(s.suspect(Duration::ZERO, key.clone(), down_timer(2), bounds, 2));
+        assert!(!s.suspect(Duration::ZERO, key, down_timer(2), bounds, 2));
+        let due = s.take_due(Duration::from_secs(24), |_| false);
+        assert!(due.timers.is_empty() && due.recheck.is_empty());
+        assert_eq!(due.stale, 1);
+        assert_eq!(s.len(), 0);
     }
 }

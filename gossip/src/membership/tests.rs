@@ -373,3 +373,45 @@ fn late_joiner_learns_the_whole_table() {
             .all(|r| r.status == MemberStatus::Alive)
     );
 }
+
+#[test]
+fn a_refuted_suspicion_expels_nobody() {
+    // Two members cut off from each other suspect each other (lone suspicions, nobody to
+    // confirm). Once the link heals each refutes; the suspicion timers that fire later must
+    // not expel the refuted member (foca 2.0 would still send it `TurnUndead`).
+    let mut net = Net::new(2);
+    net.join_all_to(0);
+    assert!(net.run_until(Duration::from_secs(30), Net::converged));
+    net.cut.insert(id(1, 1).addr);
+    assert!(net.run_until(Duration::from_secs(30), |n| {
+        n.status_seen_by(0, "node-1") == Some(MemberStatus::Suspect)
+            && n.status_seen_by(1, "node-0") == Some(MemberStatus::Suspect)
+    }));
+    net.cut.clear();
+    let (_, max) = MembershipConfig::default().suspicion_bounds(2);
+    assert!(!net.run_until(max * 3, |_| false));
+    let verdicts: Vec<_> = net
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, MemberEvent::Down(_) | MemberEvent::Rejoined(_)))
+        .collect();
+    assert!(verdicts.is_empty(), "{verdicts:?}");
+    assert_eq!(net.status_seen_by(0, "node-1"), Some(MemberStatus::Alive));
+    assert_eq!(net.status_seen_by(1, "node-0"), Some(MemberStatus::Alive));
+    let refuted = net
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, MemberEvent::Refuted(_)))
+        .count();
+    assert_eq!(refuted, 2, "each member refuted once");
+    let stale: u64 = net
+        .nodes
+        .iter()
+        .flatten()
+        .map(|m| m.stats().stale_verdicts)
+        .sum();
+    assert!(
+        stale >= 2,
+        "both held verdicts were dropped as stale ({stale})"
+    );
+}

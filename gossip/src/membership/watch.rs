@@ -84,6 +84,8 @@ impl Membership {
         }
         if header.src_incarnation > self.swim_incarnation {
             self.awareness.apply(1);
+            self.events
+                .push_back(super::MemberEvent::Refuted(header.src_incarnation));
         }
         self.swim_incarnation = header.src_incarnation;
     }

@@ -50,6 +50,8 @@ fn one_lossy_node_gets_no_healthy_node_declared_down() {
     sim.run_for(3 * MINUTE);
     let wrong = false_downs_about_others(&sim, 4);
     assert!(wrong.is_empty(), "SIM_SEED={seed}: {wrong:?}");
+    let expelled: Vec<_> = sim.expulsions().iter().filter(|(_, h)| *h != 4).collect();
+    assert!(expelled.is_empty(), "SIM_SEED={seed}: {expelled:?}");
     // The lossy node itself is still a member (alive or renewed) in everyone's eyes.
     sim.set_node_loss(4, 0.0);
     assert!(
