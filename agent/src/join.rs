@@ -295,7 +295,7 @@ impl TcpService for JoinService {
 
     fn handle(
         &self,
-        mut stream: TlsStream<TcpStream>,
+        mut stream: TlsStream<crate::tcp_port::DataStream>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         let signer = self.0.clone();

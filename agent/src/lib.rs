@@ -22,6 +22,7 @@ pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod readahead;
 pub mod renewal;
 pub mod store;
 pub mod tcp_port;

@@ -5,6 +5,7 @@
 //! (the joiner has a token, not a certificate), the TLS transport of the data plane requires
 //! a workload client certificate. Unknown ALPNs are dropped and counted.
 
+use crate::readahead::ReadAhead;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
+/// The transport under TLS on the data port: the TCP connection with a read-ahead buffer.
+pub type DataStream = ReadAhead<TcpStream>;
+
 /// A TLS-over-TCP service reachable on the data port under one ALPN protocol id.
 pub trait TcpService: Send + Sync + 'static {
     /// The server config for this service (fetched per connection: it may change on renewal).
@@ -22,7 +26,7 @@ pub trait TcpService: Send + Sync + 'static {
     /// Handles one established TLS connection from `peer`.
     fn handle(
         &self,
-        stream: TlsStream<TcpStream>,
+        stream: TlsStream<DataStream>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 }
@@ -76,7 +80,8 @@ pub async fn serve(
 }
 
 async fn dispatch(tcp: TcpStream, peer: SocketAddr, services: &TcpServices) -> anyhow::Result<()> {
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+    let acceptor =
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), ReadAhead::new(tcp));
     let start = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor).await??;
     let chosen = start
         .client_hello()

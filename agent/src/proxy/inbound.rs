@@ -75,7 +75,20 @@ pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow:
 async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let timeout = proxy.shared.config.proxy.connect_timeout.0;
-    let conn = match tokio::time::timeout(timeout, incoming).await {
+    // Loopback peers get their own settings (larger datagrams, see `transport`).
+    let connecting = if remote.ip().is_loopback() {
+        incoming.accept_with(proxy.loopback_server.clone())
+    } else {
+        incoming.accept()
+    };
+    let connecting = match connecting {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(peer = %remote, error = %e, "inbound QUIC connection refused");
+            return;
+        }
+    };
+    let conn = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::info!(peer = %remote, error = %e, "inbound QUIC handshake failed");
@@ -120,7 +133,7 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
 /// Serves one TLS connection of the TLS transport (called by the data-port listener).
 pub async fn serve_tls(
     proxy: Arc<Proxy>,
-    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    tls: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
     remote: SocketAddr,
 ) {
     let conn = tls.get_ref().1;

@@ -20,6 +20,7 @@
 //! Both transports are always served inbound; `transport` selects what this agent dials.
 
 pub mod authz;
+pub mod buffers;
 pub mod inbound;
 pub mod meters;
 pub mod outbound;
@@ -28,6 +29,7 @@ pub mod pods;
 pub mod pool;
 pub mod registry;
 pub mod relay;
+pub mod transport;
 pub mod wire;
 
 use crate::agent::Shared;
@@ -41,7 +43,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -94,6 +96,8 @@ pub struct Proxy {
     metrics: meters::ProxyMetrics,
     picker: picker::Picker,
     endpoint: quinn::Endpoint,
+    /// Server settings for loopback peers (larger datagrams; see [`transport`]).
+    loopback_server: Arc<quinn::ServerConfig>,
     draining: AtomicBool,
 }
 
@@ -145,7 +149,7 @@ impl TcpService for TlsIngress {
 
     fn handle(
         &self,
-        stream: tokio_rustls::server::TlsStream<TcpStream>,
+        stream: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         Box::pin(inbound::serve_tls(self.proxy.clone(), stream, peer))
@@ -167,15 +171,18 @@ pub async fn start(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     tcp_services: &mut TcpServices,
 ) -> anyhow::Result<Arc<Proxy>> {
-    let transport = Arc::new(pool::transport_config(quic_tuned()));
+    let transports = Arc::new(transport::Transports::new(quic_tuned()));
     let tls = shared
         .identity
         .server_config(vec![wire::ALPN_QUIC.to_vec()])?;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(transport.clone());
+    let crypto = Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?);
+    let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
+    let mut loopback_server = quinn::ServerConfig::with_crypto(crypto);
+    server.transport_config(transports.remote());
+    loopback_server.transport_config(transports.loopback());
+    transports.prepare_socket(&udp);
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        transports.endpoint_config(),
         Some(server),
         udp,
         Arc::new(quinn::TokioRuntime),
@@ -186,7 +193,7 @@ pub async fn start(
         pool: pool::Pool::new(
             endpoint.clone(),
             shared.identity.clone(),
-            transport,
+            transports,
             shared.config.proxy.connect_timeout.0,
             metrics.clone(),
         ),
@@ -194,6 +201,7 @@ pub async fn start(
         metrics,
         picker: picker::Picker::default(),
         endpoint: endpoint.clone(),
+        loopback_server: Arc::new(loopback_server),
         draining: AtomicBool::new(false),
     });
     let tls_config = shared

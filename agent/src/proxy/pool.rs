@@ -7,8 +7,10 @@
 
 use super::meters::{ProxyMetrics, TransportLabel};
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
+use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
 use crate::identity::Identity;
+use crate::readahead::ReadAhead;
 use anyhow::Context as _;
 use rhizome_intentions::ServiceRef;
 use rustls_pki_types::ServerName;
@@ -17,25 +19,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
-
-/// QUIC transport settings of both sides (DEPENDENCIES §7): many concurrent streams per
-/// connection (quinn's default of 100 would make the 101st proxied connection wait) and
-/// keep-alive so pooled connections stay open. Flow-control windows stay near quinn's
-/// defaults but bounded per connection: on loopback the bandwidth-delay product is tiny, and
-/// the 8 MiB / 64 MiB windows measured first cost up to 90 MB RSS per agent under iperf3
-/// with less throughput. `tuned = false` keeps quinn's default windows, for measurements.
-pub fn transport_config(tuned: bool) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(4096))
-        .keep_alive_interval(Some(Duration::from_secs(10)));
-    if tuned {
-        t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
-            .stream_receive_window(quinn::VarInt::from_u32(1 << 20))
-            .receive_window(quinn::VarInt::from_u32(8 << 20))
-            .send_window(4 << 20);
-    }
-    t
-}
 
 /// Who talks to whom over one pooled connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -54,7 +37,7 @@ type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 pub struct Pool {
     endpoint: quinn::Endpoint,
     identity: Arc<Identity>,
-    transport: Arc<quinn::TransportConfig>,
+    transports: Arc<Transports>,
     quic_clients: Mutex<HashMap<ServiceRef, quinn::ClientConfig>>,
     tls_clients: Mutex<HashMap<ServiceRef, Arc<rustls::ClientConfig>>>,
     slots: Arc<Mutex<HashMap<PoolKey, Slot>>>,
@@ -90,14 +73,14 @@ impl Pool {
     pub fn new(
         endpoint: quinn::Endpoint,
         identity: Arc<Identity>,
-        transport: Arc<quinn::TransportConfig>,
+        transports: Arc<Transports>,
         connect_timeout: Duration,
         metrics: ProxyMetrics,
     ) -> Pool {
         Pool {
             endpoint,
             identity,
-            transport,
+            transports,
             quic_clients: Mutex::new(HashMap::new()),
             tls_clients: Mutex::new(HashMap::new()),
             slots: Arc::new(Mutex::new(HashMap::new())),
@@ -117,8 +100,7 @@ impl Pool {
             vec![ALPN_QUIC.to_vec()],
         )?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-        cfg.transport_config(self.transport.clone());
+        let cfg = quinn::ClientConfig::new(Arc::new(crypto));
         lock(&self.quic_clients).insert(src.clone(), cfg.clone());
         Ok(cfg)
     }
@@ -155,7 +137,8 @@ impl Pool {
     }
 
     async fn connect(&self, key: &PoolKey) -> anyhow::Result<quinn::Connection> {
-        let cfg = self.quic_client(&key.source)?;
+        let mut cfg = self.quic_client(&key.source)?;
+        cfg.transport_config(self.transports.for_peer(key.agent));
         let sni = server_name(&self.identity, &key.destination)?;
         let started = tokio::time::Instant::now();
         let connecting = self.endpoint.connect_with(cfg, key.agent, &sni.to_str())?;
@@ -225,7 +208,7 @@ impl Pool {
             let tcp = TcpStream::connect(key.agent).await?;
             tcp.set_nodelay(true)?;
             tokio_rustls::TlsConnector::from(cfg)
-                .connect(sni, tcp)
+                .connect(sni, ReadAhead::new(tcp))
                 .await
         })
         .await

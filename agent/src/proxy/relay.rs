@@ -2,17 +2,21 @@
 //! agent, the service instance on the server agent) and the tunnel to the other agent (a
 //! QUIC stream, or a TLS connection).
 //!
-//! Each direction holds at most one chunk at a time and waits until the other side took it
-//! before reading more, so a slow reader slows the writer and memory per connection stays
-//! bounded (the QUIC flow-control windows bound what is in flight). An idle connection
-//! holds no buffer at all. A TCP FIN becomes a stream FIN and back (half-close); any error
-//! or a [`Cut`] resets both sides: the TCP socket is closed with RST (SO_LINGER 0), the
-//! stream is reset with a [`ResetCode`].
+//! Each direction holds at most one read's worth at a time (one chunk from TCP; up to
+//! [`BATCH`] received chunks from the tunnel, written to TCP with one vectored write) and
+//! waits until the other side took it before reading more, so a slow reader slows the
+//! writer and memory per connection stays bounded (the QUIC flow-control windows bound what
+//! is in flight). Read buffers are recycled ([`super::buffers`]); an idle connection holds
+//! none. A TCP FIN becomes a stream FIN and back (half-close); any error or a [`Cut`]
+//! resets both sides: the TCP socket is closed with RST (SO_LINGER 0), the stream is reset
+//! with a [`ResetCode`].
 
+use super::buffers::BUFFERS;
 use super::wire::ResetCode;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf as _, Bytes};
+use futures::FutureExt as _;
 use prometheus_client::metrics::counter::Counter;
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, ReadHalf, WriteHalf};
@@ -20,13 +24,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Largest chunk read at once.
-const CHUNK: usize = 64 * 1024;
-/// Reads smaller than this are copied out so the large buffer is freed at once.
-const SMALL: usize = 4 * 1024;
-
-/// A TLS connection of the TLS transport (client or server side).
-pub type TlsConn = tokio_rustls::TlsStream<TcpStream>;
+/// Most chunks taken from the tunnel at once (QUIC hands out one chunk per received frame).
+pub const BATCH: usize = 16;
+/// A TLS connection of the TLS transport (client or server side), over a read-ahead buffer.
+pub type TlsConn = tokio_rustls::TlsStream<crate::tcp_port::DataStream>;
 
 /// The sending half of a tunnel.
 pub enum TunnelTx {
@@ -83,25 +84,72 @@ impl TunnelRx {
         }
     }
 
-    /// The next chunk, or `None` at the end of stream.
-    pub async fn recv(&mut self) -> Result<Option<Bytes>, RecvError> {
+    /// Waits for data and fills `batch` with what is there; `false` at the end of stream.
+    pub async fn recv(&mut self, batch: &mut Batch) -> Result<bool, RecvError> {
+        batch.clear();
         match self {
-            TunnelRx::Quic(r) => match r.read_chunk(CHUNK, true).await {
-                Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            TunnelRx::Quic(r) => match r.read_chunks(&mut batch.chunks).await {
+                Ok(Some(n)) => {
+                    batch.len = n;
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
                 Err(quinn::ReadError::Reset(code)) => {
                     Err(RecvError::Reset(ResetCode::from_varint(code)))
                 }
                 Err(e) => Err(RecvError::Io(io::Error::other(e))),
             },
             TunnelRx::Tls(r) => {
-                let mut buf = BytesMut::with_capacity(CHUNK);
-                match r.read_buf(&mut buf).await {
-                    Ok(0) => Ok(None),
-                    Ok(_) => Ok(Some(shrink(buf))),
-                    Err(e) => Err(RecvError::Io(e)),
+                // Waits without holding a buffer.
+                let mut first = [0u8; 1];
+                match r.read(&mut first).await {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => {}
+                    Err(e) => return Err(RecvError::Io(e)),
                 }
+                let mut buf = BUFFERS.take();
+                buf[0] = first[0];
+                let mut len = 1;
+                // One read returns one TLS record (16 KiB at most): take the records already
+                // here too, so they go to TCP in one write. EOF and errors show on the next call.
+                while len < buf.len() {
+                    match r.read(&mut buf[len..]).now_or_never() {
+                        Some(Ok(n)) if n > 0 => len += n,
+                        _ => break,
+                    }
+                }
+                batch.chunks[0] = BUFFERS.freeze(buf, len);
+                batch.len = 1;
+                Ok(true)
             }
         }
+    }
+}
+
+/// Chunks received from the tunnel, written to TCP together.
+#[derive(Default)]
+pub struct Batch {
+    chunks: [Bytes; BATCH],
+    len: usize,
+}
+
+impl Batch {
+    /// Drops the chunks (frees their buffers).
+    fn clear(&mut self) {
+        for c in &mut self.chunks[..self.len] {
+            *c = Bytes::new();
+        }
+        self.len = 0;
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.chunks[..self.len].iter().map(Bytes::len).sum()
+    }
+
+    /// The chunks, some possibly partly written.
+    fn chunks_mut(&mut self) -> &mut [Bytes] {
+        &mut self.chunks[..self.len]
     }
 }
 
@@ -115,7 +163,7 @@ pub fn abort_tunnel(tx: TunnelTx, rx: TunnelRx, code: ResetCode) {
         }
         (TunnelTx::Tls(w), TunnelRx::Tls(r)) => {
             let tls = r.unsplit(w);
-            let _ = tls.get_ref().0.set_zero_linger();
+            let _ = tls.get_ref().0.get_ref().set_zero_linger();
         }
         (TunnelTx::Quic(mut s), TunnelRx::Tls(_)) => {
             let _ = s.reset(code.varint());
@@ -262,15 +310,20 @@ pub async fn relay(
             }
         };
         let tunnel_to_tcp = async {
+            let mut batch = Batch::default();
             loop {
-                match rx.recv().await {
-                    Ok(Some(chunk)) => {
+                match rx.recv(&mut batch).await {
+                    Ok(true) => {
                         touch();
-                        write_tcp(&tcp, &chunk).await.map_err(|_| End::TcpError)?;
-                        down.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        down_meter.inc_by(chunk.len() as u64);
+                        let n = batch.bytes() as u64;
+                        write_tcp(&tcp, batch.chunks_mut())
+                            .await
+                            .map_err(|_| End::TcpError)?;
+                        batch.clear();
+                        down.fetch_add(n, Ordering::Relaxed);
+                        down_meter.inc_by(n);
                     }
-                    Ok(None) => {
+                    Ok(false) => {
                         let _ = socket2::SockRef::from(&tcp).shutdown(std::net::Shutdown::Write);
                         return Ok(());
                     }
@@ -317,35 +370,50 @@ async fn idle_timer(last: &AtomicU64, base: Instant, idle: Duration) {
 async fn read_tcp(tcp: &TcpStream) -> io::Result<Option<Bytes>> {
     loop {
         tcp.readable().await?;
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        match tcp.try_read_buf(&mut buf) {
-            Ok(0) => return Ok(None),
-            Ok(_) => return Ok(Some(shrink(buf))),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        let mut buf = BUFFERS.take();
+        match tcp.try_read(&mut buf) {
+            Ok(0) => {
+                BUFFERS.give_back(buf);
+                return Ok(None);
+            }
+            Ok(n) => return Ok(Some(BUFFERS.freeze(buf, n))),
+            Err(e) => {
+                BUFFERS.give_back(buf);
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return Err(e);
+                }
+            }
         }
     }
 }
 
-/// Writes all of `chunk`, waiting for the socket to drain (back-pressure).
-async fn write_tcp(tcp: &TcpStream, mut chunk: &[u8]) -> io::Result<()> {
-    while !chunk.is_empty() {
+/// Writes all of `chunks` (vectored), waiting for the socket to drain (back-pressure).
+async fn write_tcp(tcp: &TcpStream, chunks: &mut [Bytes]) -> io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        if chunks[first].is_empty() {
+            first += 1;
+            continue;
+        }
         tcp.writable().await?;
-        match tcp.try_write(chunk) {
+        let slices: [IoSlice<'_>; BATCH] =
+            std::array::from_fn(|i| IoSlice::new(chunks.get(first + i).map_or(&[], |c| &c[..])));
+        let count = (chunks.len() - first).min(BATCH);
+        match tcp.try_write_vectored(&slices[..count]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => chunk = &chunk[n..],
+            Ok(mut n) => {
+                for c in &mut chunks[first..] {
+                    let take = n.min(c.len());
+                    c.advance(take);
+                    n -= take;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-/// Small reads are copied out so the 64 KiB buffer does not stay alive in a queue.
-fn shrink(buf: BytesMut) -> Bytes {
-    if buf.len() < SMALL {
-        Bytes::copy_from_slice(&buf)
-    } else {
-        buf.freeze()
-    }
 }

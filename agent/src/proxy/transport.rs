@@ -1,0 +1,209 @@
+//! QUIC transport settings of the data plane, per kind of path, and the UDP socket they run
+//! on (DEPENDENCIES §7).
+//!
+//! Every path: many concurrent streams per connection (quinn's default of 100 would make the
+//! 101st proxied connection wait), keep-alive so pooled connections stay open, flow-control
+//! windows near quinn's defaults but bounded per connection (8 MiB / 64 MiB windows measured
+//! earlier cost up to 90 MB RSS per agent under iperf3 with less throughput).
+//!
+//! Loopback peers (two agents on one host, the benchmark chain) also get datagrams as large as
+//! the loopback interface carries instead of ~1,400 bytes: a 64 KB datagram costs about what a
+//! 1.4 KB one does in quinn and the kernel, so each byte costs far less CPU. Such datagrams
+//! cannot be sent in GSO batches (a batch is limited to 64 KB), so segmentation offload is off
+//! on that path. Other paths keep quinn's 1,200-byte start, path MTU discovery up to 1,452
+//! bytes and GSO: a larger MTU there would have to be discovered per path, and
+//! quinn's GSO batches of ten datagrams above ~6.5 KB would exceed the kernel's limit.
+//! The endpoint accepts datagrams up to 65,527 bytes from any peer (a peer only sends what its
+//! own path MTU allows), which costs only address space in quinn's receive buffer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest UDP payload of an IPv4 packet (65,535 minus 20 bytes IP and 8 bytes UDP header):
+/// what loopback (MTU 65,536) carries unfragmented. Used for IPv6 loopback too.
+pub const LOOPBACK_MTU: u16 = 65_507;
+
+/// Largest UDP payload the endpoint accepts (the QUIC maximum, for IPv6 loopback peers).
+pub const MAX_UDP_PAYLOAD: u16 = 65_527;
+
+/// UDP socket buffer size asked for; the kernel caps it at `net.core.rmem_max`/`wmem_max`.
+/// A burst of 64 KB loopback datagrams overflows the default 208 KiB at once.
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// The QUIC transport settings for each kind of path.
+pub struct Transports {
+    /// Peers on other hosts.
+    remote: Arc<quinn::TransportConfig>,
+    /// Peers on a loopback address.
+    loopback: Arc<quinn::TransportConfig>,
+    tuned: bool,
+}
+
+impl Transports {
+    /// The data plane's settings; `tuned = false` gives quinn's defaults (except the stream
+    /// limit and keep-alive), for before/after measurements (`RHIZOME_QUIC_TUNING=off`).
+    pub fn new(tuned: bool) -> Transports {
+        Transports {
+            remote: Arc::new(transport_config(tuned, false)),
+            loopback: Arc::new(transport_config(tuned, true)),
+            tuned,
+        }
+    }
+
+    /// The settings for a connection with `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Arc<quinn::TransportConfig> {
+        if peer.ip().is_loopback() {
+            self.loopback()
+        } else {
+            self.remote()
+        }
+    }
+
+    /// The settings for peers on other hosts.
+    pub fn remote(&self) -> Arc<quinn::TransportConfig> {
+        self.remote.clone()
+    }
+
+    /// The settings for peers on a loopback address.
+    pub fn loopback(&self) -> Arc<quinn::TransportConfig> {
+        self.loopback.clone()
+    }
+
+    /// The endpoint settings: large datagrams accepted when tuned.
+    pub fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut cfg = quinn::EndpointConfig::default();
+        if self.tuned {
+            // In range by construction (1200..=65527); an error would only keep the default.
+            let _ = cfg.max_udp_payload_size(MAX_UDP_PAYLOAD);
+        }
+        cfg
+    }
+
+    /// Enlarges the socket buffers of the endpoint's UDP socket when tuned.
+    pub fn prepare_socket(&self, udp: &std::net::UdpSocket) {
+        if self.tuned {
+            let sock = socket2::SockRef::from(udp);
+            let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+            let _ = sock.set_send_buffer_size(UDP_BUFFER);
+        }
+    }
+}
+
+/// The settings of one kind of path (see the module docs).
+pub fn transport_config(tuned: bool, loopback: bool) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(4096))
+        .keep_alive_interval(Some(Duration::from_secs(10)));
+    if !tuned {
+        return t;
+    }
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .stream_receive_window(quinn::VarInt::from_u32(1 << 20))
+        .receive_window(quinn::VarInt::from_u32(8 << 20))
+        .send_window(4 << 20);
+    if loopback {
+        let mut mtud = quinn::MtuDiscoveryConfig::default();
+        mtud.upper_bound(LOOPBACK_MTU);
+        // quinn's initial congestion window (14,720 bytes) must hold one datagram, or nothing,
+        // not even the handshake, is sent; RFC 9002 §7.2 allows two datagrams.
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        cubic.initial_window(2 * u64::from(LOOPBACK_MTU));
+        t.congestion_controller_factory(Arc::new(cubic))
+            .initial_mtu(LOOPBACK_MTU)
+            .mtu_discovery_config(Some(mtud))
+            .enable_segmentation_offload(false);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn loopback_peers_get_the_loopback_settings() {
+        let t = Transports::new(true);
+        for ip in [
+            Ipv4Addr::LOCALHOST.into(),
+            Ipv4Addr::new(127, 0, 0, 9).into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ] {
+            assert!(
+                Arc::ptr_eq(&t.for_peer(SocketAddr::new(ip, 7947)), &t.loopback()),
+                "{ip}"
+            );
+        }
+        let remote = SocketAddr::from(([192, 0, 2, 1], 7947));
+        assert!(Arc::ptr_eq(&t.for_peer(remote), &t.remote()));
+    }
+
+    /// Two endpoints on 127.0.0.1 with the data plane's settings: the path MTU of their
+    /// connection is the loopback one, not quinn's 1,200-byte start.
+    #[tokio::test]
+    async fn a_loopback_connection_uses_large_datagrams() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let transports = Transports::new(true);
+        let cert = rcgen::generate_simple_self_signed(vec!["loop.test".into()]).unwrap();
+        let der = cert.cert.der().clone();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let mut server_tls = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        server_tls.alpn_protocols = vec![b"t".to_vec()];
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls).unwrap(),
+        ));
+        server.transport_config(transports.loopback());
+        let bind = |server: Option<quinn::ServerConfig>| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            transports.prepare_socket(&udp);
+            quinn::Endpoint::new(
+                transports.endpoint_config(),
+                server,
+                udp,
+                Arc::new(quinn::TokioRuntime),
+            )
+            .unwrap()
+        };
+        let server_ep = bind(Some(server));
+        let addr = server_ep.local_addr().unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let mut client_tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_tls.alpn_protocols = vec![b"t".to_vec()];
+        let mut client = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
+        ));
+        client.transport_config(transports.for_peer(addr));
+        let client_ep = bind(None);
+
+        let accept = tokio::spawn(async move {
+            let conn = server_ep.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let got = recv.read_to_end(1 << 20).await.unwrap();
+            send.write_all(&got).await.unwrap();
+            send.finish().unwrap();
+            conn.closed().await;
+        });
+        let conn = client_ep
+            .connect_with(client, addr, "loop.test")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let data: Vec<u8> = (0..200_000).map(|i| (i % 251) as u8).collect();
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+        let back = recv.read_to_end(1 << 20).await.unwrap();
+        assert!(back == data, "echoed byte-exact");
+        assert_eq!(conn.stats().path.current_mtu, LOOPBACK_MTU);
+        conn.close(0u32.into(), b"done");
+        accept.await.unwrap();
+    }
+}
