@@ -422,6 +422,7 @@ impl Running {
                 );
                 self.d.id = id;
             }
+            MemberEvent::Defunct if self.left => tracing::info!("left the gossip cluster"),
             MemberEvent::Defunct => tracing::warn!("gossip identity defunct"),
             MemberEvent::Recheck {
                 member,
