@@ -9,6 +9,7 @@ use super::authz;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::registry::Grant;
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
+use super::transport::PathKind;
 use super::wire::{Request, Status};
 use bytes::Bytes;
 use rhizome_ca::SpiffeId;
@@ -76,10 +77,10 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let timeout = proxy.shared.config.proxy.connect_timeout.0;
     // Loopback peers get their own settings (larger datagrams, see `transport`).
-    let connecting = if remote.ip().is_loopback() {
-        incoming.accept_with(proxy.loopback_server.clone())
-    } else {
-        incoming.accept()
+    let connecting = match PathKind::of(remote) {
+        PathKind::Loopback4 => incoming.accept_with(proxy.loopback_server.clone()),
+        PathKind::Loopback6 => incoming.accept_with(proxy.loopback6_server.clone()),
+        PathKind::Remote => incoming.accept(),
     };
     let connecting = match connecting {
         Ok(c) => c,

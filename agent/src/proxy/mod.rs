@@ -96,8 +96,10 @@ pub struct Proxy {
     metrics: meters::ProxyMetrics,
     picker: picker::Picker,
     endpoint: quinn::Endpoint,
-    /// Server settings for loopback peers (larger datagrams; see [`transport`]).
+    /// Server settings for IPv4 loopback peers (larger datagrams; see [`transport`]).
     loopback_server: Arc<quinn::ServerConfig>,
+    /// Server settings for peers on `::1`.
+    loopback6_server: Arc<quinn::ServerConfig>,
     draining: AtomicBool,
 }
 
@@ -177,9 +179,11 @@ pub async fn start(
         .server_config(vec![wire::ALPN_QUIC.to_vec()])?;
     let crypto = Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?);
     let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
-    let mut loopback_server = quinn::ServerConfig::with_crypto(crypto);
+    let mut loopback_server = quinn::ServerConfig::with_crypto(crypto.clone());
+    let mut loopback6_server = quinn::ServerConfig::with_crypto(crypto);
     server.transport_config(transports.remote());
     loopback_server.transport_config(transports.loopback());
+    loopback6_server.transport_config(transports.for_path(transport::PathKind::Loopback6));
     transports.prepare_socket(&udp);
     let endpoint = quinn::Endpoint::new(
         transports.endpoint_config(),
@@ -202,6 +206,7 @@ pub async fn start(
         picker: picker::Picker::default(),
         endpoint: endpoint.clone(),
         loopback_server: Arc::new(loopback_server),
+        loopback6_server: Arc::new(loopback6_server),
         draining: AtomicBool::new(false),
     });
     let tls_config = shared

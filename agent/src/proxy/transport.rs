@@ -21,8 +21,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest UDP payload of an IPv4 packet (65,535 minus 20 bytes IP and 8 bytes UDP header):
-/// what loopback (MTU 65,536) carries unfragmented. Used for IPv6 loopback too.
+/// what IPv4 loopback (MTU 65,536) carries unfragmented.
 pub const LOOPBACK_MTU: u16 = 65_507;
+
+/// Largest UDP payload over IPv6 loopback: the 65,536-byte MTU minus 40 bytes IPv6 and 8 bytes
+/// UDP header. (quinn sets don't-fragment and counts `EMSGSIZE` as sent, so a larger datagram
+/// would vanish silently.)
+pub const LOOPBACK6_MTU: u16 = 65_488;
+
+/// The kind of path to a peer, which decides its transport settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    /// A peer on another host.
+    Remote,
+    /// A peer on an IPv4 loopback address (also as an IPv4-mapped IPv6 address).
+    Loopback4,
+    /// A peer on `::1`.
+    Loopback6,
+}
+
+impl PathKind {
+    /// The kind of path to `peer`.
+    pub fn of(peer: SocketAddr) -> PathKind {
+        match peer.ip().to_canonical() {
+            std::net::IpAddr::V4(ip) if ip.is_loopback() => PathKind::Loopback4,
+            std::net::IpAddr::V6(ip) if ip.is_loopback() => PathKind::Loopback6,
+            _ => PathKind::Remote,
+        }
+    }
+}
 
 /// Largest UDP payload the endpoint accepts (the QUIC maximum, for IPv6 loopback peers).
 pub const MAX_UDP_PAYLOAD: u16 = 65_527;
@@ -35,8 +62,10 @@ pub const UDP_BUFFER: usize = 4 << 20;
 pub struct Transports {
     /// Peers on other hosts.
     remote: Arc<quinn::TransportConfig>,
-    /// Peers on a loopback address.
+    /// Peers on an IPv4 loopback address.
     loopback: Arc<quinn::TransportConfig>,
+    /// Peers on `::1`.
+    loopback6: Arc<quinn::TransportConfig>,
     tuned: bool,
 }
 
@@ -45,18 +74,24 @@ impl Transports {
     /// limit and keep-alive), for before/after measurements (`RHIZOME_QUIC_TUNING=off`).
     pub fn new(tuned: bool) -> Transports {
         Transports {
-            remote: Arc::new(transport_config(tuned, false)),
-            loopback: Arc::new(transport_config(tuned, true)),
+            remote: Arc::new(transport_config(tuned, None)),
+            loopback: Arc::new(transport_config(tuned, Some(LOOPBACK_MTU))),
+            loopback6: Arc::new(transport_config(tuned, Some(LOOPBACK6_MTU))),
             tuned,
         }
     }
 
     /// The settings for a connection with `peer`.
     pub fn for_peer(&self, peer: SocketAddr) -> Arc<quinn::TransportConfig> {
-        if peer.ip().is_loopback() {
-            self.loopback()
-        } else {
-            self.remote()
+        self.for_path(PathKind::of(peer))
+    }
+
+    /// The settings for one kind of path.
+    pub fn for_path(&self, path: PathKind) -> Arc<quinn::TransportConfig> {
+        match path {
+            PathKind::Remote => self.remote.clone(),
+            PathKind::Loopback4 => self.loopback.clone(),
+            PathKind::Loopback6 => self.loopback6.clone(),
         }
     }
 
@@ -65,7 +100,7 @@ impl Transports {
         self.remote.clone()
     }
 
-    /// The settings for peers on a loopback address.
+    /// The settings for peers on an IPv4 loopback address.
     pub fn loopback(&self) -> Arc<quinn::TransportConfig> {
         self.loopback.clone()
     }
@@ -90,8 +125,9 @@ impl Transports {
     }
 }
 
-/// The settings of one kind of path (see the module docs).
-pub fn transport_config(tuned: bool, loopback: bool) -> quinn::TransportConfig {
+/// The settings of one kind of path (see the module docs): `loopback_mtu` is the datagram
+/// size of a loopback path, `None` for a path to another host.
+pub fn transport_config(tuned: bool, loopback_mtu: Option<u16>) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(4096))
         .keep_alive_interval(Some(Duration::from_secs(10)));
@@ -102,15 +138,15 @@ pub fn transport_config(tuned: bool, loopback: bool) -> quinn::TransportConfig {
         .stream_receive_window(quinn::VarInt::from_u32(1 << 20))
         .receive_window(quinn::VarInt::from_u32(8 << 20))
         .send_window(4 << 20);
-    if loopback {
+    if let Some(mtu) = loopback_mtu {
         let mut mtud = quinn::MtuDiscoveryConfig::default();
-        mtud.upper_bound(LOOPBACK_MTU);
+        mtud.upper_bound(mtu);
         // quinn's initial congestion window (14,720 bytes) must hold one datagram, or nothing,
         // not even the handshake, is sent; RFC 9002 §7.2 allows two datagrams.
         let mut cubic = quinn::congestion::CubicConfig::default();
-        cubic.initial_window(2 * u64::from(LOOPBACK_MTU));
+        cubic.initial_window(2 * u64::from(mtu));
         t.congestion_controller_factory(Arc::new(cubic))
-            .initial_mtu(LOOPBACK_MTU)
+            .initial_mtu(mtu)
             .mtu_discovery_config(Some(mtud))
             .enable_segmentation_offload(false);
     }
@@ -129,21 +165,39 @@ mod tests {
         for ip in [
             Ipv4Addr::LOCALHOST.into(),
             Ipv4Addr::new(127, 0, 0, 9).into(),
-            Ipv6Addr::LOCALHOST.into(),
+            Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(),
         ] {
             assert!(
                 Arc::ptr_eq(&t.for_peer(SocketAddr::new(ip, 7947)), &t.loopback()),
                 "{ip}"
             );
         }
+        let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 7947);
+        assert_eq!(PathKind::of(v6), PathKind::Loopback6);
+        assert!(Arc::ptr_eq(
+            &t.for_peer(v6),
+            &t.for_path(PathKind::Loopback6)
+        ));
         let remote = SocketAddr::from(([192, 0, 2, 1], 7947));
         assert!(Arc::ptr_eq(&t.for_peer(remote), &t.remote()));
     }
 
-    /// Two endpoints on 127.0.0.1 with the data plane's settings: the path MTU of their
-    /// connection is the loopback one, not quinn's 1,200-byte start.
+    /// Two endpoints on IPv4 and on IPv6 loopback with the data plane's settings: the path MTU
+    /// of their connection is the family's loopback one, not quinn's 1,200-byte start, and no
+    /// datagram vanished (a size the interface cannot carry would trip black-hole detection).
     #[tokio::test]
-    async fn a_loopback_connection_uses_large_datagrams() {
+    async fn loopback_connections_use_large_datagrams() {
+        for (host, mtu) in [("127.0.0.1", LOOPBACK_MTU), ("::1", LOOPBACK6_MTU)] {
+            let ip: std::net::IpAddr = host.parse().unwrap();
+            if std::net::UdpSocket::bind((ip, 0)).is_err() {
+                eprintln!("skipping {host}: no such loopback address here");
+                continue;
+            }
+            one_loopback_connection(ip, mtu).await;
+        }
+    }
+
+    async fn one_loopback_connection(ip: std::net::IpAddr, mtu: u16) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let transports = Transports::new(true);
         let cert = rcgen::generate_simple_self_signed(vec!["loop.test".into()]).unwrap();
@@ -159,7 +213,7 @@ mod tests {
         ));
         server.transport_config(transports.loopback());
         let bind = |server: Option<quinn::ServerConfig>| {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
             transports.prepare_socket(&udp);
             quinn::Endpoint::new(
                 transports.endpoint_config(),
@@ -202,7 +256,9 @@ mod tests {
         send.finish().unwrap();
         let back = recv.read_to_end(1 << 20).await.unwrap();
         assert!(back == data, "echoed byte-exact");
-        assert_eq!(conn.stats().path.current_mtu, LOOPBACK_MTU);
+        let path = conn.stats().path;
+        assert_eq!(path.current_mtu, mtu, "{ip}");
+        assert_eq!(path.black_holes_detected, 0, "{ip}: datagrams vanished");
         conn.close(0u32.into(), b"done");
         accept.await.unwrap();
     }
