@@ -59,14 +59,7 @@ impl TestCa {
 /// Polls `cond` every 20 ms until it holds; panics naming `what` once `limit` has passed.
 /// Tests wait on conditions (bounded), never on a fixed sleep.
 pub async fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until_async(what, limit, || std::future::ready(cond())).await;
 }
 
 /// [`wait_until`] for a condition that must itself await (an HTTP call, a lock).

@@ -139,15 +139,13 @@ pub enum MemberEvent {
     Rejoined(NodeId),
     /// We were declared down and cannot rejoin (generation exhausted) or we left.
     Defunct,
-    /// A suspicion only we hold reached its deadline; we asked the member (and a random
-    /// other) for their tables before giving a verdict.
+    /// A suspicion only we hold reached its deadline with the member still suspect; we asked
+    /// the member (and a random other) for their tables before giving a verdict.
     Recheck {
         /// The suspected member.
         member: NodeId,
-        /// The SWIM incarnation we suspected.
-        suspected: u16,
-        /// What we hold now: status and SWIM incarnation (`None`: no longer known).
-        held: Option<(MemberStatus, u16)>,
+        /// The SWIM incarnation we suspect.
+        incarnation: u16,
     },
     /// Someone suspected us and we refuted it: our SWIM incarnation rose to this value.
     Refuted(u16),
@@ -530,12 +528,6 @@ impl Membership {
             }
         }
         for timer in due.timers {
-            // Belt and braces: the suspicion was live, but a timer could name an older
-            // identity at the same address.
-            if !self.still_suspect(&timer) {
-                self.stale_verdicts += 1;
-                continue;
-            }
             if self.foca.handle_timer(timer, &mut self.effects).is_err() {
                 self.timer_errors += 1;
             }
@@ -543,29 +535,8 @@ impl Membership {
         self.absorb(now);
     }
 
-    /// Whether a `ChangeSuspectToDown` timer still matches what we hold: the member at that
-    /// SWIM incarnation and suspect. Other timers pass.
-    fn still_suspect(&self, timer: &Timer<NodeId>) -> bool {
-        let Timer::ChangeSuspectToDown {
-            member_id,
-            incarnation,
-            ..
-        } = timer
-        else {
-            return true;
-        };
-        self.foca.iter_membership_state().any(|m| {
-            m.id() == member_id && m.incarnation() == *incarnation && m.state() == State::Suspect
-        })
-    }
-
-    /// The `Recheck` event for a suspicion, with what we hold about its member now.
+    /// The `Recheck` event for a (live) suspicion: the member is suspect at that incarnation.
     fn recheck_event(&self, key: &SuspectKey) -> Option<MemberEvent> {
-        let row = self
-            .members()
-            .into_iter()
-            .skip(1)
-            .find(|m| m.address == key.addr && m.incarnation == key.generation);
         let member = self
             .foca
             .iter_membership_state()
@@ -574,8 +545,7 @@ impl Membership {
             .clone();
         Some(MemberEvent::Recheck {
             member,
-            suspected: key.incarnation,
-            held: row.map(|r| (r.status, r.swim_incarnation)),
+            incarnation: key.incarnation,
         })
     }
 

@@ -426,12 +426,10 @@ impl Running {
             MemberEvent::Defunct => tracing::warn!("gossip identity defunct"),
             MemberEvent::Recheck {
                 member,
-                suspected,
-                held,
+                incarnation,
             } => tracing::info!(
                 peer.node = %member.name,
-                suspected,
-                held = ?held,
+                incarnation,
                 "lone suspicion rechecked before its verdict"
             ),
             MemberEvent::Refuted(incarnation) => {
