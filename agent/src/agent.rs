@@ -1,60 +1,71 @@
-//! The running agent: opens the store, binds its listeners, starts its tasks and stops them
-//! all on one shutdown signal.
+//! The running agent, and the only module that names every subsystem: it opens the store,
+//! obtains the credentials, binds every listener, builds each subsystem's inputs (giving
+//! each write end to its one owner) and spawns the tasks, then stops them all on one
+//! [`crate::runtime::Shutdown`].
 
-use crate::api;
-use crate::catalog::{Catalog, local_instances};
+use crate::catalog::{self, Catalog, local_instances};
 use crate::config::AgentConfig;
+use crate::gossip::Gossip;
+use crate::gossip::replica::Replica;
 use crate::identity::Identity;
+use crate::intentions::{Authorizer, Intentions};
+use crate::kube::PodRegistryRx;
+use crate::metrics::Metrics;
+use crate::runtime::ShutdownTrigger;
 use crate::store::{Store, TreeName};
+use crate::{api, expiry, gossip, intentions, join, kube, proxy, renewal, tcp_port};
 use anyhow::Context as _;
-use rhizome_intentions::{Action, Policy, RuleSet};
+use rhizome_intentions::{Action, Policy};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use std::time::Instant;
 use tokio::task::JoinSet;
 
-/// State shared by the agent's tasks and API handlers.
-pub struct Shared {
-    /// The effective configuration.
-    pub config: AgentConfig,
+/// Read handles into a running agent, for tests, benchmarks and the CLI: no task is given
+/// this bag (each gets its own inputs), and it holds no write end but the store's.
+pub struct Handles {
+    /// The effective configuration (with the ports bound when 0 was asked).
+    pub config: Arc<AgentConfig>,
     /// The persistent store.
     pub store: Store,
-    /// When the agent started (monotonic), for uptime.
-    pub started: Instant,
-    /// When the agent started (Unix seconds).
-    pub started_unix: u64,
-    /// How many times an agent has started on this data_dir (this start included).
-    pub boot_count: u64,
-    /// Address the HTTP API actually bound (port 0 in config resolves here).
-    pub http_addr: SocketAddr,
     /// Prometheus registry behind `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<Metrics>,
     /// Pods of this node seen by Kubernetes pod discovery (`None`: `kubernetes` disabled).
-    pub kube_pods: Option<crate::kube::PodRegistryRx>,
+    pub kube_pods: Option<PodRegistryRx>,
     /// This agent's credentials (trust bundle, intermediate, workload leaves).
     pub identity: Arc<Identity>,
-    /// The service catalog; writers `send_replace`, readers `subscribe()`.
-    pub catalog: watch::Sender<Arc<Catalog>>,
-    /// The intentions in force; replaced only by a rule set that built without errors.
-    pub rules: watch::Sender<Arc<RuleSet>>,
-    /// Default decision and audit mode for intentions.
-    pub policy: Policy,
-    /// Accepted signed intention entries, decision counters, load problems.
-    pub intentions: Arc<crate::intentions::Intentions>,
-    /// Turns true once when the agent shuts down; every task watches it.
-    pub shutdown: watch::Receiver<bool>,
+    /// The service catalog (written only by the gossip catalog builder).
+    pub catalog: catalog::CatalogReader,
+    /// The per-connection decision over the intentions in force.
+    pub authorizer: Authorizer,
+    /// Accepted signed intention entries, submission, load problems.
+    pub intentions: Arc<Intentions>,
     /// The replicated signed state (catalog, certificates, intentions, keyring).
-    pub replica: Arc<crate::gossip::replica::Replica>,
+    pub replica: Arc<Replica>,
     /// Membership, keyring and join/leave.
-    pub gossip: Arc<crate::gossip::Gossip>,
+    pub gossip: Arc<Gossip>,
+    /// What certificate renewal works on (to renew by hand in tests).
+    pub renewal: renewal::Inputs,
+    /// Address the HTTP API actually bound.
+    pub http_addr: SocketAddr,
 }
 
 /// A started agent. Dropping it does not stop it: call [`Agent::shutdown`].
 pub struct Agent {
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
+    handles: Handles,
+    stop: ShutdownTrigger,
     tasks: JoinSet<anyhow::Result<()>>,
+}
+
+/// The intentions policy of the config (`config::Policy` is the config's spelling).
+fn policy(config: &AgentConfig) -> Policy {
+    Policy {
+        default: match config.default_intention_policy {
+            crate::config::Policy::Allow => Action::Allow,
+            crate::config::Policy::Deny => Action::Deny,
+        },
+        audit: config.intention_mode == crate::config::IntentionMode::Audit,
+    }
 }
 
 impl Agent {
@@ -68,13 +79,11 @@ impl Agent {
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
         let http_addr = http.local_addr()?;
-        let kube = crate::kube::Discovery::connect(&config).await?;
-        let started_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let kube = kube::Discovery::connect(&config).await?;
+        let started_unix = crate::runtime::now_unix_ms() / 1000;
         let identity = Arc::new(Identity::obtain(&config, &store).await?);
         let signer = match (&config.ca.root_dir, config.ca.signer) {
-            (Some(dir), true) => Some(Arc::new(crate::join::Signer::new(
+            (Some(dir), true) => Some(Arc::new(join::Signer::new(
                 crate::certfiles::load_root(dir)?,
                 identity.clone(),
                 store.clone(),
@@ -82,105 +91,163 @@ impl Agent {
             ))),
             _ => None,
         };
-        let mut tcp_services = crate::tcp_port::TcpServices::default();
+        let mut tcp_services = tcp_port::TcpServices::default();
         if let Some(signer) = &signer {
             tcp_services.register(
-                crate::join::JOIN_ALPN,
-                Arc::new(crate::join::JoinService(signer.clone())),
+                join::JOIN_ALPN,
+                Arc::new(join::JoinService(signer.clone())),
             );
         }
         // UDP (QUIC) and TCP (TLS transport, joins) on one port number; port 0 (tests)
         // resolves here, before anything advertises the data address.
-        let data = crate::proxy::DataSockets::bind(&config).await?;
+        let data = proxy::DataSockets::bind(&config).await?;
         config.ports.data = data.port();
-        let policy = Policy {
-            default: match config.default_intention_policy {
-                crate::config::Policy::Allow => Action::Allow,
-                crate::config::Policy::Deny => Action::Deny,
-            },
-            audit: config.intention_mode == crate::config::IntentionMode::Audit,
-        };
-        let (replica, outgoing) = crate::gossip::replica::Replica::open(
-            store.clone(),
-            identity.clone(),
-            &config.node_name,
-            config.dev,
-        )?;
-        let (gossip, gossip_tasks) =
-            crate::gossip::bind(&config, &store, &replica, outgoing).await?;
+        let (replica, outgoing) =
+            Replica::open(store.clone(), identity.clone(), &config.node_name, config.dev)?;
+        let (gossip, gossip_tasks) = gossip::bind(&config, &store, &replica, outgoing).await?;
         // Port 0 resolves here too: the API and the catalog show the bound gossip port.
         config.ports.gossip = gossip.addr().port();
-        let (catalog, _) = watch::channel(Arc::new(Catalog::new(local_instances(&config))));
-        let (rules, _) = watch::channel(Arc::new(RuleSet::empty()));
-        let (stop, stop_rx) = watch::channel(false);
-        let metrics = crate::metrics::Metrics::new();
-        let intentions = Arc::new(crate::intentions::Intentions::open(
+        let config = Arc::new(config);
+        let (catalog_writer, catalog) = catalog::channel(Catalog::new(local_instances(&config)));
+        let (stop, shutdown) = crate::runtime::shutdown();
+        let metrics = Arc::new(Metrics::new());
+        let intentions = Arc::new(Intentions::open(
             &store,
             replica.clone(),
+            identity.clone(),
+            config.dev,
+            policy(&config),
             &metrics,
         )?);
-        let shared = Arc::new(Shared {
-            config,
-            store,
-            started: Instant::now(),
-            started_unix,
-            boot_count,
-            http_addr,
-            metrics,
-            kube_pods: kube.as_ref().map(crate::kube::Discovery::subscribe),
-            identity,
-            catalog,
-            rules,
-            policy,
-            intentions,
-            shutdown: stop_rx.clone(),
-            replica,
-            gossip,
-        });
+        let authorizer = intentions.authorizer().clone();
+        let kube_pods = kube.as_ref().map(kube::Discovery::subscribe);
+        let renewal_inputs = renewal::Inputs {
+            identity: identity.clone(),
+            store: store.clone(),
+            config: config.clone(),
+        };
         let mut tasks = JoinSet::new();
-        crate::intentions::start(&shared, &mut tasks).await;
-        tasks.spawn(api::serve(http, shared.clone(), stop_rx.clone()));
-        crate::gossip::spawn(gossip_tasks, &shared, &mut tasks);
-        let expiry_watch = crate::expiry::ExpiryWatch::new(&shared.metrics);
-        tasks.spawn(crate::renewal::run(
-            shared.clone(),
-            signer.clone(),
-            expiry_watch,
+        intentions::start(
+            intentions::Inputs {
+                intentions: intentions.clone(),
+                dir: config.intentions_dir.clone(),
+                operator_dir: config.operator_dir.clone(),
+                shutdown: shutdown.clone(),
+            },
+            &mut tasks,
+        )
+        .await;
+        let router = api::router(
+            api::AgentInfo {
+                config: config.clone(),
+                http_addr,
+                started: Instant::now(),
+                started_unix,
+                boot_count,
+                metrics: metrics.clone(),
+            },
+            [
+                expiry::routes(identity.clone()),
+                kube::api::routes(kube::api::ApiState {
+                    pods: kube_pods.clone(),
+                    node_name: kube::settings(&config).node_name,
+                }),
+                intentions::api::routes(intentions::api::ApiState {
+                    intentions: intentions.clone(),
+                    catalog: catalog.clone(),
+                }),
+                gossip::api::routes(gossip::api::ApiState {
+                    gossip: gossip.clone(),
+                    catalog: catalog.clone(),
+                    replica: replica.clone(),
+                    dev: config.dev,
+                }),
+            ],
+        );
+        tasks.spawn(api::serve(http, router, shutdown.clone()));
+        gossip::spawn(
+            gossip_tasks,
+            gossip::Inputs {
+                config: config.clone(),
+                gossip: gossip.clone(),
+                replica: replica.clone(),
+                catalog: catalog_writer,
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            &mut tasks,
+        );
+        tasks.spawn(renewal::run(
+            renewal_inputs.clone(),
+            signer,
+            expiry::ExpiryWatch::new(&metrics),
+            shutdown.clone(),
         ));
-        crate::proxy::start(&shared, data.udp, &mut tasks, &mut tcp_services).await?;
-        tasks.spawn(crate::tcp_port::serve(
-            data.tcp,
-            tcp_services,
-            stop_rx.clone(),
-        ));
+        proxy::start(
+            proxy::Inputs {
+                config: config.clone(),
+                identity: identity.clone(),
+                catalog: catalog.clone(),
+                authz: authorizer.clone(),
+                pods: kube_pods.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            data.udp,
+            &mut tasks,
+            &mut tcp_services,
+        )
+        .await?;
+        tasks.spawn(tcp_port::serve(data.tcp, tcp_services, shutdown.clone()));
         if let Some(kube) = kube {
-            let metrics = crate::kube::KubeMetrics::register(&shared.metrics);
-            tasks.spawn(kube.run(metrics, stop_rx.clone()));
-            tasks.spawn(crate::kube::publish::publisher(shared.clone()));
+            let kube_metrics = kube::KubeMetrics::register(&metrics);
+            tasks.spawn(kube.run(kube_metrics, shutdown.clone()));
+            if let Some(pods) = kube_pods.clone() {
+                tasks.spawn(kube::publish::publisher(kube::publish::Inputs {
+                    agent_addr: SocketAddr::new(config.advertise_addr, config.ports.data),
+                    replica: replica.clone(),
+                    identity: identity.clone(),
+                    pods,
+                    shutdown: shutdown.clone(),
+                }));
+            }
         }
         tracing::info!(
-            node = %shared.config.node_name,
+            node = %config.node_name,
             http = %http_addr,
-            data_dir = %shared.config.data_dir.display(),
+            data_dir = %config.data_dir.display(),
             boot = boot_count,
-            services = shared.config.services.len(),
+            services = config.services.len(),
             "agent started"
         );
         Ok(Agent {
-            shared,
+            handles: Handles {
+                config,
+                store,
+                metrics,
+                kube_pods,
+                identity,
+                catalog,
+                authorizer,
+                intentions,
+                replica,
+                gossip,
+                renewal: renewal_inputs,
+                http_addr,
+            },
             stop,
             tasks,
         })
     }
 
-    /// Shared state (for tests and the CLI).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// Read handles into this agent (for tests, benchmarks and the CLI).
+    pub fn handles(&self) -> &Handles {
+        &self.handles
     }
 
     /// Address of the HTTP API.
     pub fn http_addr(&self) -> SocketAddr {
-        self.shared.http_addr
+        self.handles.http_addr
     }
 
     /// Runs until a task fails or `signal` resolves, then shuts down.
@@ -206,15 +273,15 @@ impl Agent {
     pub async fn abort(mut self) -> anyhow::Result<()> {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        self.shared.store.flush()?;
+        self.handles.store.flush()?;
         Ok(())
     }
 
     /// Signals every task to stop, waits for them, and flushes the store.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        tracing::info!(node = %self.shared.config.node_name, "agent stopping");
-        let _ = self.stop.send(true);
-        let deadline = tokio::time::Instant::now() + self.shared.config.proxy.drain_timeout.0;
+        tracing::info!(node = %self.handles.config.node_name, "agent stopping");
+        self.stop.trigger();
+        let deadline = tokio::time::Instant::now() + self.handles.config.proxy.drain_timeout.0;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
                 Ok(Some(Ok(Err(e)))) => tracing::warn!(error = %e, "task ended with an error"),
@@ -230,8 +297,8 @@ impl Agent {
                 }
             }
         }
-        self.shared.store.flush()?;
-        tracing::info!(node = %self.shared.config.node_name, "agent stopped, store flushed");
+        self.handles.store.flush()?;
+        tracing::info!(node = %self.handles.config.node_name, "agent stopped, store flushed");
         Ok(())
     }
 }

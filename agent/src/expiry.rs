@@ -86,11 +86,18 @@ pub fn report(identity: &Identity, now: OffsetDateTime) -> Vec<CertStatus> {
     out
 }
 
+/// The `/v1/ca/status` route with its state, to merge into the agent's router.
+pub fn routes(identity: std::sync::Arc<Identity>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/ca/status", axum::routing::get(status_handler))
+        .with_state(identity)
+}
+
 /// `GET /v1/ca/status`: every certificate the agent holds, now.
-pub async fn status_handler(
-    axum::extract::State(s): axum::extract::State<std::sync::Arc<crate::agent::Shared>>,
+async fn status_handler(
+    axum::extract::State(identity): axum::extract::State<std::sync::Arc<Identity>>,
 ) -> axum::Json<Vec<CertStatus>> {
-    axum::Json(report(&s.identity, OffsetDateTime::now_utc()))
+    axum::Json(report(&identity, OffsetDateTime::now_utc()))
 }
 
 /// Labels of `rhizome_cert_expiry_seconds`.

@@ -363,10 +363,7 @@ impl Identity {
 }
 
 fn write<T>(lock: &RwLock<Arc<T>>, value: Arc<T>) {
-    match lock.write() {
-        Ok(mut g) => *g = value,
-        Err(poisoned) => *poisoned.into_inner() = value,
-    }
+    *crate::runtime::write_unpoisoned(lock) = value;
 }
 
 /// Reads `agent.pem`, `agent.key` and `bundle.pem` of `ca { dir }`.
@@ -499,10 +496,7 @@ pub fn stored_credentials(
 }
 
 fn read<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
-    match lock.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
+    crate::runtime::read_unpoisoned(lock).clone()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod readahead;
 pub mod renewal;
+pub mod runtime;
 pub mod store;
 pub mod tcp_port;
 pub mod testkit;

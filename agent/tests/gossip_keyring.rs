@@ -46,7 +46,7 @@ fn has_key(agent: &Agent, key: &str, primary: bool) -> bool {
         .id()
         .to_string();
     agent
-        .shared()
+        .handles()
         .gossip
         .keys()
         .list()

@@ -225,10 +225,10 @@ async fn dev_agent_renews_its_intermediate_locally() {
     cfg.ports.gossip = 0;
     cfg.ports.data = 0;
     let agent = rhizome_agent::agent::Agent::start(cfg).await.unwrap();
-    let identity = agent.shared().identity.clone();
+    let identity = agent.handles().identity.clone();
     let before = identity.agent_ca().cert().clone();
     let leaf_before = identity.agent_leaf().leaf().clone();
-    rhizome_agent::renewal::renew_intermediate(agent.shared(), None)
+    rhizome_agent::renewal::renew_intermediate(&agent.handles().renewal, None)
         .await
         .unwrap();
     assert_ne!(identity.agent_ca().cert(), &before);

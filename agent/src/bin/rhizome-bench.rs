@@ -211,7 +211,7 @@ fn run_agent(config: &Path, role: &str, ready: &Path) -> anyhow::Result<()> {
     rt.block_on(async {
         let agent = Agent::start(cfg).await?;
         if role == "client" {
-            let mut catalog = agent.shared().catalog.subscribe();
+            let mut catalog = agent.handles().catalog.clone();
             let ready = ready.to_path_buf();
             tokio::spawn(async move {
                 let both = |c: &Arc<Catalog>| {

@@ -13,7 +13,6 @@ use rhizome_gossip::state::Key;
 use rhizome_intentions::{Action, Entry, Policy, RuleSet, ServicePattern, ServiceRef};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Exit code of `check` when the connection would be denied.
 pub const EXIT_DENIED: u8 = 2;
@@ -285,9 +284,7 @@ fn list(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
 
 /// A clock for a new version of `key`, after the one the agent shows for it.
 fn hlc_after(held: &ListView, key: &Key) -> Hlc {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::runtime::now_unix_ms();
     let written = held
         .entries
         .iter()

@@ -157,7 +157,7 @@ struct Running {
 
 impl Driver {
     /// Runs until `shutdown` turns true, then leaves the cluster.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: crate::runtime::Shutdown) -> anyhow::Result<()> {
         let first = Duration::from_millis(self.config.probe_interval_ms);
         let retry = (!self.seeds.is_empty()).then(|| Retry {
             at: Instant::now(),
@@ -178,7 +178,7 @@ impl Driver {
             let retry_at = r.retry.as_ref().map(|x| x.at);
             tokio::select! {
                 biased;
-                () = super::stopped(&mut shutdown) => break,
+                () = shutdown.wait() => break,
                 got = r.d.socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => r.on_packet(&buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "gossip receive failed"),

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rhizome_gossip::keyring::{Key as GossipKey, KeyId, Keyring, OpenError, SealError};
 use rhizome_gossip::state::{Entry, Key, Segment};
-use tokio::sync::watch;
 
 use super::replica::Replica;
 
@@ -244,21 +243,18 @@ impl Keys {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::runtime::lock_unpoisoned(&self.inner)
     }
 }
 
 /// Re-applies the replicated keyring entries on every state change until shutdown.
-pub async fn follow(keys: Arc<Keys>, replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
+pub async fn follow(keys: Arc<Keys>, replica: Arc<Replica>, shutdown: crate::runtime::Shutdown) {
     let mut version = replica.subscribe();
     loop {
         keys.apply(&replica.entries_with_tombstones("keyring/"));
         tokio::select! {
             changed = version.changed() => if changed.is_err() { return },
-            () = super::stopped(&mut shutdown) => return,
+            () = shutdown.wait() => return,
         }
     }
 }

@@ -144,10 +144,7 @@ impl GossipMetrics {
         self.state_entries
             .set(i64::try_from(state_len).unwrap_or(i64::MAX));
         let rejections = counters.rejections();
-        let mut last = match self.last_rejected.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut last = crate::runtime::lock_unpoisoned(&self.last_rejected);
         last.resize(rejections.len(), 0);
         for ((reason, n), seen) in rejections.iter().zip(last.iter_mut()) {
             if *n > *seen {

@@ -338,9 +338,6 @@ impl Replica {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::runtime::lock_unpoisoned(&self.inner)
     }
 }

@@ -2,8 +2,8 @@
 //! with host networking) watches the pods of its own node and registers each pod annotated
 //! `rhizome.io/service` as a service instance at the pod IP while it is Running and Ready.
 //!
-//! Output: a `watch` channel of [`PodRegistry`] snapshots ([`PodRegistryRx`], also on
-//! `Shared::kube_pods`). The catalog publishes [`PodRegistry::services`]; the data plane
+//! Output: a `watch` channel of [`PodRegistry`] snapshots ([`PodRegistryRx`], given to the
+//! publisher, the proxy and the API). The catalog publishes [`PodRegistry::services`]; the data plane
 //! serves each [`crate::config::Upstream`] of those services on the node address and
 //! attributes every accepted connection with [`attribute`] (source IP -> pod -> service),
 //! refusing unknown sources.
