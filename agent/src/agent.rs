@@ -3,17 +3,18 @@
 //! each write end to its one owner) and spawns the tasks, then stops them all on one
 //! [`crate::runtime::Shutdown`].
 
+use crate::ca::identity::Identity;
+use crate::ca::{expiry, join, renewal};
 use crate::catalog::{self, Catalog, local_instances};
 use crate::config::AgentConfig;
 use crate::gossip::Gossip;
 use crate::gossip::replica::Replica;
-use crate::identity::Identity;
 use crate::intentions::{Authorizer, Intentions};
 use crate::kube::PodRegistryRx;
 use crate::metrics::Metrics;
 use crate::runtime::ShutdownTrigger;
 use crate::store::{Store, TreeName};
-use crate::{api, expiry, gossip, intentions, join, kube, proxy, renewal, tcp_port};
+use crate::{api, gossip, intentions, kube, proxy, tcp_port};
 use anyhow::Context as _;
 use rhizome_intentions::{Action, Policy};
 use std::net::SocketAddr;
@@ -84,7 +85,7 @@ impl Agent {
         let identity = Arc::new(Identity::obtain(&config, &store).await?);
         let signer = match (&config.ca.root_dir, config.ca.signer) {
             (Some(dir), true) => Some(Arc::new(join::Signer::new(
-                crate::certfiles::load_root(dir)?,
+                crate::ca::files::load_root(dir)?,
                 identity.clone(),
                 store.clone(),
                 rhizome_ca::DEFAULT_AGENT_TTL,
@@ -93,17 +94,18 @@ impl Agent {
         };
         let mut tcp_services = tcp_port::TcpServices::default();
         if let Some(signer) = &signer {
-            tcp_services.register(
-                join::JOIN_ALPN,
-                Arc::new(join::JoinService(signer.clone())),
-            );
+            tcp_services.register(join::JOIN_ALPN, Arc::new(join::JoinService(signer.clone())));
         }
         // UDP (QUIC) and TCP (TLS transport, joins) on one port number; port 0 (tests)
         // resolves here, before anything advertises the data address.
         let data = proxy::DataSockets::bind(&config).await?;
         config.ports.data = data.port();
-        let (replica, outgoing) =
-            Replica::open(store.clone(), identity.clone(), &config.node_name, config.dev)?;
+        let (replica, outgoing) = Replica::open(
+            store.clone(),
+            identity.clone(),
+            &config.node_name,
+            config.dev,
+        )?;
         let (gossip, gossip_tasks) = gossip::bind(&config, &store, &replica, outgoing).await?;
         // Port 0 resolves here too: the API and the catalog show the bound gossip port.
         config.ports.gossip = gossip.addr().port();

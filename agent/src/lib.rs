@@ -6,24 +6,20 @@
 
 pub mod agent;
 pub mod api;
+pub mod ca;
 pub mod catalog;
-pub mod certfiles;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod duration;
 pub mod env;
-pub mod expiry;
 pub mod gossip;
-pub mod identity;
 pub mod intentions;
-pub mod join;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod readahead;
-pub mod renewal;
 pub mod runtime;
 pub mod store;
 pub mod tcp_port;

@@ -94,7 +94,8 @@ pub async fn bind_udp_tcp(
             Ok(tcp) => return Ok((udp, tcp)),
             Err(e) if addr.port() == 0 => last_err = Some(e),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot bind the {what} port on tcp/{bound}"));
+                return Err(e)
+                    .with_context(|| format!("cannot bind the {what} port on tcp/{bound}"));
             }
         }
     }

@@ -9,9 +9,9 @@ use common::{DB_HCL, call, config, now_hlc, wait_until};
 use rhizome_agent::agent::Agent;
 use rhizome_agent::client::ClientError;
 use rhizome_agent::config::AgentConfig;
+use rhizome_agent::intentions::Outcome;
 use rhizome_agent::intentions::signed::{self, Author};
 use rhizome_agent::intentions::view::{CheckView, ListView, SubmitRequest, SubmitView};
-use rhizome_agent::intentions::Outcome;
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::ServiceRef;
 use serde_json::Value;
@@ -84,18 +84,26 @@ async fn operator_signed_entries_apply_list_check_and_delete() {
     // The data plane's call: decisions are counted by outcome.
     let shared = agent.handles();
     let db: ServiceRef = "db".parse().unwrap();
-    let v = shared.authorizer.authorize("spiffe://test.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/web", &db);
     assert!(v.allowed && v.outcome == Outcome::Allow);
-    let v = shared.authorizer.authorize("spiffe://test.mesh/ns/default/svc/api", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(!v.allowed && v.outcome == Outcome::Deny);
     assert_eq!(v.rule.unwrap().source.to_string(), "default/*");
     let v = shared.authorizer.authorize("not-a-spiffe-id", &db);
     assert!(!v.allowed && v.error.is_some());
-    let v = shared.authorizer.authorize("spiffe://other.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://other.mesh/ns/default/svc/web", &db);
     assert!(!v.allowed, "a web of another trust domain is not our web");
     assert!(v.error.unwrap().contains("trust domain"));
     assert_eq!(shared.authorizer.counters().get(Outcome::Deny), 3);
-    let again = shared.authorizer.verdict("spiffe://test.mesh/ns/default/svc/api", &db);
+    let again = shared
+        .authorizer
+        .verdict("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(!again.allowed);
     assert_eq!(
         shared.authorizer.counters().get(Outcome::Deny),
@@ -273,7 +281,9 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
     .unwrap();
     let shared = agent.handles();
     let db: ServiceRef = "db".parse().unwrap();
-    let v = shared.authorizer.authorize("spiffe://test.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/web", &db);
     assert!(
         v.allowed && v.audit && v.outcome == Outcome::AuditDeny,
         "{v:?}"
@@ -286,7 +296,9 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
         .await
         .unwrap();
     wait_until(|| async { !shared.authorizer.rules().rules().is_empty() }).await;
-    let v = shared.authorizer.authorize("spiffe://test.mesh/ns/default/svc/api", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(v.allowed && v.audit, "{v:?}");
     assert_eq!(v.rule.as_ref().unwrap().source.to_string(), "default/*");
     let check: CheckView = call(

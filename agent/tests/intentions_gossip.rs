@@ -7,8 +7,8 @@ mod gossip_kit;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, wait_until};
 use rhizome_agent::agent::Agent;
-use rhizome_agent::intentions::signed::{self, Author};
 use rhizome_agent::intentions::Outcome;
+use rhizome_agent::intentions::signed::{self, Author};
 use rhizome_gossip::state::Applied;
 use rhizome_intentions::ServiceRef;
 use std::time::Duration;
@@ -39,7 +39,10 @@ async fn intentions_replicate_between_agents() {
     wait_until("both alive", LIMIT, || all_alive(&[&a, &b], &["a", "b"])).await;
     wait_until("db's intentions reach b", LIMIT, || has_rules_for(&b, "db")).await;
     let db: ServiceRef = "db".parse().unwrap();
-    let v = b.handles().authorizer.authorize("spiffe://gossip.test/ns/default/svc/api", &db);
+    let v = b
+        .handles()
+        .authorizer
+        .authorize("spiffe://gossip.test/ns/default/svc/api", &db);
     assert_eq!(v.outcome, Outcome::Deny);
     assert_eq!(v.rule.unwrap().origin.file, "intentions/default/db");
 

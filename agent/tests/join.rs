@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rhizome_agent::agent::Agent;
+use rhizome_agent::ca::expiry::CertStatus;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::expiry::CertStatus;
 use rhizome_ca::{CertKind, Claims, NodePattern, RootCa, ServiceName, TokenId, TrustBundle};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -139,7 +139,7 @@ async fn agent_joins_through_a_signer_and_renews_its_intermediate() {
 
     // Renewal of the intermediate, authenticated by B's agent certificate.
     let old_serial = rhizome_ca::CertInfo::from_der(ca.cert()).unwrap().serial;
-    rhizome_agent::renewal::renew_intermediate(&b.handles().renewal, None)
+    rhizome_agent::ca::renewal::renew_intermediate(&b.handles().renewal, None)
         .await
         .unwrap();
     let renewed = id.agent_ca();

@@ -13,11 +13,11 @@ use rhizome_agent::kube::{
     Discovery, KubeMetrics, PodRegistry, PodRegistryRx, Settings, SkipReason, SourceRefused,
     attribute,
 };
+use rhizome_agent::runtime::ShutdownTrigger;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use rhizome_agent::runtime::ShutdownTrigger;
 
 const NODE: &str = "node-1";
 
@@ -382,7 +382,11 @@ async fn kube_agent_serves_pods_endpoint_and_metrics() {
     let agent = Agent::start(agent_config(dir.path(), &kubeconfig))
         .await
         .unwrap();
-    let mut rx = agent.handles().kube_pods.clone().expect("discovery enabled");
+    let mut rx = agent
+        .handles()
+        .kube_pods
+        .clone()
+        .expect("discovery enabled");
     until(&mut rx, "agent synced", |r| r.is_synced()).await;
 
     let view = get_json(agent.http_addr(), "/v1/kubernetes/pods").await;

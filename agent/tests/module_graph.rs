@@ -40,7 +40,10 @@ fn parent(m: &str) -> Option<Module> {
     if m.is_empty() {
         return None;
     }
-    Some(m.rsplit_once("::").map_or(String::new(), |(p, _)| p.to_owned()))
+    Some(
+        m.rsplit_once("::")
+            .map_or(String::new(), |(p, _)| p.to_owned()),
+    )
 }
 
 fn join(base: &str, seg: &str) -> Module {
@@ -359,13 +362,20 @@ fn cycles(g: &Graph) -> Vec<Vec<Module>> {
 }
 
 fn read_tree(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             read_tree(&path, root, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
             out.push((rel, std::fs::read_to_string(&path).unwrap()));
         }
     }
@@ -389,7 +399,12 @@ fn agent_src_has_no_import_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     read_tree(&src, &src, &mut files);
-    assert!(files.len() > 20, "read {} files of {}", files.len(), src.display());
+    assert!(
+        files.len() > 20,
+        "read {} files of {}",
+        files.len(),
+        src.display()
+    );
     let g = graph(&files);
     let found = cycles(&g);
     let report: Vec<String> = found.iter().map(|scc| explain(&g, scc)).collect();
@@ -397,7 +412,9 @@ fn agent_src_has_no_import_cycle() {
 }
 
 fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter().map(|(p, t)| ((*p).to_owned(), (*t).to_owned())).collect()
+    list.iter()
+        .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+        .collect()
 }
 
 #[test]
@@ -418,7 +435,11 @@ fn the_check_finds_cycles_of_every_kind_of_path() {
     ]));
     assert_eq!(
         cycles(&g),
-        vec![vec!["app".to_owned(), "net".to_owned(), "net::task".to_owned()]]
+        vec![vec![
+            "app".to_owned(),
+            "net".to_owned(),
+            "net::task".to_owned()
+        ]]
     );
     // Nested groups, multi-line `use`, and a cycle of three.
     let g = graph(&files(&[

@@ -9,8 +9,8 @@ use base64::Engine as _;
 use super::status::{Format, FormatArgs, print_table};
 use crate::client::Client;
 use crate::gossip::api::{JoinRequest, KeyringChange, KeyringView, ServiceSummary};
-use crate::gossip::driver::MemberRow;
 use crate::gossip::keys::KeyOp;
+use crate::gossip::members::MemberRow;
 
 /// `rhizome catalog ...`.
 #[derive(clap::Subcommand, Debug)]

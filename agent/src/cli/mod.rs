@@ -1,5 +1,6 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+mod args;
 mod ca;
 mod ca_rotate;
 mod gossip;

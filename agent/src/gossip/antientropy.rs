@@ -16,8 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::driver::{MemberRow, SyncRequest};
+use super::driver::SyncRequest;
 use super::keys::Keys;
+use super::members::MemberRow;
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::Replica;
@@ -240,7 +241,7 @@ impl Initiator {
             .members
             .borrow()
             .iter()
-            .filter(|m| m.status == super::driver::Status::Alive && m.address != self.own_addr)
+            .filter(|m| m.status == super::members::Status::Alive && m.address != self.own_addr)
             .map(|m| m.address)
             .collect();
         if alive.is_empty() {

@@ -11,9 +11,9 @@ use rhizome_gossip::keyring::Key as GossipKey;
 use rhizome_gossip::state::{Applied, Entry};
 use serde::{Deserialize, Serialize};
 
-use super::driver::MemberRow;
-use super::keys::{self, KeyOp, KeyView};
 use super::Gossip;
+use super::keys::{self, KeyOp, KeyView};
+use super::members::MemberRow;
 use super::replica::Replica;
 use crate::api::error::ApiError;
 use crate::catalog::{CatalogReader, Instance};

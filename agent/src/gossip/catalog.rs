@@ -15,8 +15,8 @@ use rhizome_gossip::state::{Key, Segment};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::driver::{MemberRow, Status};
 use super::health::{CheckResults, is_passing};
+use super::members::{MemberRow, Status};
 use super::now_ms;
 use super::replica::Replica;
 use crate::catalog::{Catalog, CatalogWriter, Health, Instance};
@@ -220,43 +220,42 @@ impl Builder {
     /// Keeps the catalog up to date and reaps nodes down for `reap_after`, until
     /// `shutdown`.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-    let Builder {
-        replica,
-        mut members,
-        reap_after,
-        catalog: writer,
-    } = self;
-    let mut version = replica.subscribe();
-    let reap_after_ms = u64::try_from(reap_after.as_millis()).unwrap_or(u64::MAX);
-    let horizon_ms =
-        u64::try_from(reap_after.max(MIN_TOMBSTONE_HORIZON).as_millis()).unwrap_or(u64::MAX);
-    let mut down_since: BTreeMap<Segment, u64> = BTreeMap::new();
-    let mut tick = tokio::time::interval(
-        Duration::from_secs(1).min(reap_after.max(Duration::from_millis(100))),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let rows = members.borrow_and_update().clone();
-        version.borrow_and_update();
-        writer.replace_if_changed(build(&replica, &rows));
-        tokio::select! {
-            () = shutdown.wait() => return Ok(()),
-            _ = version.changed() => {}
-            _ = members.changed() => {}
-            _ = tick.tick() => {
-                if let Err(e) = replica.ensure_certs() {
-                    tracing::warn!(error = %e, "cannot publish the renewed agent certificate");
-                }
-                track_down(&mut down_since, &replica, &rows);
-                for (node, removed) in replica.tick(&down_since, reap_after_ms, horizon_ms) {
-                    tracing::info!(peer.node = %node, removed, "reaped the instances of a node down too long");
-                    down_since.remove(&node);
+        let Builder {
+            replica,
+            mut members,
+            reap_after,
+            catalog: writer,
+        } = self;
+        let mut version = replica.subscribe();
+        let reap_after_ms = u64::try_from(reap_after.as_millis()).unwrap_or(u64::MAX);
+        let horizon_ms =
+            u64::try_from(reap_after.max(MIN_TOMBSTONE_HORIZON).as_millis()).unwrap_or(u64::MAX);
+        let mut down_since: BTreeMap<Segment, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(
+            Duration::from_secs(1).min(reap_after.max(Duration::from_millis(100))),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let rows = members.borrow_and_update().clone();
+            version.borrow_and_update();
+            writer.replace_if_changed(build(&replica, &rows));
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                _ = version.changed() => {}
+                _ = members.changed() => {}
+                _ = tick.tick() => {
+                    if let Err(e) = replica.ensure_certs() {
+                        tracing::warn!(error = %e, "cannot publish the renewed agent certificate");
+                    }
+                    track_down(&mut down_since, &replica, &rows);
+                    for (node, removed) in replica.tick(&down_since, reap_after_ms, horizon_ms) {
+                        tracing::info!(peer.node = %node, removed, "reaped the instances of a node down too long");
+                        down_since.remove(&node);
+                    }
                 }
             }
         }
     }
-}
-
 }
 
 /// Notes when each node with instances was first seen not alive; forgets nodes that are

@@ -18,12 +18,12 @@ use rhizome_gossip::membership::{
     Generation, MemberEvent, MemberStatus, Membership, MembershipConfig, NodeId, NodeName,
 };
 use rhizome_gossip::state::Key;
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::keys::Keys;
+use super::members::{MemberRow, Status};
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::{Outgoing, Replica};
@@ -39,55 +39,6 @@ const JOIN_WINDOW_PROBES: u32 = 10;
 
 /// Store key of the last generation used (in the `Meta` tree).
 const GENERATION_KEY: &[u8] = b"gossip_generation";
-
-/// A member's status as `rhizome members` prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Answering probes.
-    Alive,
-    /// Failed a probe; declared failed unless it refutes in time.
-    Suspect,
-    /// Declared down.
-    Failed,
-    /// Left gracefully.
-    Left,
-}
-
-impl From<MemberStatus> for Status {
-    fn from(s: MemberStatus) -> Self {
-        match s {
-            MemberStatus::Alive => Status::Alive,
-            MemberStatus::Suspect => Status::Suspect,
-            MemberStatus::Failed => Status::Failed,
-            MemberStatus::Left => Status::Left,
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Alive => "alive",
-            Status::Suspect => "suspect",
-            Status::Failed => "failed",
-            Status::Left => "left",
-        })
-    }
-}
-
-/// One row of `GET /v1/members` and `rhizome members --format json`: exactly these fields.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRow {
-    /// Node name.
-    pub node: String,
-    /// Gossip address.
-    pub address: SocketAddr,
-    /// `alive`, `suspect`, `failed` or `left`.
-    pub status: Status,
-    /// Process generation: higher after each restart or rejoin.
-    pub incarnation: u64,
-}
 
 /// What the API asks of the driver.
 #[derive(Debug)]

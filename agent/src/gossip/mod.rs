@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod driver;
 pub mod health;
 pub mod keys;
+pub mod members;
 pub mod metrics;
 pub mod replica;
 
@@ -35,12 +36,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::catalog::CatalogWriter;
+use crate::config::{AgentConfig, GossipConfig};
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
-use crate::config::{AgentConfig, GossipConfig};
 use crate::store::Store;
-use driver::{Command, Driver, MemberRow, SyncRequest};
+use driver::{Command, Driver, SyncRequest};
 use keys::Keys;
+use members::MemberRow;
 use metrics::GossipMetrics;
 use replica::{Outgoing, Replica};
 
@@ -111,7 +113,7 @@ impl Gossip {
         let mut members = self.members.clone();
         let reached = |rows: &Arc<Vec<MemberRow>>| {
             rows.iter()
-                .any(|m| addrs.contains(&m.address) && m.status == driver::Status::Alive)
+                .any(|m| addrs.contains(&m.address) && m.status == members::Status::Alive)
         };
         match tokio::time::timeout(wait, members.wait_for(reached)).await {
             Ok(Ok(rows)) => Ok(rows.len()),

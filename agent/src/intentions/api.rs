@@ -9,13 +9,13 @@
 //!   `--dev` agents an empty body;
 //! - `GET /v1/graph?format=json|dot`: the access graph over the catalog's services.
 
+use super::Intentions;
 use super::signed::{self, SignedError};
 use super::view::{
     CheckView, EntryView, ListView, MatchView, OriginView, ProblemsView, RuleView, SubmitRequest,
     SubmitView,
 };
 use super::{SubmitError, Verdict};
-use super::Intentions;
 use crate::api::error::ApiError;
 use crate::catalog::CatalogReader;
 use axum::body::Bytes;
@@ -123,10 +123,7 @@ async fn list(State(s): State<ApiState>) -> Result<Json<ListView>, ApiError> {
     }))
 }
 
-async fn matching(
-    State(s): State<ApiState>,
-    params: Params,
-) -> Result<Json<MatchView>, ApiError> {
+async fn matching(State(s): State<ApiState>, params: Params) -> Result<Json<MatchView>, ApiError> {
     let dst: ServiceRef = param(&params, "dst")?.parse().map_err(bad)?;
     let rules = rules_in_force(&s);
     Ok(Json(MatchView {
@@ -144,7 +141,10 @@ async fn check(State(s): State<ApiState>, params: Params) -> Result<Json<CheckVi
         src_text.parse().map_err(bad)?
     };
     let rules = rules_in_force(&s);
-    let verdict = Verdict::from_decision(&rules.decide(&src, &dst, s.intentions.authorizer().policy()), rules.version());
+    let verdict = Verdict::from_decision(
+        &rules.decide(&src, &dst, s.intentions.authorizer().policy()),
+        rules.version(),
+    );
     Ok(Json(CheckView {
         source: src.to_string(),
         destination: dst.to_string(),

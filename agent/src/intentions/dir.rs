@@ -9,8 +9,8 @@
 //! digest): an entry applied through the API, or received from elsewhere, for the same
 //! destination is left alone.
 
-use super::signed::{self, Author};
 use super::Intentions;
+use super::signed::{self, Author};
 use crate::runtime::Shutdown;
 use rhizome_gossip::state::Key;
 use rhizome_intentions::{Entry, RuleSet};

@@ -23,7 +23,7 @@ pub mod view;
 pub use authorizer::{Authorizer, RulesWriter};
 pub use verdict::{DecisionCounters, Outcome, Verdict};
 
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use crate::runtime::{Shutdown, lock_unpoisoned};
 use crate::store::{Store, StoreError, TreeName};
 use ledger::Ledger;
@@ -32,8 +32,8 @@ use rhizome_ca::SpiffeId;
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key};
 use rhizome_intentions::{BuildError, Entry, Policy, RuleSet};
-use std::path::PathBuf;
 use signed::{Author, SignedError};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
 

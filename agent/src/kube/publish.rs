@@ -5,9 +5,9 @@
 //! completed, so an agent restart does not flap its pods out of the catalog.
 
 use super::PodRegistryRx;
+use crate::ca::identity::Identity;
 use crate::gossip::catalog::{InstanceValue, ValueHealth, publish_instance};
 use crate::gossip::replica::Replica;
-use crate::identity::Identity;
 use crate::runtime::Shutdown;
 use rhizome_gossip::state::Key;
 use std::collections::BTreeSet;
@@ -63,8 +63,7 @@ pub fn sync(
     let mut present = BTreeSet::new();
     for service in registry.services() {
         present.insert(service.id.clone());
-        if let Err(e) = identity.ensure_workload(&service.namespace, &service.name)
-        {
+        if let Err(e) = identity.ensure_workload(&service.namespace, &service.name) {
             tracing::warn!(k8s.service = %service.name, error = %e, "no leaf for a pod's service");
             continue;
         }

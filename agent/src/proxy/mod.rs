@@ -32,9 +32,9 @@ pub mod relay;
 pub mod transport;
 pub mod wire;
 
+use crate::ca::identity::Identity;
 use crate::catalog::CatalogReader;
 use crate::config::AgentConfig;
-use crate::identity::Identity;
 use crate::intentions::Authorizer;
 use crate::kube::PodRegistryRx;
 use crate::runtime::Shutdown;

@@ -9,7 +9,7 @@ use super::meters::{ProxyMetrics, TransportLabel};
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
 use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use crate::readahead::ReadAhead;
 use anyhow::Context as _;
 use rhizome_intentions::ServiceRef;

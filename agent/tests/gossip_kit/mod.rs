@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use rhizome_agent::agent::Agent;
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::gossip::driver::Status;
+use rhizome_agent::gossip::members::Status;
 use rhizome_agent::testkit::TestCa;
 
 /// Gossip timings for tests: failures detected in about a second.

@@ -29,14 +29,70 @@ fn the_decision_table() {
     let other: ServiceRef = "cache".parse().unwrap();
     // (policy, source, destination) -> (allowed, outcome, decided by a rule)
     let cases = [
-        (policy(Action::Deny, false), src("web"), &db, true, Outcome::Allow, true),
-        (policy(Action::Deny, false), src("batch"), &db, false, Outcome::Deny, true),
-        (policy(Action::Deny, false), src("api"), &db, false, Outcome::Deny, false),
-        (policy(Action::Allow, false), src("api"), &other, true, Outcome::Allow, false),
-        (policy(Action::Deny, true), src("batch"), &db, true, Outcome::AuditDeny, true),
-        (policy(Action::Deny, true), src("api"), &other, true, Outcome::AuditDeny, false),
-        (policy(Action::Allow, false), "spiffe://other.test/ns/default/svc/web".into(), &db, false, Outcome::Deny, false),
-        (policy(Action::Allow, true), "not a spiffe id".into(), &db, false, Outcome::Deny, false),
+        (
+            policy(Action::Deny, false),
+            src("web"),
+            &db,
+            true,
+            Outcome::Allow,
+            true,
+        ),
+        (
+            policy(Action::Deny, false),
+            src("batch"),
+            &db,
+            false,
+            Outcome::Deny,
+            true,
+        ),
+        (
+            policy(Action::Deny, false),
+            src("api"),
+            &db,
+            false,
+            Outcome::Deny,
+            false,
+        ),
+        (
+            policy(Action::Allow, false),
+            src("api"),
+            &other,
+            true,
+            Outcome::Allow,
+            false,
+        ),
+        (
+            policy(Action::Deny, true),
+            src("batch"),
+            &db,
+            true,
+            Outcome::AuditDeny,
+            true,
+        ),
+        (
+            policy(Action::Deny, true),
+            src("api"),
+            &other,
+            true,
+            Outcome::AuditDeny,
+            false,
+        ),
+        (
+            policy(Action::Allow, false),
+            "spiffe://other.test/ns/default/svc/web".into(),
+            &db,
+            false,
+            Outcome::Deny,
+            false,
+        ),
+        (
+            policy(Action::Allow, true),
+            "not a spiffe id".into(),
+            &db,
+            false,
+            Outcome::Deny,
+            false,
+        ),
     ];
     for (policy, source, dst, allowed, outcome, by_rule) in cases {
         let (authz, _writer) = Authorizer::for_test(rules(), policy, td());
@@ -53,7 +109,10 @@ fn the_decision_table() {
 #[test]
 fn a_foreign_trust_domain_is_denied_with_a_reason_even_when_audited() {
     let (authz, _writer) = Authorizer::for_test(rules(), policy(Action::Allow, true), td());
-    let v = authz.authorize("spiffe://other.test/ns/default/svc/web", &"db".parse().unwrap());
+    let v = authz.authorize(
+        "spiffe://other.test/ns/default/svc/web",
+        &"db".parse().unwrap(),
+    );
     assert!(!v.allowed);
     assert!(v.error.unwrap().contains("not of trust domain mesh.test"));
 }
@@ -75,8 +134,7 @@ fn authorize_counts_and_verdict_does_not() {
 
 #[test]
 fn the_writer_changes_the_rules_and_wakes_subscribers_only_on_a_new_version() {
-    let (authz, writer) =
-        Authorizer::for_test(RuleSet::empty(), policy(Action::Deny, false), td());
+    let (authz, writer) = Authorizer::for_test(RuleSet::empty(), policy(Action::Deny, false), td());
     let mut changes = authz.subscribe();
     let db: ServiceRef = "db".parse().unwrap();
     assert!(!authz.verdict(&src("web"), &db).allowed);
@@ -124,9 +182,15 @@ fn every_deny_and_audited_deny_is_logged_with_its_rule() {
     });
     assert!(text.contains("WARN"), "{text}");
     assert!(text.contains("intention denies"), "{text}");
-    assert!(text.contains("src.service=spiffe://mesh.test/ns/default/svc/batch"), "{text}");
+    assert!(
+        text.contains("src.service=spiffe://mesh.test/ns/default/svc/batch"),
+        "{text}"
+    );
     assert!(text.contains("dst.service=default/db"), "{text}");
-    assert!(text.contains("db.hcl"), "the deciding rule is named: {text}");
+    assert!(
+        text.contains("db.hcl"),
+        "the deciding rule is named: {text}"
+    );
 
     let (audit, _w2) = Authorizer::for_test(rules(), policy(Action::Deny, true), td());
     let text = logged(|| {

@@ -7,10 +7,12 @@
 //! (a new bundle.pem or agent.pem is picked up without restart: the rotation's switch), and
 //! refreshes the expiry gauges and warnings.
 
+use crate::ca::expiry::{self, ExpiryWatch};
+use crate::ca::files;
+use crate::ca::identity::Identity;
+use crate::ca::join::{self, Signer};
+use crate::ca::obtain::save_credentials;
 use crate::config::AgentConfig;
-use crate::expiry::{self, ExpiryWatch};
-use crate::identity::{self, Identity, files};
-use crate::join::{self, Signer};
 use crate::runtime::Shutdown;
 use crate::store::Store;
 use rhizome_ca::{AgentCa, Credential, Namespace, ServiceName, TrustBundle};
@@ -185,7 +187,7 @@ pub async fn renew_intermediate(ca: &Inputs, signer: Option<&Signer>) -> anyhow:
             join::renew_intermediate(identity, &targets).await?
         }
     };
-    identity::save_credentials(&ca.store, &agent, &bundle)?;
+    save_credentials(&ca.store, &agent, &bundle)?;
     tracing::info!(not_after = %agent.not_after(), "intermediate renewed");
     identity.replace_agent_ca(agent);
     identity.bundle().store(bundle);
@@ -195,7 +197,7 @@ pub async fn renew_intermediate(ca: &Inputs, signer: Option<&Signer>) -> anyhow:
 /// Re-reads `ca { dir }`: a changed bundle.pem replaces the bundle; an agent.pem holding
 /// another, later-expiring intermediate replaces it and every leaf is re-issued.
 pub fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Result<()> {
-    let bundle = TrustBundle::from_pem(&crate::certfiles::read(&dir.join(files::BUNDLE))?)?;
+    let bundle = TrustBundle::from_pem(&crate::ca::files::read(&dir.join(files::BUNDLE))?)?;
     if bundle.fingerprints() != identity.bundle().load().fingerprints() {
         tracing::info!(
             roots = bundle.roots().len(),
@@ -203,12 +205,12 @@ pub fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Resu
         );
         identity.bundle().store(bundle);
     }
-    let chain = crate::certfiles::read(&dir.join(files::AGENT_CERT))?;
+    let chain = crate::ca::files::read(&dir.join(files::AGENT_CERT))?;
     let current = identity.agent_ca();
     if rhizome_ca::certs_to_pem(current.chain()) == chain {
         return Ok(());
     }
-    let key = crate::certfiles::read(&dir.join(files::AGENT_KEY))?;
+    let key = crate::ca::files::read(&dir.join(files::AGENT_KEY))?;
     let agent = AgentCa::from_pem(&chain, &key)?;
     if agent.node() == identity.node() && agent.not_after() > current.not_after() {
         tracing::info!(not_after = %agent.not_after(), "new intermediate on disk: switching");
@@ -290,7 +292,6 @@ pub async fn run(
     watch: ExpiryWatch,
     stop: Shutdown,
 ) -> anyhow::Result<()> {
-
     let mut state = TaskState {
         schedule: Schedule::new(),
         watch,

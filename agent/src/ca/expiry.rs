@@ -3,7 +3,7 @@
 //! the `rhizome_cert_expiry_seconds{kind, spiffe_id, serial}` gauge family, and warned about
 //! in the log once past 90 % of its life (again every hour while it stays so).
 
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

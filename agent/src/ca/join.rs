@@ -12,8 +12,8 @@
 //! `ports.data - ports.gossip` (1 with the defaults 7946/7947), i.e. signers are assumed to
 //! lay out their ports like this agent.
 
+use crate::ca::identity::Identity;
 use crate::config::AgentConfig;
-use crate::identity::Identity;
 use crate::store::{Store, TreeName};
 use crate::tcp_port::TcpService;
 use anyhow::Context as _;
