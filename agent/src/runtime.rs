@@ -106,6 +106,7 @@ pub async fn bind_udp_tcp(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rhizome_agent::agent::Agent;
-use rhizome_agent::api::AgentSelf;
+use rhizome_agent::api::types::AgentSelf;
 use rhizome_agent::client::{Client, ClientError};
 use rhizome_agent::config::AgentConfig;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, status, wait_until};
 use rhizome_agent::agent::Agent;
-use rhizome_agent::gossip::members::Status;
+use rhizome_agent::api::types::Status;
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -7,11 +7,11 @@ mod common;
 
 use common::{DB_HCL, call, config, now_hlc, wait_until};
 use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::{CheckView, ListView, SubmitRequest, SubmitView};
 use rhizome_agent::client::ClientError;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::intentions::Outcome;
 use rhizome_agent::intentions::signed::{self, Author};
-use rhizome_agent::intentions::view::{CheckView, ListView, SubmitRequest, SubmitView};
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::ServiceRef;
 use serde_json::Value;

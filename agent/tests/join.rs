@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rhizome_agent::agent::Agent;
-use rhizome_agent::ca::expiry::CertStatus;
+use rhizome_agent::api::types::CertStatus;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
 use rhizome_ca::{CertKind, Claims, NodePattern, RootCa, ServiceName, TokenId, TrustBundle};

@@ -6,6 +6,7 @@
 //! ([`AgentInfo`]); no handler sees more than its subsystem's handles.
 
 pub mod error;
+pub mod types;
 
 use crate::config::{AgentConfig, Check, Service, Upstream};
 use crate::metrics::Metrics;
@@ -20,42 +21,7 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// `GET /v1/agent/self`.
-#[derive(Serialize, serde::Deserialize, Debug)]
-pub struct AgentSelf {
-    /// Node name.
-    pub node_name: String,
-    /// rhizome version.
-    pub version: String,
-    /// Where this agent listens and is reached.
-    pub addresses: Addresses,
-    /// Seconds since start.
-    pub uptime_seconds: u64,
-    /// Unix time of the start.
-    pub started_at: u64,
-    /// Starts on this data_dir, this one included.
-    pub boot_count: u64,
-    /// Data directory.
-    pub data_dir: String,
-    /// Whether the agent runs with `--dev`.
-    pub dev: bool,
-}
-
-/// Addresses in `GET /v1/agent/self`.
-#[derive(Serialize, serde::Deserialize, Debug)]
-pub struct Addresses {
-    /// Bind address of gossip and data listeners.
-    pub bind: String,
-    /// Address peers use.
-    pub advertise: String,
-    /// Gossip `host:port`.
-    pub gossip: String,
-    /// Data-plane `host:port`.
-    pub data: String,
-    /// HTTP API `host:port`.
-    pub http: String,
-}
+use types::{Addresses, AgentSelf};
 
 /// One entry of `GET /v1/agent/services`.
 #[derive(Serialize, Debug)]

@@ -3,13 +3,13 @@
 //! the `rhizome_cert_expiry_seconds{kind, spiffe_id, serial}` gauge family, and warned about
 //! in the log once past 90 % of its life (again every hour while it stays so).
 
+use crate::api::types::CertStatus;
 use crate::ca::identity::Identity;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rhizome_ca::CertInfo;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -19,29 +19,6 @@ use time::format_description::well_known::Rfc3339;
 pub const WARN_FRACTION: f64 = 0.9;
 /// How often the warning about one certificate repeats.
 pub const WARN_EVERY: Duration = Duration::from_secs(3600);
-
-/// One certificate held by the agent, as `GET /v1/ca/status` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct CertStatus {
-    /// `root`, `cross`, `intermediate`, `agent` or `workload`.
-    pub kind: String,
-    /// The SPIFFE id (`spiffe://<td>` for roots).
-    pub spiffe_id: String,
-    /// Subject DN.
-    pub subject: String,
-    /// Issuer DN.
-    pub issuer: String,
-    /// Serial number (colon-separated hex).
-    pub serial: String,
-    /// Start of validity (RFC 3339).
-    pub not_before: String,
-    /// End of validity (RFC 3339).
-    pub not_after: String,
-    /// Seconds until `not_after` (negative once expired).
-    pub seconds_to_expiry: i64,
-    /// Fraction of the lifetime used (0 at not_before, 1 at not_after).
-    pub fraction_used: f64,
-}
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())

@@ -8,7 +8,7 @@
 use super::args::ttl;
 use super::ca_rotate::RotateCommand;
 use super::status::{Format, FormatArgs, print_table};
-use crate::ca::expiry::CertStatus;
+use crate::api::types::CertStatus;
 use crate::ca::files::{self, OutFile};
 use crate::client::Client;
 use crate::duration::Dur;

@@ -2,11 +2,9 @@
 //! change the intentions of the local agent (`apply` and `delete` sign with an operator).
 
 use super::status::{Format, FormatArgs, print_table};
+use crate::api::types::{CheckView, ListView, MatchView, RuleView, SubmitRequest, SubmitView};
 use crate::client::Client;
 use crate::intentions::signed::{self, Author};
-use crate::intentions::view::{
-    CheckView, ListView, MatchView, RuleView, SubmitRequest, SubmitView,
-};
 use anyhow::Context as _;
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::Key;

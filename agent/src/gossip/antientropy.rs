@@ -18,10 +18,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::driver::SyncRequest;
 use super::keys::Keys;
-use super::members::MemberRow;
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::Replica;
+use crate::api::types::MemberRow;
 
 /// Largest frame accepted: the sync crate's bound.
 pub const MAX_FRAME: usize = MAX_FRAME_BYTES;
@@ -241,7 +241,7 @@ impl Initiator {
             .members
             .borrow()
             .iter()
-            .filter(|m| m.status == super::members::Status::Alive && m.address != self.own_addr)
+            .filter(|m| m.status == crate::api::types::Status::Alive && m.address != self.own_addr)
             .map(|m| m.address)
             .collect();
         if alive.is_empty() {

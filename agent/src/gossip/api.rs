@@ -9,13 +9,14 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use rhizome_gossip::keyring::Key as GossipKey;
 use rhizome_gossip::state::{Applied, Entry};
-use serde::{Deserialize, Serialize};
 
 use super::Gossip;
-use super::keys::{self, KeyOp, KeyView};
-use super::members::MemberRow;
+use super::keys;
 use super::replica::Replica;
 use crate::api::error::ApiError;
+use crate::api::types::{
+    JoinRequest, KeyOp, KeyringChange, KeyringView, MemberRow, NsQuery, ServiceSummary,
+};
 use crate::catalog::{CatalogReader, Instance};
 
 /// What the gossip endpoints read and write.
@@ -52,19 +53,6 @@ pub async fn members(State(s): State<ApiState>) -> Json<Vec<MemberRow>> {
     Json(s.gossip.members().as_ref().clone())
 }
 
-/// One row of `GET /v1/catalog/services`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ServiceSummary {
-    /// Namespace.
-    pub namespace: String,
-    /// Service name.
-    pub name: String,
-    /// Known instances.
-    pub instances: usize,
-    /// Instances that may receive connections.
-    pub passing: usize,
-}
-
 /// `GET /v1/catalog/services`.
 pub async fn catalog_services(State(s): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let catalog = s.catalog.borrow().clone();
@@ -81,13 +69,6 @@ pub async fn catalog_services(State(s): State<ApiState>) -> Json<Vec<ServiceSumm
     Json(rows)
 }
 
-/// Query of `GET /v1/catalog/service/<name>`.
-#[derive(Deserialize, Debug)]
-pub struct NsQuery {
-    /// Namespace (`default` when absent).
-    pub ns: Option<String>,
-}
-
 /// `GET /v1/catalog/service/<name>?ns=`: its instances with node, address, port, health.
 pub async fn catalog_service(
     State(s): State<ApiState>,
@@ -98,13 +79,6 @@ pub async fn catalog_service(
         q.ns.unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string());
     let catalog = s.catalog.borrow().clone();
     Json(catalog.instances_of(&ns, &name).cloned().collect())
-}
-
-/// Body of `PUT /v1/join`.
-#[derive(Deserialize, Serialize, Debug)]
-pub struct JoinRequest {
-    /// A member's gossip `host:port`.
-    pub address: String,
 }
 
 /// `PUT /v1/join`: announces to `address` and waits for it to answer.
@@ -132,15 +106,6 @@ pub async fn leave(State(s): State<ApiState>) -> Result<Json<serde_json::Value>,
     Ok(Json(serde_json::json!({ "left": true })))
 }
 
-/// `GET /v1/keyring`.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct KeyringView {
-    /// Whether gossip is sealed.
-    pub encrypted: bool,
-    /// Installed keys.
-    pub keys: Vec<KeyView>,
-}
-
 /// `GET /v1/keyring`: this agent's installed keys.
 pub async fn keyring(State(s): State<ApiState>) -> Json<KeyringView> {
     let k = s.gossip.keys();
@@ -148,19 +113,6 @@ pub async fn keyring(State(s): State<ApiState>) -> Json<KeyringView> {
         encrypted: k.is_encrypted(),
         keys: k.list(),
     })
-}
-
-/// Body of `POST /v1/keyring`.
-#[derive(Deserialize, Serialize, Debug)]
-pub struct KeyringChange {
-    /// What to do.
-    pub op: KeyOp,
-    /// The key (base64 of 32 bytes).
-    pub key: String,
-    /// The operator-signed entry for this change (base64 of its encoding); required unless
-    /// the agent runs with `--dev`.
-    #[serde(default)]
-    pub entry: Option<String>,
 }
 
 /// `POST /v1/keyring`: install, use or remove a key mesh-wide.

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::health::{CheckResults, is_passing};
-use super::members::{MemberRow, Status};
 use super::now_ms;
 use super::replica::Replica;
+use crate::api::types::{MemberRow, Status};
 use crate::catalog::{Catalog, CatalogWriter, Health, Instance};
 use crate::config::{AgentConfig, Service};
 use crate::runtime::Shutdown;

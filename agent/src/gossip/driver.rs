@@ -23,10 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::keys::Keys;
-use super::members::{MemberRow, Status};
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::{Outgoing, Replica};
+use crate::api::types::{MemberRow, Status};
 use crate::store::{Store, TreeName};
 
 /// Longest wait between two rounds of join attempts.
@@ -39,6 +39,17 @@ const JOIN_WINDOW_PROBES: u32 = 10;
 
 /// Store key of the last generation used (in the `Meta` tree).
 const GENERATION_KEY: &[u8] = b"gossip_generation";
+
+impl From<MemberStatus> for Status {
+    fn from(s: MemberStatus) -> Self {
+        match s {
+            MemberStatus::Alive => Status::Alive,
+            MemberStatus::Suspect => Status::Suspect,
+            MemberStatus::Failed => Status::Failed,
+            MemberStatus::Left => Status::Left,
+        }
+    }
+}
 
 /// What the API asks of the driver.
 #[derive(Debug)]

@@ -10,7 +10,7 @@ use rhizome_gossip::keyring::OpenError;
 use rhizome_gossip::membership::MembershipStats;
 use rhizome_gossip::state::Counters;
 
-use super::members::{MemberRow, Status};
+use crate::api::types::{MemberRow, Status};
 
 /// One label `name="value"`.
 type Label = [(&'static str, &'static str); 1];

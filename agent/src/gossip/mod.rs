@@ -21,7 +21,6 @@ pub mod catalog;
 pub mod driver;
 pub mod health;
 pub mod keys;
-pub mod members;
 pub mod metrics;
 pub mod replica;
 
@@ -35,6 +34,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::api::types::MemberRow;
 use crate::catalog::CatalogWriter;
 use crate::config::{AgentConfig, GossipConfig};
 use crate::metrics::Metrics;
@@ -42,7 +42,6 @@ use crate::runtime::Shutdown;
 use crate::store::Store;
 use driver::{Command, Driver, SyncRequest};
 use keys::Keys;
-use members::MemberRow;
 use metrics::GossipMetrics;
 use replica::{Outgoing, Replica};
 
@@ -113,7 +112,7 @@ impl Gossip {
         let mut members = self.members.clone();
         let reached = |rows: &Arc<Vec<MemberRow>>| {
             rows.iter()
-                .any(|m| addrs.contains(&m.address) && m.status == members::Status::Alive)
+                .any(|m| addrs.contains(&m.address) && m.status == crate::api::types::Status::Alive)
         };
         match tokio::time::timeout(wait, members.wait_for(reached)).await {
             Ok(Ok(rows)) => Ok(rows.len()),

@@ -11,12 +11,12 @@
 
 use super::Intentions;
 use super::signed::{self, SignedError};
-use super::view::{
+use super::{SubmitError, Verdict};
+use crate::api::error::ApiError;
+use crate::api::types::{
     CheckView, EntryView, ListView, MatchView, OriginView, ProblemsView, RuleView, SubmitRequest,
     SubmitView,
 };
-use super::{SubmitError, Verdict};
-use crate::api::error::ApiError;
 use crate::catalog::CatalogReader;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};

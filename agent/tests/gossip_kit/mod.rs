@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::Status;
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::gossip::members::Status;
 use rhizome_agent::testkit::TestCa;
 
 /// Gossip timings for tests: failures detected in about a second.

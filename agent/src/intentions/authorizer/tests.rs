@@ -183,7 +183,7 @@ fn every_deny_and_audited_deny_is_logged_with_its_rule() {
     assert!(text.contains("WARN"), "{text}");
     assert!(text.contains("intention denies"), "{text}");
     assert!(
-        text.contains("src.service=spiffe://mesh.test/ns/default/svc/batch"),
+        text.contains("src.service=\"spiffe://mesh.test/ns/default/svc/batch\""),
         "{text}"
     );
     assert!(text.contains("dst.service=default/db"), "{text}");
