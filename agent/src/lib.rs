@@ -4,13 +4,14 @@
 //! The three library crates (`rhizome-ca`, `rhizome-intentions`, `rhizome-gossip`) are pure
 //! state machines; this crate owns every socket, file, clock and task.
 
-pub mod agent;
 pub mod api;
+pub mod app;
 pub mod ca;
 pub mod catalog;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod dataport;
 pub mod duration;
 pub mod env;
 pub mod gossip;
@@ -22,5 +23,4 @@ pub mod proxy;
 pub mod readahead;
 pub mod runtime;
 pub mod store;
-pub mod tcp_port;
 pub mod testkit;

@@ -7,7 +7,7 @@ mod gossip_kit;
 use std::time::Duration;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::catalog::Health;
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gossip_kit::{Mesh, all_alive, gossip_addr, metric, wait_until};
-use rhizome_agent::agent::Agent;
 use rhizome_agent::api::types::{KeyOp, KeyringChange, KeyringView};
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::{Client, ClientError};
 use rhizome_agent::gossip::authority::operator_entry;
 use rhizome_agent::gossip::keys::{change_entry, generate_key};

@@ -6,8 +6,8 @@ mod gossip_kit;
 use std::time::Duration;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, status, wait_until};
-use rhizome_agent::agent::Agent;
 use rhizome_agent::api::types::Status;
+use rhizome_agent::app::Agent;
 
 const LIMIT: Duration = Duration::from_secs(20);
 

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{DB_HCL, call, config, now_hlc, wait_until};
-use rhizome_agent::agent::Agent;
 use rhizome_agent::api::types::{CheckView, ListView, SubmitRequest, SubmitView};
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::ClientError;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::intentions::Outcome;

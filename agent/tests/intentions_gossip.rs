@@ -6,7 +6,7 @@
 mod gossip_kit;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::intentions::Outcome;
 use rhizome_agent::intentions::signed::{self, Author};
 use rhizome_gossip::state::Applied;

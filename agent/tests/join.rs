@@ -2,8 +2,8 @@
 //! tokens are refused with the reason, and a joined agent renews its intermediate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rhizome_agent::agent::Agent;
 use rhizome_agent::api::types::CertStatus;
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
 use rhizome_ca::{CertKind, Claims, NodePattern, RootCa, ServiceName, TokenId, TrustBundle};

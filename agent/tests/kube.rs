@@ -6,7 +6,7 @@
 mod fake_kube;
 
 use fake_kube::{FakeApi, pod};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::kube::{

@@ -224,7 +224,7 @@ async fn dev_agent_renews_its_intermediate_locally() {
     cfg.ports.http = 0;
     cfg.ports.gossip = 0;
     cfg.ports.data = 0;
-    let agent = rhizome_agent::agent::Agent::start(cfg).await.unwrap();
+    let agent = rhizome_agent::app::Agent::start(cfg).await.unwrap();
     let identity = agent.handles().identity.clone();
     let before = identity.agent_ca().cert().clone();
     let leaf_before = identity.agent_leaf().leaf().clone();

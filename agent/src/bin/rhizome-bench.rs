@@ -22,7 +22,7 @@
 //! both destinations passing.
 
 use anyhow::Context as _;
-use rhizome_agent::agent::{Agent, shutdown_signal};
+use rhizome_agent::app::{Agent, shutdown_signal};
 use rhizome_agent::catalog::Catalog;
 use rhizome_agent::config::AgentConfig;
 use std::path::{Path, PathBuf};

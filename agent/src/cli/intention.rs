@@ -361,17 +361,20 @@ fn delete(addr: &str, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What [`encode`] leaves as is: ASCII letters and digits, `-._~` (RFC 3986 unreserved)
+/// and `/:*` (so paths, SPIFFE ids and wildcard patterns stay readable).
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b'*');
+
 /// Percent-encodes a query or path value (names, patterns, SPIFFE ids).
 pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/:*".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
 /// Serves one TLS connection of the TLS transport (called by the data-port listener).
 pub async fn serve_tls(
     proxy: Arc<Proxy>,
-    tls: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
+    tls: tokio_rustls::server::TlsStream<crate::dataport::DataStream>,
     remote: SocketAddr,
 ) {
     let conn = tls.get_ref().1;

@@ -35,10 +35,10 @@ pub mod wire;
 use crate::ca::identity::Identity;
 use crate::catalog::CatalogReader;
 use crate::config::AgentConfig;
+use crate::dataport::{TcpService, TcpServices};
 use crate::intentions::Authorizer;
 use crate::kube::PodRegistryRx;
 use crate::runtime::Shutdown;
-use crate::tcp_port::{TcpService, TcpServices};
 use rhizome_intentions::ServiceRef;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -155,7 +155,7 @@ impl TcpService for TlsIngress {
 
     fn handle(
         &self,
-        stream: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
+        stream: tokio_rustls::server::TlsStream<crate::dataport::DataStream>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         Box::pin(inbound::serve_tls(self.proxy.clone(), stream, peer))

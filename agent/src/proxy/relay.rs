@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// Most chunks taken from the tunnel at once (QUIC hands out one chunk per received frame).
 pub const BATCH: usize = 16;
 /// A TLS connection of the TLS transport (client or server side), over a read-ahead buffer.
-pub type TlsConn = tokio_rustls::TlsStream<crate::tcp_port::DataStream>;
+pub type TlsConn = tokio_rustls::TlsStream<crate::dataport::DataStream>;
 
 /// The sending half of a tunnel.
 pub enum TunnelTx {

@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use rhizome_agent::agent::Agent;
 use rhizome_agent::api::types::Status;
+use rhizome_agent::app::Agent;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::testkit::TestCa;
 

@@ -3,7 +3,7 @@
 //! and backends (echo, a server that says its name).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::catalog::Health;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::testkit::TestCa;

@@ -14,7 +14,7 @@ use crate::kube::PodRegistryRx;
 use crate::metrics::Metrics;
 use crate::runtime::ShutdownTrigger;
 use crate::store::{Store, TreeName};
-use crate::{api, gossip, intentions, kube, proxy, tcp_port};
+use crate::{api, dataport, gossip, intentions, kube, proxy};
 use anyhow::Context as _;
 use rhizome_intentions::{Action, Policy};
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ impl Agent {
             ))),
             _ => None,
         };
-        let mut tcp_services = tcp_port::TcpServices::default();
+        let mut tcp_services = dataport::TcpServices::default();
         if let Some(signer) = &signer {
             tcp_services.register(join::JOIN_ALPN, Arc::new(join::JoinService(signer.clone())));
         }
@@ -200,7 +200,7 @@ impl Agent {
             &mut tcp_services,
         )
         .await?;
-        tasks.spawn(tcp_port::serve(data.tcp, tcp_services, shutdown.clone()));
+        tasks.spawn(dataport::serve(data.tcp, tcp_services, shutdown.clone()));
         if let Some(kube) = kube {
             let kube_metrics = kube::KubeMetrics::register(&metrics);
             tasks.spawn(kube.run(kube_metrics, shutdown.clone()));
