@@ -23,4 +23,5 @@ pub mod proxy;
 pub mod readahead;
 pub mod runtime;
 pub mod store;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
