@@ -5,7 +5,7 @@
 //! `gossip::api`, `intentions::api`, `kube::api`, `expiry`) with the agent's own endpoints
 //! ([`AgentInfo`]); no handler sees more than its subsystem's handles.
 
-pub mod error;
+pub(crate) mod error;
 pub mod types;
 
 use crate::config::{AgentConfig, Check, Service, Upstream};

@@ -12,11 +12,11 @@
 //! Dependencies point one way: `identity` ← `obtain`, `join` ← `renewal`; `files` and
 //! `identity` import no other module of this folder but `files`.
 
-pub mod expiry;
-pub mod files;
+pub(crate) mod expiry;
+pub(crate) mod files;
 pub mod identity;
-pub mod join;
-pub mod obtain;
+pub(crate) mod join;
+pub(crate) mod obtain;
 pub mod renewal;
 
 pub use identity::Identity;

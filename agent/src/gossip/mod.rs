@@ -14,15 +14,15 @@
 //! [`Gossip`] is the handle the API uses. [`bind`] opens the sockets in `Agent::start`;
 //! [`spawn`] starts every task with its [`Inputs`].
 
-pub mod antientropy;
-pub mod api;
+pub(crate) mod antientropy;
+pub(crate) mod api;
 pub mod authority;
-pub mod catalog;
-pub mod driver;
-pub mod health;
+pub(crate) mod catalog;
+pub(crate) mod driver;
+pub(crate) mod health;
 pub mod keys;
-pub mod metrics;
-pub mod replica;
+pub(crate) mod metrics;
+pub(crate) mod replica;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,13 +12,13 @@
 //! never replaces the rules in force. `--dev` agents also accept unsigned entries (they
 //! sign them with their own agent certificate, which other agents refuse).
 
-pub mod api;
-pub mod authorizer;
-pub mod dir;
-pub mod ledger;
+pub(crate) mod api;
+pub(crate) mod authorizer;
+pub(crate) mod dir;
+pub(crate) mod ledger;
 pub mod signed;
-pub mod verdict;
-pub mod view;
+pub(crate) mod verdict;
+pub(crate) mod view;
 
 pub use authorizer::{Authorizer, RulesWriter};
 pub use verdict::{DecisionCounters, Outcome, Verdict};

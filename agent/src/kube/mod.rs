@@ -12,12 +12,12 @@
 //! (watcher events -> table, relists), [`source`] (attribution), [`discovery`] (the task).
 
 pub mod annotations;
-pub mod api;
-pub mod discovery;
-pub mod publish;
-pub mod registry;
-pub mod source;
-pub mod table;
+pub(crate) mod api;
+pub(crate) mod discovery;
+pub(crate) mod publish;
+pub(crate) mod registry;
+pub(crate) mod source;
+pub(crate) mod table;
 
 pub use discovery::{
     Discovery, Ended, KubeMetrics, PodRegistryRx, client, drive, pod_events, settings,

@@ -20,16 +20,16 @@
 //!
 //! Both transports are always served inbound; `transport` selects what this agent dials.
 
-pub mod buffers;
-pub mod inbound;
-pub mod meters;
-pub mod outbound;
-pub mod picker;
-pub mod pods;
-pub mod pool;
-pub mod registry;
-pub mod relay;
-pub mod transport;
+pub(crate) mod buffers;
+pub(crate) mod inbound;
+pub(crate) mod meters;
+pub(crate) mod outbound;
+pub(crate) mod picker;
+pub(crate) mod pods;
+pub(crate) mod pool;
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod transport;
 pub mod wire;
 
 use crate::ca::identity::Identity;

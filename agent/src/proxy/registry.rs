@@ -96,6 +96,7 @@ impl Registry {
     }
 
     /// Whether no connection is open.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
