@@ -6,7 +6,7 @@
 use crate::ca::identity::Identity;
 use crate::ca::{expiry, join, renewal};
 use crate::catalog::{self, Catalog, local_instances};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigReader, ConfigSource};
 use crate::gossip::Gossip;
 use crate::gossip::replica::Replica;
 use crate::intentions::{Authorizer, Intentions};
@@ -14,7 +14,7 @@ use crate::kube::PodRegistryRx;
 use crate::metrics::Metrics;
 use crate::runtime::ShutdownTrigger;
 use crate::store::{Store, TreeName};
-use crate::{api, dataport, gossip, intentions, kube, proxy};
+use crate::{api, dataport, gossip, intentions, kube, proxy, reload};
 use anyhow::Context as _;
 use rhizome_intentions::{Action, Policy};
 use std::net::SocketAddr;
@@ -25,8 +25,13 @@ use tokio::task::JoinSet;
 /// Read handles into a running agent, for tests, benchmarks and the CLI: no task is given
 /// this bag (each gets its own inputs), and it holds no write end but the store's.
 pub struct Handles {
-    /// The effective configuration (with the ports bound when 0 was asked).
+    /// The configuration at start (with the ports bound when 0 was asked).
     pub config: Arc<AgentConfig>,
+    /// The configuration in force (a reload changes services, upstreams, checks,
+    /// `intentions_dir` and log level).
+    pub live: ConfigReader,
+    /// Reloads the configuration (what SIGHUP and `PUT /v1/agent/reload` call).
+    pub reloader: Arc<reload::Reloader>,
     /// The persistent store.
     pub store: Store,
     /// Prometheus registry behind `/metrics`.
@@ -70,9 +75,30 @@ fn policy(config: &AgentConfig) -> Policy {
 }
 
 impl Agent {
+    /// Loads the configuration from `source` and starts the agent on it ([`Agent::start`]);
+    /// a reload reads `source` again.
+    pub async fn start_from(source: ConfigSource) -> anyhow::Result<Agent> {
+        let reader = source.clone();
+        let config = tokio::task::spawn_blocking(move || reader.load())
+            .await?
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        Self::start_with(config, Some(source)).await
+    }
+
     /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
-    /// running) if the data_dir is in use or a port cannot be bound.
-    pub async fn start(mut config: AgentConfig) -> anyhow::Result<Agent> {
+    /// running) if the data_dir is in use or a port cannot be bound. With no source to read
+    /// again, every reload is refused (see [`Agent::start_from`]).
+    pub async fn start(config: AgentConfig) -> anyhow::Result<Agent> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`Agent::start`] on `config`, already loaded from `source` (which a reload reads
+    /// again; `None`: every reload is refused).
+    pub async fn start_with(
+        mut config: AgentConfig,
+        source: Option<ConfigSource>,
+    ) -> anyhow::Result<Agent> {
+        let loaded = config.clone();
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -110,6 +136,7 @@ impl Agent {
         // Port 0 resolves here too: the API and the catalog show the bound gossip port.
         config.ports.gossip = gossip.addr().port();
         let config = Arc::new(config);
+        let (config_writer, live) = crate::config::live(config.clone());
         let (catalog_writer, catalog) = catalog::channel(Catalog::new(local_instances(&config)));
         let (stop, shutdown) = crate::runtime::shutdown();
         let metrics = Arc::new(Metrics::new());
@@ -129,7 +156,7 @@ impl Agent {
             config: config.clone(),
         };
         let mut tasks = JoinSet::new();
-        intentions::start(
+        let dir_watch = intentions::start(
             intentions::Inputs {
                 intentions: intentions.clone(),
                 dir: config.intentions_dir.clone(),
@@ -139,6 +166,51 @@ impl Agent {
             &mut tasks,
         )
         .await;
+        gossip::spawn(
+            gossip_tasks,
+            gossip::Inputs {
+                config: config.clone(),
+                live: live.clone(),
+                gossip: gossip.clone(),
+                replica: replica.clone(),
+                catalog: catalog_writer,
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            &mut tasks,
+        );
+        tasks.spawn(renewal::run(
+            renewal_inputs.clone(),
+            signer,
+            expiry::ExpiryWatch::new(&metrics),
+            shutdown.clone(),
+        ));
+        let upstreams = proxy::start(
+            proxy::Inputs {
+                config: config.clone(),
+                live: live.clone(),
+                identity: identity.clone(),
+                catalog: catalog.clone(),
+                authz: authorizer.clone(),
+                pods: kube_pods.clone(),
+                metrics: metrics.clone(),
+                shutdown: shutdown.clone(),
+            },
+            data.udp,
+            &mut tasks,
+            &mut tcp_services,
+        )
+        .await?;
+        let reloader = Arc::new(reload::Reloader::new(reload::Inputs {
+            source,
+            loaded,
+            writer: config_writer,
+            upstreams,
+            intentions: intentions.clone(),
+            dir: dir_watch,
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+        }));
         let router = api::router(
             api::AgentInfo {
                 config: config.clone(),
@@ -147,8 +219,10 @@ impl Agent {
                 started_unix,
                 boot_count,
                 metrics: metrics.clone(),
+                live: live.clone(),
             },
             [
+                reload::api::routes(reloader.clone()),
                 expiry::routes(identity.clone()),
                 kube::api::routes(kube::api::ApiState {
                     pods: kube_pods.clone(),
@@ -167,39 +241,6 @@ impl Agent {
             ],
         );
         tasks.spawn(api::serve(http, router, shutdown.clone()));
-        gossip::spawn(
-            gossip_tasks,
-            gossip::Inputs {
-                config: config.clone(),
-                gossip: gossip.clone(),
-                replica: replica.clone(),
-                catalog: catalog_writer,
-                metrics: metrics.clone(),
-                shutdown: shutdown.clone(),
-            },
-            &mut tasks,
-        );
-        tasks.spawn(renewal::run(
-            renewal_inputs.clone(),
-            signer,
-            expiry::ExpiryWatch::new(&metrics),
-            shutdown.clone(),
-        ));
-        proxy::start(
-            proxy::Inputs {
-                config: config.clone(),
-                identity: identity.clone(),
-                catalog: catalog.clone(),
-                authz: authorizer.clone(),
-                pods: kube_pods.clone(),
-                metrics: metrics.clone(),
-                shutdown: shutdown.clone(),
-            },
-            data.udp,
-            &mut tasks,
-            &mut tcp_services,
-        )
-        .await?;
         tasks.spawn(dataport::serve(data.tcp, tcp_services, shutdown.clone()));
         if let Some(kube) = kube {
             let kube_metrics = kube::KubeMetrics::register(&metrics);
@@ -225,6 +266,8 @@ impl Agent {
         Ok(Agent {
             handles: Handles {
                 config,
+                live,
+                reloader,
                 store,
                 metrics,
                 kube_pods,

@@ -21,6 +21,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub mod proxy;
 pub(crate) mod readahead;
+pub mod reload;
 pub mod runtime;
 pub(crate) mod store;
 #[cfg(any(test, feature = "testkit"))]

@@ -6,7 +6,7 @@
 
 use anyhow::Context as _;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 /// agent, or a listener's owner). Dropping it also stops the watchers, so a task never
 /// outlives the owner of its trigger.
 #[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<bool>);
+pub struct ShutdownTrigger(Arc<watch::Sender<bool>>);
 
 /// The read end of a shutdown signal, cloned into every task: [`Shutdown::wait`] resolves
 /// once the trigger fired or was dropped.
@@ -24,13 +24,19 @@ pub struct Shutdown(watch::Receiver<bool>);
 /// A new signal: the trigger and its first watcher.
 pub fn shutdown() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger(tx), Shutdown(rx))
+    (ShutdownTrigger(Arc::new(tx)), Shutdown(rx))
 }
 
 impl ShutdownTrigger {
     /// Tells every watcher to stop (idempotent).
     pub fn trigger(&self) {
         self.0.send_replace(true);
+    }
+}
+
+impl Drop for ShutdownTrigger {
+    fn drop(&mut self) {
+        self.trigger();
     }
 }
 
@@ -45,6 +51,23 @@ impl Shutdown {
     /// Whether the signal fired (or its trigger is gone).
     pub fn is_triggered(&self) -> bool {
         *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    /// A signal of its own that also fires when this one does: for a part that stops
+    /// alone (one upstream listener, the `intentions_dir` watcher after a reload) and with
+    /// everything else at shutdown. Spawns a small forwarding task (needs a runtime).
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, child) = shutdown();
+        let tx = Arc::clone(&trigger.0);
+        let mut own = tx.subscribe();
+        let parent = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = parent.wait() => { tx.send_replace(true); }
+                _ = own.wait_for(|stopped| *stopped) => {}
+            }
+        });
+        (trigger, child)
     }
 }
 
@@ -121,6 +144,20 @@ mod tests {
         drop(trigger);
         watcher.wait().await;
         assert!(watcher.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn a_child_stops_alone_or_with_its_parent() {
+        let (parent_trigger, parent) = shutdown();
+        let (first_trigger, first) = parent.child();
+        let (_second_trigger, second) = parent.child();
+        first_trigger.trigger();
+        first.wait().await;
+        assert!(!parent.is_triggered());
+        assert!(!second.is_triggered());
+        parent_trigger.trigger();
+        second.wait().await;
+        assert!(second.is_triggered());
     }
 
     #[test]

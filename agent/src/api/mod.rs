@@ -8,7 +8,7 @@
 pub(crate) mod error;
 pub mod types;
 
-use crate::config::{AgentConfig, Check, Service, Upstream};
+use crate::config::{AgentConfig, Check, ConfigReader, Service, Upstream};
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
 use axum::extract::State;
@@ -77,6 +77,8 @@ pub struct AgentInfo {
     pub boot_count: u64,
     /// The registry behind `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The configuration in force (`/v1/agent/services` follows reloads).
+    pub live: ConfigReader,
 }
 
 /// The router with every endpoint: the agent's own, then each subsystem's `parts`.
@@ -128,7 +130,8 @@ async fn agent_self(State(s): State<AgentInfo>) -> Json<AgentSelf> {
 }
 
 async fn agent_services(State(s): State<AgentInfo>) -> Response {
-    let views: Vec<ServiceView<'_>> = s.config.services.iter().map(ServiceView::from).collect();
+    let live = s.live.borrow().clone();
+    let views: Vec<ServiceView<'_>> = live.services.iter().map(ServiceView::from).collect();
     Json(views).into_response()
 }
 

@@ -11,6 +11,46 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+// ---- /v1/agent/reload
+
+/// How a reload ended (`rhizome_config_reloads_total{result}` counts them).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReloadResult {
+    /// The new configuration is in force.
+    Ok,
+    /// The configuration does not load (syntax, unknown key, bad value, port in use):
+    /// nothing changed.
+    Invalid,
+    /// The configuration changes settings that need a restart: nothing changed.
+    Refused,
+}
+
+impl ReloadResult {
+    /// The label value: `ok`, `invalid` or `refused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::Refused => "refused",
+        }
+    }
+}
+
+/// `PUT /v1/agent/reload` (200 when applied, 422 invalid, 409 refused; `rhizome reload`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ReloadAnswer {
+    /// How it ended.
+    pub result: ReloadResult,
+    /// Why nothing changed: `file:line:column: ...` for an invalid file, the settings that
+    /// need a restart for a refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What changed, one line each (`service added: web`, `upstream removed: ...`).
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
 // ---- /v1/agent/self
 
 /// `GET /v1/agent/self`.

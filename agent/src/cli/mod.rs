@@ -6,6 +6,7 @@ mod ca_rotate;
 mod gossip;
 pub(crate) mod graph;
 pub(crate) mod intention;
+mod reload;
 mod run_agent;
 mod status;
 
@@ -44,8 +45,13 @@ pub struct Cli {
 /// Every subcommand.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the agent in the foreground (until SIGINT/SIGTERM).
+    /// Run the agent in the foreground (until SIGINT/SIGTERM; SIGHUP reloads the config).
     Agent(run_agent::AgentArgs),
+    /// Make the local agent re-read its config directory and apply what changed: services,
+    /// their checks, upstream listeners, intentions_dir/operator_dir, log_level. Settings
+    /// that need a restart (node_name, data_dir, addresses, ports, keys...) are refused;
+    /// an invalid or refused config changes nothing. Same as SIGHUP to the agent.
+    Reload,
     /// Show the local agent: node name, version, addresses, uptime.
     Info(status::FormatArgs),
     /// List the services registered on the local agent.
@@ -79,6 +85,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
+        Command::Reload => reload::run(&cli.http_addr),
         Command::Info(f) => status::info(&cli.http_addr, &f),
         Command::Services(f) => status::services(&cli.http_addr, &f),
         Command::Intention { command } => intention::run(&cli.http_addr, command),

@@ -1,47 +1,54 @@
 //! `rhizome agent`: run the agent in the foreground.
 
 use crate::app::{Agent, shutdown_signal};
-use crate::config::AgentConfig;
+use crate::config::ConfigSource;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `rhizome agent`.
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
-    /// Directory of HCL configuration files (*.hcl, merged in name order).
+    /// Directory of HCL configuration files (*.hcl, merged in name order). Read again on
+    /// SIGHUP or `rhizome reload`. With --dev, optional and merged over the dev defaults
+    /// (to declare services and upstreams).
     #[arg(long, value_name = "DIR", required_unless_present = "dev")]
     pub config_dir: Option<PathBuf>,
-    /// Development mode: a one-node mesh on 127.0.0.1 with data in a temporary directory,
-    /// an in-memory CA, unsigned intentions accepted and default intention policy "allow".
-    #[arg(long, conflicts_with = "config_dir")]
+    /// Development mode: a one-node mesh on 127.0.0.1 (ports 7946-7948) with data in a
+    /// temporary directory, an in-memory CA, unsigned intentions accepted and default
+    /// intention policy "allow". Add --config-dir for services and upstreams.
+    #[arg(long)]
     pub dev: bool,
     /// Node name in --dev mode (default: "dev").
     #[arg(long, value_name = "NAME", requires = "dev")]
     pub node: Option<String>,
     /// Check the configuration, print the effective settings as JSON, and exit.
-    #[arg(long, requires = "config_dir")]
+    #[arg(long)]
     pub validate: bool,
 }
 
 pub fn run(args: AgentArgs, log_level: Option<&str>, log_json: bool) -> anyhow::Result<ExitCode> {
     let mut _dev_dir = None;
-    let config = if args.dev {
+    let source = if args.dev {
         let dir = tempfile::Builder::new().prefix("rhizome-dev-").tempdir()?;
-        let node = args.node.clone().unwrap_or_else(|| "dev".to_string());
-        let config = AgentConfig::dev(&node, dir.path().to_path_buf());
+        let source = ConfigSource::Dev {
+            node: args.node.clone().unwrap_or_else(|| "dev".to_string()),
+            data_dir: dir.path().to_path_buf(),
+            dir: args.config_dir.clone(),
+        };
         _dev_dir = Some(dir);
-        config
+        source
     } else {
         let dir = args
             .config_dir
             .clone()
             .ok_or_else(|| anyhow::anyhow!("--config-dir is required"))?;
-        match AgentConfig::load_dir(&dir) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: invalid configuration: {e}");
-                return Ok(ExitCode::from(1));
-            }
+        ConfigSource::Dir(dir)
+    };
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return Ok(ExitCode::from(1));
         }
     };
     if args.validate {
@@ -49,6 +56,9 @@ pub fn run(args: AgentArgs, log_level: Option<&str>, log_json: bool) -> anyhow::
         return Ok(ExitCode::SUCCESS);
     }
     crate::logging::init(log_level.or(config.log_level.as_deref()), log_json)?;
+    if log_level.is_some() {
+        crate::logging::pin();
+    }
     if config.dev {
         tracing::warn!(
             data_dir = %config.data_dir.display(),
@@ -59,7 +69,14 @@ pub fn run(args: AgentArgs, log_level: Option<&str>, log_json: bool) -> anyhow::
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let agent = Agent::start(config).await?;
+        // Before anything else: from here on SIGHUP reloads instead of killing the process.
+        let hangups =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let agent = Agent::start_with(config, Some(source)).await?;
+        tokio::spawn(crate::reload::on_hangup(
+            agent.handles().reloader.clone(),
+            hangups,
+        ));
         agent.run_until(shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)

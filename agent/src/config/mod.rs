@@ -1,6 +1,10 @@
-//! Agent configuration: HCL files in a config directory, merged in file-name order, validated
-//! once, then immutable. Errors name the file, and for syntax, unknown keys and wrong types
+//! Agent configuration: HCL files in a config directory, merged in file-name order,
+//! validated as a whole. Errors name the file, and for syntax, unknown keys and wrong types
 //! also the line and column.
+//!
+//! A loaded [`AgentConfig`] is immutable; a reload (`crate::reload`) loads a new one from
+//! the same [`ConfigSource`] and, when it is accepted, publishes it through the one
+//! [`ConfigWriter`] to every [`ConfigReader`].
 
 mod file;
 
@@ -10,7 +14,73 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// A read end of the configuration in force: services, upstreams, checks, `intentions_dir`
+/// and log level change on a reload; every other setting stays as at start.
+pub type ConfigReader = watch::Receiver<Arc<AgentConfig>>;
+
+/// The only write end of the configuration in force (owned by the reloader).
+pub struct ConfigWriter(watch::Sender<Arc<AgentConfig>>);
+
+/// The configuration in force, starting at `initial`: its writer and a first reader.
+pub fn live(initial: Arc<AgentConfig>) -> (ConfigWriter, ConfigReader) {
+    let (tx, rx) = watch::channel(initial);
+    (ConfigWriter(tx), rx)
+}
+
+impl ConfigWriter {
+    /// Puts `config` in force; readers waiting on `changed()` wake.
+    pub fn replace(&self, config: Arc<AgentConfig>) {
+        self.0.send_replace(config);
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<AgentConfig> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Where the configuration comes from: read at start, and read again on each reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config-dir DIR`: every `*.hcl` file of `DIR`.
+    Dir(PathBuf),
+    /// `--dev`: the dev defaults (loopback, default allow, data in `data_dir`), with the
+    /// files of an optional `--config-dir` merged over them.
+    Dev {
+        /// Node name (`--node`, default `dev`).
+        node: String,
+        /// The temporary data directory.
+        data_dir: PathBuf,
+        /// `--config-dir`, if given.
+        dir: Option<PathBuf>,
+    },
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<AgentConfig, ConfigError> {
+        match self {
+            ConfigSource::Dir(dir) => AgentConfig::load_dir(dir),
+            ConfigSource::Dev {
+                node,
+                data_dir,
+                dir,
+            } => AgentConfig::load_dev(node, data_dir, dir.as_deref()),
+        }
+    }
+
+    /// The directory read (`None`: a dev agent without `--config-dir`).
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Dir(dir) => Some(dir),
+            ConfigSource::Dev { dir, .. } => dir.as_deref(),
+        }
+    }
+}
 
 /// Default UDP port of the gossip protocol.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
@@ -293,31 +363,41 @@ impl AgentConfig {
     /// Loads and validates every `*.hcl` file of `dir`, in file-name order. Scalars set in a
     /// later file override earlier ones; `service` blocks accumulate.
     pub fn load_dir(dir: &Path) -> Result<AgentConfig, ConfigError> {
-        let io = |path: &Path, source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "hcl") && p.is_file())
-            .collect();
-        files.sort();
-        if files.is_empty() {
+        let parsed = read_dir(dir)?;
+        if parsed.is_empty() {
             return Err(ConfigError::Invalid {
                 file: dir.display().to_string(),
                 message: "no *.hcl files in the config directory".into(),
             });
         }
-        let mut parsed = Vec::new();
-        for path in &files {
-            let src = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-            parsed.push((
-                path.display().to_string(),
-                parse_file(&src, &path.display().to_string())?,
-            ));
-        }
         Self::from_files(parsed)
+    }
+
+    /// The configuration of `rhizome agent --dev [--config-dir DIR]`: the dev defaults of
+    /// [`AgentConfig::dev`], then the files of `dir` (if any) merged over them as later
+    /// files are over earlier ones, so they can add services and upstreams or move ports.
+    pub fn load_dev(
+        node: &str,
+        data_dir: &Path,
+        dir: Option<&Path>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let loopback = Some(Ipv4Addr::LOCALHOST.to_string());
+        let defaults = FileConfig {
+            node_name: Some(node.to_string()),
+            data_dir: Some(data_dir.display().to_string()),
+            bind_addr: loopback.clone(),
+            advertise_addr: loopback.clone(),
+            client_addr: loopback,
+            default_intention_policy: Some("allow".to_string()),
+            ..FileConfig::default()
+        };
+        let mut files = vec![("<dev defaults>".to_string(), defaults)];
+        if let Some(dir) = dir {
+            files.extend(read_dir(dir)?);
+        }
+        let mut config = Self::from_files(files)?;
+        config.dev = true;
+        Ok(config)
     }
 
     /// Parses one config text (used by tests and `--config-file`).
@@ -376,6 +456,29 @@ impl AgentConfig {
     fn from_files(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, ConfigError> {
         merge::merge(files)
     }
+}
+
+/// Every `*.hcl` file of `dir`, parsed, in file-name order.
+fn read_dir(dir: &Path) -> Result<Vec<(String, FileConfig)>, ConfigError> {
+    let io = |path: &Path, source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "hcl") && p.is_file())
+        .collect();
+    files.sort();
+    let mut parsed = Vec::new();
+    for path in &files {
+        let src = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+        parsed.push((
+            path.display().to_string(),
+            parse_file(&src, &path.display().to_string())?,
+        ));
+    }
+    Ok(parsed)
 }
 
 fn parse_file(src: &str, file: &str) -> Result<FileConfig, ConfigError> {

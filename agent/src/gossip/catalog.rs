@@ -20,7 +20,7 @@ use super::now_ms;
 use super::replica::Replica;
 use crate::api::types::{MemberRow, Status};
 use crate::catalog::{Catalog, CatalogWriter, Health, Instance};
-use crate::config::{AgentConfig, Service};
+use crate::config::{AgentConfig, ConfigReader, Service};
 use crate::runtime::Shutdown;
 
 /// Source tag of instances published from the config file (others, e.g. Kubernetes pods,
@@ -145,20 +145,22 @@ pub fn publish_config(c: &AgentConfig, replica: &Replica, results: &CheckResults
     }
 }
 
-/// Republishes the config services whenever a health check changes, until shutdown.
+/// Republishes the config services whenever a health check or the services in force
+/// change (a reload adds, changes or withdraws instances), until shutdown.
 pub async fn publisher(
-    config: Arc<AgentConfig>,
+    mut live: ConfigReader,
     replica: Arc<Replica>,
     mut results: watch::Receiver<CheckResults>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    #[allow(clippy::while_let_loop)]
     loop {
+        let config = live.borrow_and_update().clone();
         let snapshot = results.borrow_and_update().clone();
         publish_config(&config, &replica, &snapshot);
         tokio::select! {
             () = shutdown.wait() => return Ok(()),
             changed = results.changed() => if changed.is_err() { break },
+            changed = live.changed() => if changed.is_err() { break },
         }
     }
     shutdown.wait().await;

@@ -1,6 +1,7 @@
 //! Health checks of the local services (`check { tcp = ... | http = ..., interval, timeout }`):
 //! one task per check probing at its interval; a service is passing when all its checks
 //! passed their last probe. Results are published through a `watch` map keyed by instance id.
+//! The checks follow the services in force: a reload starts, stops or replaces them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::{Check, CheckKind, Service};
+use crate::config::{Check, CheckKind, ConfigReader, Service};
+use crate::runtime::{Shutdown, ShutdownTrigger};
 
 /// Last result of each check, by (instance id, check index).
 pub type CheckResults = BTreeMap<(String, usize), bool>;
@@ -20,34 +22,93 @@ pub fn is_passing(results: &CheckResults, service: &Service) -> bool {
     (0..service.checks.len()).all(|i| results.get(&(service.id.clone(), i)) == Some(&true))
 }
 
-/// Spawns one task per check of `services` into `tasks`; they stop on `shutdown`.
+/// Runs the checks of the services in force until `shutdown`: one task per check, under
+/// one supervisor spawned into `tasks`. When a reload changes a service's checks or removes
+/// the service, its check tasks stop and its results are dropped; the checks of unchanged
+/// services keep running and keep their results (no flap to critical on a reload).
 /// Checks start failing (critical) until their first probe passes.
 pub fn spawn(
-    services: &[Service],
+    live: ConfigReader,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-    shutdown: &crate::runtime::Shutdown,
+    shutdown: &Shutdown,
 ) -> watch::Receiver<CheckResults> {
     let (tx, rx) = watch::channel(CheckResults::new());
-    for service in services {
-        for (i, check) in service.checks.iter().enumerate() {
-            let key = (service.id.clone(), i);
-            let (tx, check, stop) = (tx.clone(), check.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                let mut tick =
-                    tokio::time::interval(check.interval.0.max(Duration::from_millis(10)));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        () = stop.wait() => return Ok(()),
-                        _ = tick.tick() => {}
-                    }
-                    let passed = probe(&check).await;
-                    tx.send_if_modified(|m| m.insert(key.clone(), passed) != Some(passed));
-                }
-            });
+    tasks.spawn(supervise(live, tx, shutdown.clone()));
+    rx
+}
+
+/// Starts and stops the check tasks as the services in force change.
+async fn supervise(
+    mut live: ConfigReader,
+    results: watch::Sender<CheckResults>,
+    stop: Shutdown,
+) -> anyhow::Result<()> {
+    let mut running: BTreeMap<String, (Vec<Check>, ShutdownTrigger)> = BTreeMap::new();
+    let mut checks = JoinSet::new();
+    loop {
+        let config = live.borrow_and_update().clone();
+        let wanted: BTreeMap<&str, &Vec<Check>> = config
+            .services
+            .iter()
+            .map(|s| (s.id.as_str(), &s.checks))
+            .collect();
+        // Dropping a trigger stops that service's check tasks.
+        running.retain(|id, (c, _)| wanted.get(id.as_str()) == Some(&&*c));
+        results.send_if_modified(|m| {
+            let before = m.len();
+            m.retain(|(id, _), _| running.contains_key(id));
+            m.len() != before
+        });
+        for service in &config.services {
+            if running.contains_key(&service.id) {
+                continue;
+            }
+            let (trigger, stopped) = stop.child();
+            for (i, check) in service.checks.iter().enumerate() {
+                let key = (service.id.clone(), i);
+                checks.spawn(probe_loop(
+                    key,
+                    check.clone(),
+                    results.clone(),
+                    stopped.clone(),
+                ));
+            }
+            running.insert(service.id.clone(), (service.checks.clone(), trigger));
+        }
+        tokio::select! {
+            () = stop.wait() => break,
+            changed = live.changed() => if changed.is_err() {
+                stop.wait().await;
+                break;
+            },
+            Some(_) = checks.join_next() => {}
         }
     }
-    rx
+    drop(running);
+    while checks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Probes `check` at its interval, writing its result under `key`, until `stop`.
+async fn probe_loop(
+    key: (String, usize),
+    check: Check,
+    results: watch::Sender<CheckResults>,
+    stop: Shutdown,
+) {
+    let mut tick = tokio::time::interval(check.interval.0.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let passed = tokio::select! {
+            () = stop.wait() => return,
+            passed = probe(&check) => passed,
+        };
+        results.send_if_modified(|m| m.insert(key.clone(), passed) != Some(passed));
+    }
 }
 
 /// Runs one probe within the check's timeout.

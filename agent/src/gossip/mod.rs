@@ -36,7 +36,7 @@ use tokio::task::JoinSet;
 
 use crate::api::types::MemberRow;
 use crate::catalog::CatalogWriter;
-use crate::config::{AgentConfig, GossipConfig};
+use crate::config::{AgentConfig, ConfigReader, GossipConfig};
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
 use crate::store::Store;
@@ -226,8 +226,10 @@ async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)>
 
 /// What the agent gives the gossip tasks.
 pub struct Inputs {
-    /// The effective configuration (gossip settings, services and their checks).
+    /// The configuration at start (gossip settings).
     pub config: Arc<AgentConfig>,
+    /// The configuration in force (services and their checks change on a reload).
+    pub live: ConfigReader,
     /// The handle [`bind`] returned.
     pub gossip: Arc<Gossip>,
     /// The replicated signed state.
@@ -245,6 +247,7 @@ pub struct Inputs {
 pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
     let Inputs {
         config,
+        live,
         gossip,
         replica,
         catalog: catalog_writer,
@@ -279,9 +282,9 @@ pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Resul
         keys::follow(keys, r, s).await;
         Ok(())
     });
-    let results = health::spawn(&config.services, tasks, &stop);
+    let results = health::spawn(live.clone(), tasks, &stop);
     tasks.spawn(catalog::publisher(
-        config.clone(),
+        live,
         replica.clone(),
         results,
         stop.clone(),

@@ -337,8 +337,9 @@ pub struct Inputs {
 
 /// Builds the rules from the stored entries and loads `intentions_dir` once (so a
 /// restarted agent enforces its last rules at once), then spawns the tasks that rebuild on
-/// every change and poll the directory. Both end on `inputs.shutdown`.
-pub async fn start(inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
+/// every change and poll the directory. Both end on `inputs.shutdown`; the directory's
+/// watcher also ends alone when the returned [`DirWatch`] is replaced by a reload.
+pub async fn start(inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) -> DirWatch {
     let Inputs {
         intentions,
         dir,
@@ -346,7 +347,8 @@ pub async fn start(inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
         shutdown,
     } = inputs;
     let changes = intentions.ledger.subscribe();
-    let mut watcher = dir::Watcher::new(dir, operator_dir);
+    let (stop_dir, dir_stopped) = shutdown.child();
+    let mut watcher = dir::Watcher::new(dir.clone(), operator_dir.clone());
     watcher.poll(&intentions).await;
     let entries = intentions.ledger.entries();
     let _ = intentions.rebuild(&entries);
@@ -356,7 +358,51 @@ pub async fn start(inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
         digests(&entries),
         shutdown.clone(),
     ));
-    tasks.spawn(dir::run(intentions, watcher, shutdown));
+    tasks.spawn(dir::run(intentions, watcher, dir_stopped));
+    DirWatch {
+        dir,
+        operator_dir,
+        stop: stop_dir,
+    }
+}
+
+/// The running `intentions_dir` watcher: which directory and operator it uses, and the
+/// trigger that stops it alone.
+pub struct DirWatch {
+    dir: Option<PathBuf>,
+    operator_dir: Option<PathBuf>,
+    stop: crate::runtime::ShutdownTrigger,
+}
+
+impl DirWatch {
+    /// Whether this watcher reads `dir` and signs with `operator_dir`.
+    pub fn watches(&self, dir: Option<&std::path::Path>, operator_dir: Option<&std::path::Path>) -> bool {
+        self.dir.as_deref() == dir && self.operator_dir.as_deref() == operator_dir
+    }
+
+    /// Stops this watcher and starts one of `dir` signed with `operator_dir` (a reload
+    /// that changed them); the new directory is loaded once before this returns. With a
+    /// new directory, entries written from the old one whose files it does not hold are
+    /// deleted, as when a file is removed; with none, they stay. The new watcher ends with
+    /// `shutdown`.
+    pub async fn replace(
+        self,
+        intentions: Arc<Intentions>,
+        dir: Option<PathBuf>,
+        operator_dir: Option<PathBuf>,
+        shutdown: &Shutdown,
+    ) -> DirWatch {
+        self.stop.trigger();
+        let (stop, stopped) = shutdown.child();
+        let mut watcher = dir::Watcher::new(dir.clone(), operator_dir.clone());
+        watcher.poll(&intentions).await;
+        tokio::spawn(dir::run(intentions, watcher, stopped));
+        DirWatch {
+            dir,
+            operator_dir,
+            stop,
+        }
+    }
 }
 
 /// What identifies a set of entries (the change counter may also move for other keys of

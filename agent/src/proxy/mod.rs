@@ -30,11 +30,12 @@ pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod relay;
 pub(crate) mod transport;
+pub mod upstreams;
 pub mod wire;
 
 use crate::ca::identity::Identity;
 use crate::catalog::CatalogReader;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, ConfigReader};
 use crate::dataport::{TcpService, TcpServices};
 use crate::intentions::Authorizer;
 use crate::kube::PodRegistryRx;
@@ -74,8 +75,10 @@ impl DataSockets {
 
 /// What the agent gives the data plane: nothing more (no store, no rules writer).
 pub struct Inputs {
-    /// The effective configuration (proxy settings, node name, local services).
+    /// The configuration at start (proxy settings, node name: restart-only settings).
     pub config: Arc<AgentConfig>,
+    /// The configuration in force (local services change on a reload).
+    pub live: ConfigReader,
     /// Workload leaves and the trust bundle (mTLS both ways).
     pub identity: Arc<Identity>,
     /// Instances to dial, and local instances to serve.
@@ -93,6 +96,7 @@ pub struct Inputs {
 /// The data plane's state, shared by its tasks.
 pub struct Proxy {
     config: Arc<AgentConfig>,
+    live: ConfigReader,
     identity: Arc<Identity>,
     catalog: CatalogReader,
     authz: Authorizer,
@@ -120,17 +124,17 @@ impl Proxy {
     }
 
     /// The address of local instance `id` of `dst` on this node: from the catalog (config
-    /// services, pods), else from the config services.
+    /// services, pods), else from the config services in force.
     pub fn local_instance(&self, dst: &ServiceRef, id: &str) -> Option<SocketAddr> {
         let node = &self.config.node_name;
         let catalog = self.catalog.borrow().clone();
+        let live = self.live.borrow().clone();
         catalog
             .instances_of(dst.namespace.as_str(), dst.name.as_str())
             .find(|i| &i.node == node && i.id == id)
             .map(|i| SocketAddr::new(i.address, i.port))
             .or_else(|| {
-                self.config
-                    .services
+                live.services
                     .iter()
                     .find(|s| {
                         s.namespace == dst.namespace.as_str()
@@ -170,15 +174,17 @@ fn quic_tuned() -> bool {
 
 /// Starts the data plane: the QUIC endpoint on `udp`, the TLS service (registered in
 /// `tcp_services`), one listener per upstream of every local service, the rules watcher
-/// and the drain on shutdown. Fails if an upstream listener cannot be bound.
+/// and the drain on shutdown. Fails if an upstream listener cannot be bound. Returns the
+/// upstream listeners, which a reload changes ([`upstreams::Upstreams::apply`]).
 pub async fn start(
     inputs: Inputs,
     udp: std::net::UdpSocket,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     tcp_services: &mut TcpServices,
-) -> anyhow::Result<Arc<Proxy>> {
+) -> anyhow::Result<Arc<upstreams::Upstreams>> {
     let Inputs {
         config,
+        live,
         identity,
         catalog,
         authz,
@@ -212,6 +218,7 @@ pub async fn start(
             metrics.clone(),
         ),
         config: config.clone(),
+        live,
         identity: identity.clone(),
         catalog,
         authz,
@@ -231,32 +238,15 @@ pub async fn start(
             config: Arc::new(tls_config),
         }),
     );
-    for svc in &config.services {
-        let source = ServiceRef::new(&svc.namespace, &svc.name)?;
-        for up in &svc.upstreams {
-            let addr = SocketAddr::new(up.local_bind_address, up.local_bind_port);
-            let listener = outbound::bind(addr).await?;
-            let route = outbound::Route {
-                source: source.clone(),
-                destination: ServiceRef::new(&up.destination_namespace, &up.destination_name)?,
-            };
-            tracing::info!(listen = %addr, src = %route.source, dst = %route.destination,
-                "upstream listener");
-            tasks.spawn(outbound::serve_upstream(
-                proxy.clone(),
-                listener,
-                outbound::Routing::Fixed(route),
-                shutdown.clone(),
-            ));
-        }
-    }
+    let upstreams = Arc::new(upstreams::Upstreams::new(proxy.clone(), shutdown.clone()));
+    upstreams.apply(&config.services).await?;
     if let Some(rx) = pods {
         tasks.spawn(pods::serve(proxy.clone(), rx, shutdown.clone()));
     }
     tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
     tasks.spawn(watch_rules(proxy.clone(), shutdown.clone()));
     tasks.spawn(drain(proxy.clone(), shutdown));
-    Ok(proxy)
+    Ok(upstreams)
 }
 
 /// Re-decides every open inbound connection whenever the rules change; cuts the denied.

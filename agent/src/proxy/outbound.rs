@@ -270,11 +270,3 @@ fn random_below(n: usize) -> usize {
     use rand::RngExt as _;
     rand::rng().random_range(0..n.max(1))
 }
-
-/// Binds the listener of one upstream.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    use anyhow::Context as _;
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind the upstream listener on {addr}"))
-}

@@ -1,0 +1,226 @@
+//! Reloading the configuration while the agent runs: on SIGHUP, `rhizome reload` or
+//! `PUT /v1/agent/reload`, the config source is read again and the difference applied.
+//!
+//! | applied live | refused (needs a restart) |
+//! |---|---|
+//! | `service` blocks: catalog publication, checks, upstream listeners | `node_name`, `data_dir` |
+//! | `intentions_dir`, `operator_dir` | `bind_addr`, `advertise_addr`, `client_addr`, `ports` |
+//! | `log_level` (unless `--log-level` pinned it) | `encrypt`, `ca`, `gossip`, `proxy`, `transport`, `kubernetes`, `retry_join`, intention policy and mode |
+//!
+//! All or nothing: a configuration that does not load (`invalid`: the file:line:column
+//! is in the answer and the log), that touches a restart-only setting (`refused`: the
+//! settings are named) or whose new upstream cannot be bound (`invalid`) changes nothing,
+//! and the agent keeps running on the configuration in force. A refusal does not apply
+//! the rest either: the files were edited as a whole, and half of an edit (a service moved
+//! together with the port it relied on) is a state nobody wrote.
+//!
+//! [`Reloader`] owns the configuration's only write end; the reload steps run under one
+//! lock, so two reloads never interleave.
+
+pub mod api;
+pub mod plan;
+
+use crate::api::types::{ReloadAnswer, ReloadResult};
+use crate::config::{AgentConfig, ConfigSource, ConfigWriter};
+use crate::intentions::{DirWatch, Intentions};
+use crate::metrics::Metrics;
+use crate::proxy::upstreams::Upstreams;
+use crate::runtime::Shutdown;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use std::sync::Arc;
+
+/// The label of `rhizome_config_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// What a reload works on (given by `Agent::start`).
+pub struct Inputs {
+    /// Where the configuration is read again (`None`: the agent was given a value, there
+    /// is nothing to re-read and every reload is refused).
+    pub source: Option<ConfigSource>,
+    /// The configuration as loaded from the source at start (ports 0 not yet resolved):
+    /// what restart-only settings are compared with.
+    pub loaded: AgentConfig,
+    /// The only write end of the configuration in force.
+    pub writer: ConfigWriter,
+    /// The config services' upstream listeners.
+    pub upstreams: Arc<Upstreams>,
+    /// Where `intentions_dir` files are submitted.
+    pub intentions: Arc<Intentions>,
+    /// The running `intentions_dir` watcher.
+    pub dir: DirWatch,
+    /// The agent's shutdown (a new `intentions_dir` watcher ends with it).
+    pub shutdown: Shutdown,
+    /// Where `rhizome_config_reloads_total` is registered.
+    pub metrics: Arc<Metrics>,
+}
+
+struct State {
+    loaded: AgentConfig,
+    dir: Option<DirWatch>,
+}
+
+/// Applies reloads, one at a time.
+pub struct Reloader {
+    source: Option<ConfigSource>,
+    writer: ConfigWriter,
+    upstreams: Arc<Upstreams>,
+    intentions: Arc<Intentions>,
+    shutdown: Shutdown,
+    state: tokio::sync::Mutex<State>,
+    counts: Family<ResultLabel, Counter>,
+}
+
+impl Reloader {
+    /// A reloader over `inputs`; registers `rhizome_config_reloads_total{result}` (each
+    /// result at 0).
+    pub fn new(inputs: Inputs) -> Reloader {
+        let counts = Family::<ResultLabel, Counter>::default();
+        for r in [ReloadResult::Ok, ReloadResult::Invalid, ReloadResult::Refused] {
+            let _ = counts.get_or_create(&ResultLabel { result: r.as_str() });
+        }
+        inputs.metrics.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP, rhizome reload, PUT /v1/agent/reload) by result",
+            counts.clone(),
+        );
+        Reloader {
+            source: inputs.source,
+            writer: inputs.writer,
+            upstreams: inputs.upstreams,
+            intentions: inputs.intentions,
+            shutdown: inputs.shutdown,
+            state: tokio::sync::Mutex::new(State {
+                loaded: inputs.loaded,
+                dir: Some(inputs.dir),
+            }),
+            counts,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<AgentConfig> {
+        self.writer.current()
+    }
+
+    /// Reads the source again and applies the difference (see the module doc); the answer
+    /// says what changed or why nothing did. Also logged and counted.
+    pub async fn reload(&self) -> ReloadAnswer {
+        let answer = self.try_reload().await;
+        self.counts
+            .get_or_create(&ResultLabel {
+                result: answer.result.as_str(),
+            })
+            .inc();
+        match (&answer.result, &answer.error) {
+            (ReloadResult::Ok, _) => tracing::info!(
+                changes = answer.changes.len(),
+                detail = %answer.changes.join("; "),
+                "configuration reloaded"
+            ),
+            (result, error) => tracing::error!(
+                result = result.as_str(),
+                error = error.as_deref().unwrap_or_default(),
+                "configuration not reloaded: the configuration in force stays"
+            ),
+        }
+        answer
+    }
+
+    async fn try_reload(&self) -> ReloadAnswer {
+        let fail = |result, error: String| ReloadAnswer {
+            result,
+            error: Some(error),
+            changes: Vec::new(),
+        };
+        let Some(source) = self.source.clone() else {
+            return fail(
+                ReloadResult::Refused,
+                "this agent was not started from a config directory: nothing to re-read".into(),
+            );
+        };
+        let mut state = self.state.lock().await;
+        let new = match tokio::task::spawn_blocking(move || source.load()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return fail(ReloadResult::Invalid, format!("invalid configuration: {e}")),
+            Err(e) => return fail(ReloadResult::Invalid, format!("config reader failed: {e}")),
+        };
+        if let Some(level) = &new.log_level
+            && let Err(e) = crate::logging::parse(level)
+        {
+            return fail(ReloadResult::Invalid, format!("log_level: {e}"));
+        }
+        let refused = plan::restart_only(&state.loaded, &new);
+        if !refused.is_empty() {
+            return fail(
+                ReloadResult::Refused,
+                format!(
+                    "these settings change only with a restart: {} (nothing was applied; restart the agent, or undo them and reload)",
+                    refused.join(", ")
+                ),
+            );
+        }
+        let current = self.writer.current();
+        // The ports as bound (a port 0 in the files resolved at start).
+        let effective = AgentConfig {
+            ports: current.ports,
+            ..new.clone()
+        };
+        let listeners = match self.upstreams.apply(&effective.services).await {
+            Ok(c) => c,
+            Err(e) => return fail(ReloadResult::Invalid, e.to_string()),
+        };
+        let mut changes = plan::service_changes(&current.services, &effective.services);
+        changes.extend(listeners.added.iter().map(|l| format!("upstream added: {l}")));
+        changes.extend(listeners.changed.iter().map(|l| format!("upstream changed: {l}")));
+        changes.extend(listeners.removed.iter().map(|l| format!("upstream removed: {l}")));
+        if let Some(dir) = state.dir.take() {
+            let (d, o) = (new.intentions_dir.clone(), new.operator_dir.clone());
+            state.dir = Some(if dir.watches(d.as_deref(), o.as_deref()) {
+                dir
+            } else {
+                changes.push(format!(
+                    "intentions_dir: {} (operator_dir: {})",
+                    shown(d.as_deref()),
+                    shown(o.as_deref())
+                ));
+                dir.replace(self.intentions.clone(), d, o, &self.shutdown)
+                    .await
+            });
+        }
+        if state.loaded.log_level != new.log_level {
+            match crate::logging::set_level(new.log_level.as_deref()) {
+                Ok(true) => changes.push(format!(
+                    "log_level: {}",
+                    new.log_level.as_deref().unwrap_or("(default)")
+                )),
+                Ok(false) => changes.push("log_level: unchanged (--log-level given)".into()),
+                Err(e) => changes.push(format!("log_level: not applied: {e}")),
+            }
+        }
+        self.writer.replace(Arc::new(effective));
+        state.loaded = new;
+        ReloadAnswer {
+            result: ReloadResult::Ok,
+            error: None,
+            changes,
+        }
+    }
+}
+
+fn shown(p: Option<&std::path::Path>) -> String {
+    p.map_or_else(|| "(none)".to_string(), |p| p.display().to_string())
+}
+
+/// Reloads on every SIGHUP, for as long as the process runs. `hangups` must be created
+/// before the agent starts, so that a SIGHUP during the start does not kill the process.
+pub async fn on_hangup(reloader: Arc<Reloader>, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        reloader.reload().await;
+    }
+}
