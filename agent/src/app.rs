@@ -206,6 +206,7 @@ impl Agent {
             loaded,
             writer: config_writer,
             upstreams,
+            identity: identity.clone(),
             intentions: intentions.clone(),
             dir: dir_watch,
             shutdown: shutdown.clone(),

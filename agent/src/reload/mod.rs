@@ -9,7 +9,8 @@
 //!
 //! All or nothing: a configuration that does not load (`invalid`: the file:line:column
 //! is in the answer and the log), that touches a restart-only setting (`refused`: the
-//! settings are named) or whose new upstream cannot be bound (`invalid`) changes nothing,
+//! settings are named), whose new upstream cannot be bound or whose new service cannot get
+//! a certificate (`invalid`) changes nothing,
 //! and the agent keeps running on the configuration in force. A refusal does not apply
 //! the rest either: the files were edited as a whole, and half of an edit (a service moved
 //! together with the port it relied on) is a state nobody wrote.
@@ -21,6 +22,7 @@ pub mod api;
 pub mod plan;
 
 use crate::api::types::{ReloadAnswer, ReloadResult};
+use crate::ca::identity::Identity;
 use crate::config::{AgentConfig, ConfigSource, ConfigWriter};
 use crate::intentions::{DirWatch, Intentions};
 use crate::metrics::Metrics;
@@ -49,6 +51,8 @@ pub struct Inputs {
     pub writer: ConfigWriter,
     /// The config services' upstream listeners.
     pub upstreams: Arc<Upstreams>,
+    /// Issues the leaves of services added by a reload.
+    pub identity: Arc<Identity>,
     /// Where `intentions_dir` files are submitted.
     pub intentions: Arc<Intentions>,
     /// The running `intentions_dir` watcher.
@@ -69,6 +73,7 @@ pub struct Reloader {
     source: Option<ConfigSource>,
     writer: ConfigWriter,
     upstreams: Arc<Upstreams>,
+    identity: Arc<Identity>,
     intentions: Arc<Intentions>,
     shutdown: Shutdown,
     state: tokio::sync::Mutex<State>,
@@ -92,6 +97,7 @@ impl Reloader {
             source: inputs.source,
             writer: inputs.writer,
             upstreams: inputs.upstreams,
+            identity: inputs.identity,
             intentions: inputs.intentions,
             shutdown: inputs.shutdown,
             state: tokio::sync::Mutex::new(State {
@@ -163,6 +169,16 @@ impl Reloader {
                     refused.join(", ")
                 ),
             );
+        }
+        // Fallible before anything changes: a leaf for each service (an intermediate
+        // limited to some services refuses the others).
+        for svc in &new.services {
+            if let Err(e) = self.identity.ensure_workload(&svc.namespace, &svc.name) {
+                return fail(
+                    ReloadResult::Invalid,
+                    format!("service {:?}: cannot issue its certificate: {e:#}", svc.id),
+                );
+            }
         }
         let current = self.writer.current();
         // The ports as bound (a port 0 in the files resolved at start).
