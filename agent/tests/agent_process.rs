@@ -245,7 +245,10 @@ fn sighup_reloads_a_running_agent_and_it_keeps_running() {
         ["echo", "web", "api"],
         "the config in force stays"
     );
-    assert!(agent.log().contains("broken.hcl:2:"), "the log says why too");
+    assert!(
+        agent.log().contains("broken.hcl:2:"),
+        "the log says why too"
+    );
 
     // `rhizome reload` once fixed: exit 0, says what changed.
     std::fs::remove_file(conf.join("broken.hcl")).unwrap();

@@ -33,7 +33,10 @@ fn write_config(dir: &Path, ca: &TestCa, services: &str) {
 }
 
 fn service(name: &str, addr: SocketAddr, upstreams: &[(&str, u16)]) -> String {
-    let mut s = format!("service {{\n  name = \"{name}\"\n  port = {}\n", addr.port());
+    let mut s = format!(
+        "service {{\n  name = \"{name}\"\n  port = {}\n",
+        addr.port()
+    );
     for (dst, port) in upstreams {
         s += &format!(
             "  upstreams {{\n    destination_name = \"{dst}\"\n    local_bind_port = {port}\n  }}\n"
@@ -103,9 +106,15 @@ async fn reload_adds_changes_and_removes_services_and_upstreams_without_a_cut() 
     // Long-lived connections: one through the upstream that stays, one through the one
     // that goes away.
     let mut through_kept = TcpStream::connect(("127.0.0.1", kept)).await.unwrap();
-    assert_eq!(echo_once(&mut through_kept, b"before").await.unwrap(), b"before");
+    assert_eq!(
+        echo_once(&mut through_kept, b"before").await.unwrap(),
+        b"before"
+    );
     let mut through_removed = TcpStream::connect(("127.0.0.1", removed)).await.unwrap();
-    assert_eq!(echo_once(&mut through_removed, b"old").await.unwrap(), b"old");
+    assert_eq!(
+        echo_once(&mut through_removed, b"old").await.unwrap(),
+        b"old"
+    );
 
     let v2 = [
         service("echo", echo, &[]),
@@ -127,7 +136,10 @@ async fn reload_adds_changes_and_removes_services_and_upstreams_without_a_cut() 
         "service removed: old",
         "service changed: web (upstreams)",
     ] {
-        assert!(answer.changes.iter().any(|c| c == line), "{line} in {answer:?}");
+        assert!(
+            answer.changes.iter().any(|c| c == line),
+            "{line} in {answer:?}"
+        );
     }
     let upstream_lines = |kind: &str, port: u16| {
         answer
@@ -140,24 +152,38 @@ async fn reload_adds_changes_and_removes_services_and_upstreams_without_a_cut() 
     assert_eq!(upstream_lines("upstream changed", changed), 1, "{answer:?}");
     assert_eq!(upstream_lines("upstream removed", removed), 1, "{answer:?}");
     assert!(
-        !answer.changes.iter().any(|c| c.contains(&format!(":{kept} "))),
+        !answer
+            .changes
+            .iter()
+            .any(|c| c.contains(&format!(":{kept} "))),
         "the unchanged upstream is not touched: {answer:?}"
     );
 
     // The connection through the unchanged upstream was not cut, and carries on.
-    assert_eq!(echo_once(&mut through_kept, b"after").await.unwrap(), b"after");
+    assert_eq!(
+        echo_once(&mut through_kept, b"after").await.unwrap(),
+        b"after"
+    );
     // The removed upstream no longer accepts, but its open connection drains.
     assert!(TcpStream::connect(("127.0.0.1", removed)).await.is_err());
-    assert_eq!(echo_once(&mut through_removed, b"drain").await.unwrap(), b"drain");
+    assert_eq!(
+        echo_once(&mut through_removed, b"drain").await.unwrap(),
+        b"drain"
+    );
     // The changed and added upstreams route to the new service once it is published.
     wait_read(changed, "cache").await;
     wait_read(added, "cache").await;
     // The catalog follows: db moved, old withdrawn.
     let db_port = db_two.port();
-    wait_until_async("catalog follows the reload", Duration::from_secs(15), || {
-        let ok = local_port(&agent, "db") == Some(db_port) && local_port(&agent, "old").is_none();
-        async move { ok }
-    })
+    wait_until_async(
+        "catalog follows the reload",
+        Duration::from_secs(15),
+        || {
+            let ok =
+                local_port(&agent, "db") == Some(db_port) && local_port(&agent, "old").is_none();
+            async move { ok }
+        },
+    )
     .await;
     let live: Vec<String> = agent
         .handles()
@@ -209,7 +235,9 @@ async fn an_invalid_or_refused_reload_keeps_the_config_in_force() {
         error.split("10-services.hcl:").nth(1).is_some_and(|rest| {
             let mut parts = rest.split(':');
             parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
-                && parts.next().is_some_and(|c| c.trim().parse::<u32>().is_ok())
+                && parts
+                    .next()
+                    .is_some_and(|c| c.trim().parse::<u32>().is_ok())
         }),
         "file:line:column in {error}"
     );
@@ -224,18 +252,31 @@ async fn an_invalid_or_refused_reload_keeps_the_config_in_force() {
         [
             v1.clone(),
             service("cache", cache, &[]),
-            service("api", "127.0.0.1:9000".parse().unwrap(), &[("cache", taken_port)]),
+            service(
+                "api",
+                "127.0.0.1:9000".parse().unwrap(),
+                &[("cache", taken_port)],
+            ),
         ]
         .concat(),
     )
     .unwrap();
     let answer = agent.handles().reloader.reload().await;
     assert_eq!(answer.result, ReloadResult::Invalid, "{answer:?}");
-    assert!(answer.error.unwrap().contains(&format!("127.0.0.1:{taken_port}")));
+    assert!(
+        answer
+            .error
+            .unwrap()
+            .contains(&format!("127.0.0.1:{taken_port}"))
+    );
     assert_eq!(ids(&agent), ["echo", "web"]);
 
     // A restart-only setting (the node name) with a service change: refused, neither applied.
-    std::fs::write(&services_file, format!("{v1}{}", service("cache", cache, &[]))).unwrap();
+    std::fs::write(
+        &services_file,
+        format!("{v1}{}", service("cache", cache, &[])),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("conf/20-node.hcl"),
         "node_name = \"renamed\"\nports {\n  http = 7999\n}\n",
@@ -272,8 +313,7 @@ async fn an_agent_started_from_a_value_refuses_to_reload() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("reload.test").unwrap();
     write_config(dir.path(), &ca, "");
-    let config =
-        rhizome_agent::config::AgentConfig::load_dir(&dir.path().join("conf")).unwrap();
+    let config = rhizome_agent::config::AgentConfig::load_dir(&dir.path().join("conf")).unwrap();
     let agent = Agent::start(config).await.unwrap();
     let answer = agent.handles().reloader.reload().await;
     assert_eq!(answer.result, ReloadResult::Refused);

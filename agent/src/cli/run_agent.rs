@@ -70,8 +70,7 @@ pub fn run(args: AgentArgs, log_level: Option<&str>, log_json: bool) -> anyhow::
         .build()?;
     runtime.block_on(async move {
         // Before anything else: from here on SIGHUP reloads instead of killing the process.
-        let hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         let agent = Agent::start_with(config, Some(source)).await?;
         tokio::spawn(crate::reload::on_hangup(
             agent.handles().reloader.clone(),

@@ -213,3 +213,44 @@ fn ca_block_takes_signer_addrs_and_refuses_short_leaf_ttl() {
     assert_eq!(empty.ca.join_token, None, "env(\"UNSET\") gives no token");
     assert!(err(&format!("{base}ca {{\n signer = true\n}}\n")).contains("needs root_dir"));
 }
+
+#[test]
+fn dev_defaults_take_a_config_dir_merged_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let plain = AgentConfig::load_dev("dev", &data, None).unwrap();
+    let reference = AgentConfig::dev("dev", data.clone());
+    assert!(plain.dev);
+    assert_eq!(plain.node_name, reference.node_name);
+    assert_eq!(plain.data_dir, reference.data_dir);
+    assert_eq!(plain.bind_addr, reference.bind_addr);
+    assert_eq!(plain.advertise_addr, reference.advertise_addr);
+    assert_eq!(plain.client_addr, reference.client_addr);
+    assert_eq!(plain.ports, reference.ports);
+    assert_eq!(plain.default_intention_policy, Policy::Allow);
+
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("svc.hcl"),
+        "ports {\n  http = 18500\n}\nservice {\n  name = \"echo\"\n  port = 7000\n}\n",
+    )
+    .unwrap();
+    let source = ConfigSource::Dev {
+        node: "laptop".into(),
+        data_dir: data.clone(),
+        dir: Some(conf.clone()),
+    };
+    let merged = source.load().unwrap();
+    assert!(merged.dev);
+    assert_eq!(merged.node_name, "laptop");
+    assert_eq!(merged.ports.http, 18500);
+    assert_eq!(merged.ports.gossip, DEFAULT_GOSSIP_PORT);
+    assert_eq!(merged.services.len(), 1);
+    assert_eq!(merged.default_intention_policy, Policy::Allow);
+    assert_eq!(source.dir(), Some(conf.as_path()));
+
+    std::fs::write(conf.join("bad.hcl"), "service {\n  nme = \"x\"\n}\n").unwrap();
+    let err = source.load().unwrap_err().to_string();
+    assert!(err.contains("bad.hcl:2:"), "{err}");
+}

@@ -376,7 +376,11 @@ pub struct DirWatch {
 
 impl DirWatch {
     /// Whether this watcher reads `dir` and signs with `operator_dir`.
-    pub fn watches(&self, dir: Option<&std::path::Path>, operator_dir: Option<&std::path::Path>) -> bool {
+    pub fn watches(
+        &self,
+        dir: Option<&std::path::Path>,
+        operator_dir: Option<&std::path::Path>,
+    ) -> bool {
         self.dir.as_deref() == dir && self.operator_dir.as_deref() == operator_dir
     }
 

@@ -85,7 +85,11 @@ impl Reloader {
     /// result at 0).
     pub fn new(inputs: Inputs) -> Reloader {
         let counts = Family::<ResultLabel, Counter>::default();
-        for r in [ReloadResult::Ok, ReloadResult::Invalid, ReloadResult::Refused] {
+        for r in [
+            ReloadResult::Ok,
+            ReloadResult::Invalid,
+            ReloadResult::Refused,
+        ] {
             let _ = counts.get_or_create(&ResultLabel { result: r.as_str() });
         }
         inputs.metrics.register(
@@ -152,7 +156,9 @@ impl Reloader {
         let mut state = self.state.lock().await;
         let new = match tokio::task::spawn_blocking(move || source.load()).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return fail(ReloadResult::Invalid, format!("invalid configuration: {e}")),
+            Ok(Err(e)) => {
+                return fail(ReloadResult::Invalid, format!("invalid configuration: {e}"));
+            }
             Err(e) => return fail(ReloadResult::Invalid, format!("config reader failed: {e}")),
         };
         if let Some(level) = &new.log_level
@@ -191,9 +197,24 @@ impl Reloader {
             Err(e) => return fail(ReloadResult::Invalid, e.to_string()),
         };
         let mut changes = plan::service_changes(&current.services, &effective.services);
-        changes.extend(listeners.added.iter().map(|l| format!("upstream added: {l}")));
-        changes.extend(listeners.changed.iter().map(|l| format!("upstream changed: {l}")));
-        changes.extend(listeners.removed.iter().map(|l| format!("upstream removed: {l}")));
+        changes.extend(
+            listeners
+                .added
+                .iter()
+                .map(|l| format!("upstream added: {l}")),
+        );
+        changes.extend(
+            listeners
+                .changed
+                .iter()
+                .map(|l| format!("upstream changed: {l}")),
+        );
+        changes.extend(
+            listeners
+                .removed
+                .iter()
+                .map(|l| format!("upstream removed: {l}")),
+        );
         if let Some(dir) = state.dir.take() {
             let (d, o) = (new.intentions_dir.clone(), new.operator_dir.clone());
             state.dir = Some(if dir.watches(d.as_deref(), o.as_deref()) {

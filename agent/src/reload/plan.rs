@@ -80,11 +80,16 @@ pub fn service_changes(old: &[Service], new: &[Service]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A base file, and `extra` in a second file that overrides it.
     fn load(extra: &str) -> AgentConfig {
-        let src = format!(
-            "node_name = \"n1\"\ndata_dir = \"/tmp/n1\"\nbind_addr = \"127.0.0.1\"\n{extra}"
-        );
-        AgentConfig::from_str(&src, "a.hcl").unwrap()
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.hcl"),
+            "node_name = \"n1\"\ndata_dir = \"/tmp/n1\"\nbind_addr = \"127.0.0.1\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b.hcl"), extra).unwrap();
+        AgentConfig::load_dir(dir.path()).unwrap()
     }
 
     const WEB: &str = "service {\n  name = \"web\"\n  port = 80\n}\n";
@@ -92,10 +97,10 @@ mod tests {
     #[test]
     fn reloadable_settings_need_no_restart() {
         let old = load(WEB);
-        let new = load(&format!(
+        let new = load(
             "log_level = \"debug\"\nintentions_dir = \"/tmp/i\"\noperator_dir = \"/tmp/o\"\n\
-             service {{\n  name = \"db\"\n  port = 5432\n}}\n"
-        ));
+             service {\n  name = \"db\"\n  port = 5432\n}\n",
+        );
         assert_eq!(restart_only(&old, &new), Vec::<String>::new());
     }
 
@@ -117,7 +122,10 @@ mod tests {
             ("gossip {\n  probe_interval = \"2s\"\n}\n", "gossip"),
             ("proxy {\n  max_connections = 5\n}\n", "proxy"),
             ("transport = \"tls\"\n", "transport"),
-            ("default_intention_policy = \"allow\"\n", "default_intention_policy"),
+            (
+                "default_intention_policy = \"allow\"\n",
+                "default_intention_policy",
+            ),
         ];
         for (extra, name) in cases {
             let new = load(&format!("{WEB}{extra}"));
