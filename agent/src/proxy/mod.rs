@@ -238,7 +238,7 @@ pub async fn start(
             config: Arc::new(tls_config),
         }),
     );
-    let upstreams = Arc::new(upstreams::Upstreams::new(proxy.clone(), shutdown.clone()));
+    let upstreams = upstreams::Upstreams::new(proxy.clone(), shutdown.clone());
     upstreams.apply(&config.services).await?;
     if let Some(rx) = pods {
         tasks.spawn(pods::serve(proxy.clone(), rx, shutdown.clone()));

@@ -114,15 +114,26 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, UpstreamError> {
 }
 
 impl Upstreams {
-    /// No listener yet; `shutdown` stops them all with the agent.
-    pub fn new(proxy: Arc<Proxy>, shutdown: Shutdown) -> Upstreams {
+    /// No listener yet; `shutdown` stops them all with the agent (and closes their
+    /// sockets at once: new connections are refused while open ones drain).
+    pub fn new(proxy: Arc<Proxy>, shutdown: Shutdown) -> Arc<Upstreams> {
         let drain = proxy.config.proxy.drain_timeout.0;
-        Upstreams {
+        let upstreams = Arc::new(Upstreams {
             proxy,
-            shutdown,
+            shutdown: shutdown.clone(),
             drain,
             open: tokio::sync::Mutex::new(BTreeMap::new()),
-        }
+        });
+        let weak = Arc::downgrade(&upstreams);
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            if let Some(upstreams) = weak.upgrade() {
+                // Each accept loop drops its own descriptor on the same signal; the
+                // copies kept here must go too, or the kernel would keep queueing connects.
+                upstreams.open.lock().await.clear();
+            }
+        });
+        upstreams
     }
 
     /// The open listeners' addresses.
@@ -134,6 +145,9 @@ impl Upstreams {
     pub async fn apply(&self, services: &[Service]) -> Result<UpstreamChanges, UpstreamError> {
         let wanted = wanted(services)?;
         let mut open = self.open.lock().await;
+        if self.shutdown.is_triggered() {
+            return Ok(UpstreamChanges::default());
+        }
         // The fallible part first: bind every new address, or change nothing.
         let mut fresh = Vec::new();
         for (addr, route) in &wanted {
