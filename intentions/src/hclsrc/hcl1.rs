@@ -108,8 +108,8 @@ impl Parser<'_, '_> {
             } else if rest.starts_with('#') || rest.starts_with("//") {
                 let end = rest.find('\n').unwrap_or(rest.len());
                 self.pos += end;
-            } else if rest.starts_with("/*") {
-                match rest[2..].find("*/") {
+            } else if let Some(comment) = rest.strip_prefix("/*") {
+                match comment.find("*/") {
                     Some(end) => self.pos += end + 4,
                     None => return Err(self.error("unterminated `/*` comment")),
                 }

@@ -11,6 +11,7 @@
 //! (`service[1].port`) of a failing field; the path is walked through the tree to find the
 //! place to blame.
 
+mod de;
 mod edit;
 pub mod hcl1;
 mod tree;
@@ -125,11 +126,17 @@ impl<'a> Document<'a> {
     ) -> Result<Self, SourceError> {
         let body = hcl::edit::parser::parse_body(src).map_err(|e| {
             let loc = e.location();
+            let mut message = format!("syntax error: {}", e.message());
+            if message.contains("redefined attribute")
+                && let Some(first) = earlier_definition(src, loc.line(), loc.column())
+            {
+                message.push_str(&format!(" (first defined at {first})"));
+            }
             SourceError {
                 file: file.to_string(),
                 line: loc.line(),
                 column: loc.column(),
-                message: format!("syntax error: {}", e.message()),
+                message,
             }
         })?;
         let root = edit::body(src, &body, ctx).map_err(|e| fold_error(src, file, e))?;
@@ -148,7 +155,12 @@ impl<'a> Document<'a> {
 
     /// Deserializes the whole document into `T`, locating any error.
     pub(crate) fn deserialize<T: DeserializeOwned>(&self) -> Result<T, SourceError> {
-        serde_path_to_error::deserialize(self.root.to_json()).map_err(|err| {
+        let de = de::NodeDe {
+            node: &self.root,
+            key: None,
+            src: self.src,
+        };
+        serde_path_to_error::deserialize(de).map_err(|err| {
             let path = err.path().clone();
             let inner = err.into_inner().to_string();
             self.locate_error(&path, &inner)
@@ -185,13 +197,11 @@ impl<'a> Document<'a> {
         use serde_path_to_error::Segment;
         let mut node = &self.root;
         let mut offset = 0;
-        let mut written: Option<&str> = None;
         for seg in path.iter() {
             match seg {
                 Segment::Map { key } => match node.field(key) {
                     Some(f) => {
                         offset = f.key_span.start;
-                        written = Some(&f.written);
                         node = &f.value;
                     }
                     None => break,
@@ -217,25 +227,12 @@ impl<'a> Document<'a> {
                 message = message.replacen(&format!("`{name}`"), &format!("`{}`", f.written), 1);
             }
         }
-        // A key given more than once where the schema takes one value.
+        // A key given more than once where the schema takes one value: point at the second.
         if let Kind::List { repeated, .. } = &node.kind
             && repeated.len() > 1
-            && inner.starts_with("invalid type: sequence")
+            && inner.contains("times (at ")
         {
-            let places: Vec<String> = repeated
-                .iter()
-                .map(|s| {
-                    let (l, c) = line_column(self.src, s.start);
-                    format!("{l}:{c}")
-                })
-                .collect();
             offset = repeated.get(1).map_or(offset, |s| s.start);
-            message = format!(
-                "`{}` is given {} times (at {}) but takes one value",
-                written.unwrap_or("?"),
-                repeated.len(),
-                places.join(" and ")
-            );
         }
         let path_text = path.to_string();
         let message = if path_text == "." || path_text.is_empty() {
@@ -245,6 +242,28 @@ impl<'a> Document<'a> {
         };
         self.error_at(offset, message)
     }
+}
+
+/// For HCL 2's "redefined attribute" error at `line:column`: where the same key was first
+/// written as an attribute (`key =` at the start of an earlier line), so both places are named.
+fn earlier_definition(src: &str, line: usize, column: usize) -> Option<String> {
+    let text = src.lines().nth(line.checked_sub(1)?)?;
+    let rest: String = text.chars().skip(column.checked_sub(1)?).collect();
+    let key: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    if key.is_empty() {
+        return None;
+    }
+    src.lines().take(line - 1).enumerate().find_map(|(i, l)| {
+        let trimmed = l.trim_start();
+        let after = trimmed.strip_prefix(key.as_str())?;
+        after.trim_start().starts_with('=').then(|| {
+            let col = l.chars().count() - trimmed.chars().count() + 1;
+            format!("{}:{col}", i + 1)
+        })
+    })
 }
 
 fn fold_error(src: &str, file: &str, e: FoldError) -> SourceError {
