@@ -214,7 +214,7 @@ pub(crate) fn ttl(d: Dur) -> anyhow::Result<time::Duration> {
 
 fn report(paths: &[PathBuf]) {
     for p in paths {
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
 }
 
@@ -228,8 +228,8 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     report(&written);
-    println!("trust domain: {}", root.trust_domain());
-    println!("root fingerprint (sha256): {}", root.fingerprint());
+    outln!("trust domain: {}", root.trust_domain());
+    outln!("root fingerprint (sha256): {}", root.fingerprint());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -246,7 +246,7 @@ fn issue_agent(a: IssueAgentArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     report(&written);
-    println!("agent: {}", agent.id());
+    outln!("agent: {}", agent.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,7 +254,7 @@ fn issue_operator(a: IssueOperatorArgs) -> anyhow::Result<ExitCode> {
     let root = certfiles::load_root(&a.ca_dir)?;
     let cred = root.issue_operator(&a.name, now(), ttl(a.ttl)?)?;
     write_leaf(&a.out, &cred)?;
-    println!("operator: {}", cred.id());
+    outln!("operator: {}", cred.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -266,7 +266,7 @@ fn issue_leaf(a: IssueLeafArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("loading the intermediate from {}", a.agent_dir.display()))?;
     let cred = agent.issue_workload(&a.namespace, &a.service, now(), ttl(a.ttl)?)?;
     write_leaf(&a.out, &cred)?;
-    println!("workload: {}", cred.id());
+    outln!("workload: {}", cred.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -307,7 +307,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         rhizome_ca::Usage::Client,
     ) {
         Ok(id) => {
-            println!("{id}");
+            outln!("{id}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -335,7 +335,7 @@ fn token_create(a: TokenCreateArgs) -> anyhow::Result<ExitCode> {
         claims.expires,
         claims.root
     );
-    println!("{token}");
+    outln!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -343,7 +343,7 @@ fn status(http_addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(http_addr);
     if f.format == Format::Json {
         let v: serde_json::Value = client.get("/v1/ca/status")?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let certs: Vec<CertStatus> = client.get("/v1/ca/status")?;
