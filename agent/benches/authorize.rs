@@ -1,17 +1,15 @@
-//! Cost of the data plane's per-stream call, `intentions::authorize` (rule-set read,
+//! Cost of the data plane's per-stream call, [`Authorizer::authorize`] (rule-set read,
 //! decision, owned verdict, counter, log), next to the bare `RuleSet::decide_spiffe`, at
-//! 10, 1,000 and 10,000 rules on a real `--dev` agent.
+//! 10, 1,000 and 10,000 rules. No agent, no socket: the authorizer is built with
+//! [`Authorizer::for_test`].
 //!
 //! Run with `cargo bench -p rhizome-agent --bench authorize`. Prints numbers; asserts
 //! nothing about time (machines are noisy).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rhizome_agent::agent::Agent;
-use rhizome_agent::config::AgentConfig;
-use rhizome_agent::intentions::authorize;
-use rhizome_intentions::{RuleSet, ServiceRef};
+use rhizome_agent::intentions::Authorizer;
+use rhizome_intentions::{Policy, RuleSet, ServiceRef};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// `rules` rules: one entry per destination `svc-D`, ten exact sources each; the first
@@ -49,19 +47,18 @@ fn ns_per(iterations: u32, mut f: impl FnMut(u32)) -> f64 {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = AgentConfig::dev("bench", dir.path().join("data"));
-    cfg.ports.http = 0;
-    cfg.ports.gossip = 0;
-    cfg.ports.data = 0;
-    let agent = runtime.block_on(Agent::start(cfg)).unwrap();
-    let shared = agent.shared().clone();
+    // The `--dev` agent's settings: default deny, enforced, trust domain rhizome.local.
+    let policy = Policy {
+        default: rhizome_intentions::Action::Deny,
+        audit: false,
+    };
+    let trust_domain = "rhizome.local".parse().unwrap();
+    let (authz, rules_writer) = Authorizer::for_test(RuleSet::empty(), policy, trust_domain);
     println!("rules   decide_spiffe ns   authorize(allow) ns   authorize(deny) ns");
     for rules in [10, 1_000, 10_000] {
         let set = rule_set(rules);
         let dests = rules.div_ceil(10).max(1);
-        shared.rules.send_replace(Arc::new(set));
+        rules_writer.replace(set);
         let dst: Vec<ServiceRef> = (0..dests)
             .map(|d| format!("svc-{d}").parse().unwrap())
             .collect();
@@ -73,28 +70,27 @@ fn main() {
             .collect();
         let n = 200_000;
         let pick = |i: u32| (i as usize * 7919) % dests;
-        let rules_now = shared.rules.borrow().clone();
+        let rules_now = authz.rules();
         let bare = ns_per(n, |i| {
             let k = pick(i);
             black_box(
                 rules_now
-                    .decide_spiffe(&allowed[k], &dst[k], shared.policy)
+                    .decide_spiffe(&allowed[k], &dst[k], authz.policy())
                     .unwrap(),
             );
         });
         let allow = ns_per(n, |i| {
             let k = pick(i);
-            let v = authorize(&shared, &allowed[k], &dst[k]);
+            let v = authz.authorize(&allowed[k], &dst[k]);
             assert!(v.allowed);
             black_box(v);
         });
         let deny = ns_per(n, |i| {
             let k = pick(i);
-            let v = authorize(&shared, &denied[k], &dst[k]);
+            let v = authz.authorize(&denied[k], &dst[k]);
             assert!(!v.allowed);
             black_box(v);
         });
         println!("{rules:>6}   {bare:>16.0}   {allow:>19.0}   {deny:>18.0}");
     }
-    runtime.block_on(agent.shutdown()).unwrap();
 }

@@ -84,7 +84,7 @@ async fn watch_latency() {
     let start = Instant::now();
     let discovery = Discovery::new(api.client(), settings());
     let mut rx = discovery.subscribe();
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let (_stop, stop_rx) = rhizome_agent::runtime::shutdown();
     tokio::spawn(discovery.run(KubeMetrics::default(), stop_rx));
     rx.wait_for(|r| r.services().count() == PODS).await.unwrap();
     println!(

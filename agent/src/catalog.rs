@@ -2,12 +2,43 @@
 //! service in the mesh with its health, published through a `watch` channel so readers (the
 //! proxy's instance picker, the API) always see one consistent snapshot.
 //!
-//! The gossip layer is the writer for remote instances; local registrations (config
-//! services, Kubernetes pods) are merged in by their owners.
+//! One writer, in the types: [`channel`] gives the [`CatalogWriter`] to the gossip catalog
+//! builder (which merges the replicated instances, local and remote, with the member table)
+//! and [`CatalogReader`]s to everyone else.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A read end of the catalog: `borrow()` for the current snapshot, `changed()` to wait
+/// for the next one.
+pub type CatalogReader = watch::Receiver<Arc<Catalog>>;
+
+/// The only write end of the catalog (owned by `gossip::catalog::builder`).
+pub struct CatalogWriter(watch::Sender<Arc<Catalog>>);
+
+/// A catalog holding `initial`: its writer and a first reader.
+pub fn channel(initial: Catalog) -> (CatalogWriter, CatalogReader) {
+    let (tx, rx) = watch::channel(Arc::new(initial));
+    (CatalogWriter(tx), rx)
+}
+
+impl CatalogWriter {
+    /// Publishes `catalog` unless its instances equal the current ones; returns whether
+    /// readers were woken.
+    pub fn replace_if_changed(&self, catalog: Catalog) -> bool {
+        self.0.send_if_modified(|current| {
+            if current.instances == catalog.instances {
+                false
+            } else {
+                *current = Arc::new(catalog);
+                true
+            }
+        })
+    }
+}
 
 /// Health of an instance as the mesh sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -4,26 +4,24 @@
 //! The three library crates (`rhizome-ca`, `rhizome-intentions`, `rhizome-gossip`) are pure
 //! state machines; this crate owns every socket, file, clock and task.
 
-pub mod agent;
 pub mod api;
+pub mod app;
+pub mod ca;
 pub mod catalog;
-pub mod certfiles;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod duration;
-pub mod env;
-pub mod expiry;
+pub(crate) mod dataport;
+pub(crate) mod duration;
+pub(crate) mod env;
 pub mod gossip;
-pub mod identity;
 pub mod intentions;
-pub mod join;
 pub mod kube;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod proxy;
-pub mod readahead;
-pub mod renewal;
-pub mod store;
-pub mod tcp_port;
+pub(crate) mod readahead;
+pub mod runtime;
+pub(crate) mod store;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -1,7 +1,7 @@
 //! Helpers for tests and benchmarks: a throwaway mesh CA that writes the same files as
 //! `rhizome ca init` / `rhizome ca issue-agent`, so test agents load real credentials.
 
-use crate::identity::files;
+use crate::ca::files;
 use rhizome_ca::{NodeName, RootCa, TrustDomain};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;

@@ -1,8 +1,8 @@
 //! The HTTP API of a real agent on loopback, queried with the CLI's client.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rhizome_agent::agent::Agent;
-use rhizome_agent::api::AgentSelf;
+use rhizome_agent::api::types::AgentSelf;
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::{Client, ClientError};
 use rhizome_agent::config::AgentConfig;
 

@@ -7,14 +7,14 @@ mod gossip_kit;
 use std::time::Duration;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::catalog::Health;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 fn health_of(agent: &Agent, service: &str) -> Option<Health> {
     agent
-        .shared()
+        .handles()
         .catalog
         .borrow()
         .instances_of("default", service)
@@ -46,7 +46,7 @@ async fn registration_and_health_changes_reach_every_agent() {
     })
     .await;
     let seen = b
-        .shared()
+        .handles()
         .catalog
         .borrow()
         .instances_of("default", "web")
@@ -55,7 +55,7 @@ async fn registration_and_health_changes_reach_every_agent() {
         .unwrap();
     assert_eq!(seen.node, "a");
     assert_eq!(seen.port, backend_addr.port());
-    assert_eq!(seen.agent_addr.ip(), a.shared().config.advertise_addr);
+    assert_eq!(seen.agent_addr.ip(), a.handles().config.advertise_addr);
 
     drop(backend);
     wait_until("web turns critical everywhere", LIMIT, || {
@@ -76,7 +76,7 @@ async fn registration_and_health_changes_reach_every_agent() {
         [&b, &c].iter().all(|x| health_of(x, "web").is_none())
     })
     .await;
-    assert!(b.shared().replica.entries("catalog/a/").is_empty());
+    assert!(b.handles().replica.entries("catalog/a/").is_empty());
     b.shutdown().await.unwrap();
     c.shutdown().await.unwrap();
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gossip_kit::{Mesh, all_alive, gossip_addr, metric, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::{KeyOp, KeyringChange, KeyringView};
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::{Client, ClientError};
-use rhizome_agent::gossip::api::{KeyringChange, KeyringView};
 use rhizome_agent::gossip::authority::operator_entry;
-use rhizome_agent::gossip::keys::{KeyOp, change_entry, generate_key};
+use rhizome_agent::gossip::keys::{change_entry, generate_key};
 use rhizome_agent::gossip::now_ms;
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -46,7 +46,7 @@ fn has_key(agent: &Agent, key: &str, primary: bool) -> bool {
         .id()
         .to_string();
     agent
-        .shared()
+        .handles()
         .gossip
         .keys()
         .list()

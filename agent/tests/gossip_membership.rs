@@ -6,8 +6,8 @@ mod gossip_kit;
 use std::time::Duration;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, status, wait_until};
-use rhizome_agent::agent::Agent;
-use rhizome_agent::gossip::driver::Status;
+use rhizome_agent::api::types::Status;
+use rhizome_agent::app::Agent;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -62,7 +62,7 @@ async fn four_agents_join_then_one_leaves_and_one_fails() {
     .await;
     assert_eq!(status(&a, "d"), Some(Status::Left), "left stays left");
     assert_eq!(status(&a, "b"), Some(Status::Alive), "no false failure");
-    let text = a.shared().metrics.encode();
+    let text = a.handles().metrics.encode();
     for family in [
         "rhizome_gossip_local_health ",
         "rhizome_gossip_suspicions_open ",
@@ -92,11 +92,11 @@ async fn restarted_agent_rejoins_with_a_higher_incarnation_and_its_state() {
     })
     .await;
     wait_until("b learned a's certificate", LIMIT, || {
-        !b.shared().replica.entries("certs/a").is_empty()
+        !b.handles().replica.entries("certs/a").is_empty()
     })
     .await;
     let first = a
-        .shared()
+        .handles()
         .gossip
         .members()
         .iter()
@@ -108,11 +108,11 @@ async fn restarted_agent_rejoins_with_a_higher_incarnation_and_its_state() {
 
     let b = Agent::start(b_cfg()).await.unwrap();
     assert!(
-        !b.shared().replica.entries("certs/a").is_empty(),
+        !b.handles().replica.entries("certs/a").is_empty(),
         "the restarted agent starts from its stored state"
     );
     wait_until("b is back, alive, with a higher incarnation", LIMIT, || {
-        a.shared()
+        a.handles()
             .gossip
             .members()
             .iter()

@@ -11,7 +11,7 @@ use rhizome_gossip::keyring::{Key, Keyring};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-fn dropped(agent: &rhizome_agent::agent::Agent, reason: &str) -> u64 {
+fn dropped(agent: &rhizome_agent::app::Agent, reason: &str) -> u64 {
     metric(
         agent,
         &format!("rhizome_gossip_packets_dropped_total{{reason=\"{reason}\"}}"),

@@ -6,17 +6,15 @@
 mod common;
 
 use common::{DB_HCL, call, config, now_hlc, wait_until};
-use rhizome_agent::agent::Agent;
-use rhizome_agent::catalog::{Catalog, Health, Instance};
+use rhizome_agent::api::types::{CheckView, ListView, SubmitRequest, SubmitView};
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::ClientError;
 use rhizome_agent::config::AgentConfig;
+use rhizome_agent::intentions::Outcome;
 use rhizome_agent::intentions::signed::{self, Author};
-use rhizome_agent::intentions::view::{CheckView, ListView, SubmitRequest, SubmitView};
-use rhizome_agent::intentions::{Outcome, authorize, verdict};
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::ServiceRef;
 use serde_json::Value;
-use std::sync::Arc;
 
 fn signed_request(author: &Author, key: &str, text: &str, tombstone: bool) -> SubmitRequest {
     let value = if tombstone {
@@ -84,23 +82,31 @@ async fn operator_signed_entries_apply_list_check_and_delete() {
     assert_eq!(no.rule.unwrap().source, "default/*");
 
     // The data plane's call: decisions are counted by outcome.
-    let shared = agent.shared().clone();
+    let shared = agent.handles();
     let db: ServiceRef = "db".parse().unwrap();
-    let v = authorize(&shared, "spiffe://test.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/web", &db);
     assert!(v.allowed && v.outcome == Outcome::Allow);
-    let v = authorize(&shared, "spiffe://test.mesh/ns/default/svc/api", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(!v.allowed && v.outcome == Outcome::Deny);
     assert_eq!(v.rule.unwrap().source.to_string(), "default/*");
-    let v = authorize(&shared, "not-a-spiffe-id", &db);
+    let v = shared.authorizer.authorize("not-a-spiffe-id", &db);
     assert!(!v.allowed && v.error.is_some());
-    let v = authorize(&shared, "spiffe://other.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://other.mesh/ns/default/svc/web", &db);
     assert!(!v.allowed, "a web of another trust domain is not our web");
     assert!(v.error.unwrap().contains("trust domain"));
-    assert_eq!(shared.intentions.decisions.get(Outcome::Deny), 3);
-    let again = verdict(&shared, "spiffe://test.mesh/ns/default/svc/api", &db);
+    assert_eq!(shared.authorizer.counters().get(Outcome::Deny), 3);
+    let again = shared
+        .authorizer
+        .verdict("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(!again.allowed);
     assert_eq!(
-        shared.intentions.decisions.get(Outcome::Deny),
+        shared.authorizer.counters().get(Outcome::Deny),
         3,
         "re-checks are not counted"
     );
@@ -165,7 +171,7 @@ async fn unsigned_agent_signed_foreign_and_mismatched_entries_are_refused() {
     assert_eq!(code, 403, "{msg}");
     assert!(msg.contains("--dev"), "{msg}");
 
-    let by_agent = Author::agent(&agent.shared().identity).unwrap();
+    let by_agent = Author::agent(&agent.handles().identity).unwrap();
     let req = signed_request(&by_agent, "intentions/default/db", DB_HCL, false);
     let (code, msg) = status(
         call::<SubmitView>(addr, "POST", "/v1/intentions", Some(req))
@@ -206,7 +212,7 @@ async fn unsigned_agent_signed_foreign_and_mismatched_entries_are_refused() {
     assert_eq!(code, 403, "altered value: {msg}");
 
     assert_eq!(entries(addr).await, 0);
-    assert_eq!(agent.shared().rules.borrow().rules().len(), 0);
+    assert_eq!(agent.handles().authorizer.rules().rules().len(), 0);
     agent.shutdown().await.unwrap();
 }
 
@@ -255,7 +261,7 @@ async fn a_restarted_agent_enforces_its_stored_entries_at_once() {
     let again = Agent::start(config(&ca, dir.path(), "n1", ""))
         .await
         .unwrap();
-    let rules = again.shared().rules.borrow().clone();
+    let rules = again.handles().authorizer.rules();
     assert_eq!(rules.rules().len(), 2, "rules in force right after start");
     again.shutdown().await.unwrap();
 }
@@ -273,9 +279,11 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
     ))
     .await
     .unwrap();
-    let shared = agent.shared().clone();
+    let shared = agent.handles();
     let db: ServiceRef = "db".parse().unwrap();
-    let v = authorize(&shared, "spiffe://test.mesh/ns/default/svc/web", &db);
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/web", &db);
     assert!(
         v.allowed && v.audit && v.outcome == Outcome::AuditDeny,
         "{v:?}"
@@ -287,8 +295,10 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
     let _: SubmitView = call(agent.http_addr(), "POST", "/v1/intentions", Some(req))
         .await
         .unwrap();
-    wait_until(|| async { !shared.rules.borrow().rules().is_empty() }).await;
-    let v = authorize(&shared, "spiffe://test.mesh/ns/default/svc/api", &db);
+    wait_until(|| async { !shared.authorizer.rules().rules().is_empty() }).await;
+    let v = shared
+        .authorizer
+        .authorize("spiffe://test.mesh/ns/default/svc/api", &db);
     assert!(v.allowed && v.audit, "{v:?}");
     assert_eq!(v.rule.as_ref().unwrap().source.to_string(), "default/*");
     let check: CheckView = call(
@@ -300,7 +310,7 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
     .await
     .unwrap();
     assert_eq!(check.decision, "audit_deny");
-    assert_eq!(shared.intentions.decisions.get(Outcome::AuditDeny), 2);
+    assert_eq!(shared.authorizer.counters().get(Outcome::AuditDeny), 2);
     assert!(
         shared
             .metrics
@@ -315,23 +325,18 @@ async fn graph_shows_catalog_services_and_intention_edges() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("test.mesh").unwrap();
     let op = Author::from_operator_dir(&ca.operator_dir(dir.path(), "alice").unwrap()).unwrap();
-    let agent = Agent::start(config(&ca, dir.path(), "n1", ""))
+    // db is in the catalog as a second local service (no test holds the catalog's write
+    // end: the gossip catalog builder is its only owner).
+    let db_service = "service {\n  name = \"db\"\n  port = 5432\n}\n";
+    let agent = Agent::start(config(&ca, dir.path(), "n1", db_service))
         .await
         .unwrap();
-    let shared = agent.shared().clone();
-    let mut instances = shared.catalog.borrow().instances.clone();
-    let mut db: Instance = instances[0].clone();
-    (db.id, db.name, db.node, db.health) =
-        ("db-1".into(), "db".into(), "n2".into(), Health::Passing);
-    instances.push(db);
-    shared
-        .catalog
-        .send_replace(Arc::new(Catalog::new(instances)));
+    let shared = agent.handles();
     let req = signed_request(&op, "intentions/default/db", DB_HCL, false);
     let _: SubmitView = call(agent.http_addr(), "POST", "/v1/intentions", Some(req))
         .await
         .unwrap();
-    wait_until(|| async { !shared.rules.borrow().rules().is_empty() }).await;
+    wait_until(|| async { !shared.authorizer.rules().rules().is_empty() }).await;
 
     let g: Value = call(agent.http_addr(), "GET", "/v1/graph?format=json", None)
         .await

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{DB_HCL, config};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::testkit::TestCa;
 use std::path::Path;
 use std::process::{Command, Output};

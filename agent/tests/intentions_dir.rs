@@ -6,9 +6,9 @@
 mod common;
 
 use common::{DB_HCL, call, config, now_hlc, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::{CheckView, ListView, SubmitRequest, SubmitView};
+use rhizome_agent::app::Agent;
 use rhizome_agent::intentions::signed::{self, Author};
-use rhizome_agent::intentions::view::{CheckView, ListView, SubmitRequest, SubmitView};
 use rhizome_agent::testkit::TestCa;
 use std::net::SocketAddr;
 
@@ -86,7 +86,7 @@ async fn directory_files_are_signed_checked_and_followed() {
     assert!(err.contains("bad.hcl:3:1: Bogus: unknown field"), "{err}");
     assert_eq!(l.entries.len(), 2);
     assert!(web_to_db(addr).await, "the rules in force stay");
-    let metrics = agent.shared().metrics.encode();
+    let metrics = agent.handles().metrics.encode();
     assert!(
         metrics.contains("rhizome_intention_problems 1"),
         "{metrics}"

@@ -6,9 +6,9 @@
 mod gossip_kit;
 
 use gossip_kit::{Mesh, all_alive, gossip_addr, wait_until};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
+use rhizome_agent::intentions::Outcome;
 use rhizome_agent::intentions::signed::{self, Author};
-use rhizome_agent::intentions::{Outcome, authorize};
 use rhizome_gossip::state::Applied;
 use rhizome_intentions::ServiceRef;
 use std::time::Duration;
@@ -19,7 +19,7 @@ const DB_HCL: &str = "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\
 
 fn has_rules_for(agent: &Agent, dst: &str) -> bool {
     let d: ServiceRef = dst.parse().unwrap();
-    !agent.shared().rules.borrow().matching(&d).is_empty()
+    !agent.handles().authorizer.rules().matching(&d).is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +39,10 @@ async fn intentions_replicate_between_agents() {
     wait_until("both alive", LIMIT, || all_alive(&[&a, &b], &["a", "b"])).await;
     wait_until("db's intentions reach b", LIMIT, || has_rules_for(&b, "db")).await;
     let db: ServiceRef = "db".parse().unwrap();
-    let v = authorize(b.shared(), "spiffe://gossip.test/ns/default/svc/api", &db);
+    let v = b
+        .handles()
+        .authorizer
+        .authorize("spiffe://gossip.test/ns/default/svc/api", &db);
     assert_eq!(v.outcome, Outcome::Deny);
     assert_eq!(v.rule.unwrap().origin.file, "intentions/default/db");
 
@@ -47,10 +50,10 @@ async fn intentions_replicate_between_agents() {
     let op = Author::from_operator_dir(&op_dir).unwrap();
     let cache = DB_HCL.replace("\"db\"", "\"cache\"");
     let key = "intentions/default/cache".parse().unwrap();
-    let hlc = b.shared().intentions.next_hlc(&key);
+    let hlc = b.handles().intentions.next_hlc(&key);
     let entry = op.sign(key, cache.into_bytes(), false, hlc).unwrap();
     let entry = signed::decode(&signed::encode(&entry)).unwrap();
-    let (_, applied) = b.shared().intentions.submit(b.shared(), entry).unwrap();
+    let (_, applied) = b.handles().intentions.submit(entry).unwrap();
     assert_eq!(applied, Applied::New);
     wait_until("cache's intentions reach a", LIMIT, || {
         has_rules_for(&a, "cache")

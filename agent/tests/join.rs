@@ -2,10 +2,10 @@
 //! tokens are refused with the reason, and a joined agent renews its intermediate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::CertStatus;
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::expiry::CertStatus;
 use rhizome_ca::{CertKind, Claims, NodePattern, RootCa, ServiceName, TokenId, TrustBundle};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -47,7 +47,7 @@ async fn signer(dir: &Path) -> (Agent, RootCa, SocketAddr) {
         ),
     );
     let a = Agent::start(cfg).await.unwrap();
-    let addr = a.shared().config.data_addr();
+    let addr = a.handles().config.data_addr();
     assert_ne!(addr.port(), 0, "signers bind the TCP data port");
     (a, root, addr)
 }
@@ -103,7 +103,7 @@ async fn agent_joins_through_a_signer_and_renews_its_intermediate() {
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let (a, root, addr) = signer(d).await;
-    let a_bundle = a.shared().identity.bundle().load();
+    let a_bundle = a.handles().identity.bundle().load();
 
     let b = Agent::start(joiner(
         "web-1",
@@ -113,7 +113,7 @@ async fn agent_joins_through_a_signer_and_renews_its_intermediate() {
     ))
     .await
     .unwrap();
-    let id = &b.shared().identity;
+    let id = &b.handles().identity;
     let ca = id.agent_ca();
     assert_eq!(ca.id().to_string(), format!("spiffe://{TD}/agent/web-1"));
     assert_eq!(
@@ -139,7 +139,7 @@ async fn agent_joins_through_a_signer_and_renews_its_intermediate() {
 
     // Renewal of the intermediate, authenticated by B's agent certificate.
     let old_serial = rhizome_ca::CertInfo::from_der(ca.cert()).unwrap().serial;
-    rhizome_agent::renewal::renew_intermediate(b.shared(), None)
+    rhizome_agent::ca::renewal::renew_intermediate(&b.handles().renewal, None)
         .await
         .unwrap();
     let renewed = id.agent_ca();
@@ -214,7 +214,7 @@ async fn agent_joins_through_a_signer_and_renews_its_intermediate() {
     .await
     .unwrap();
     assert_eq!(
-        rhizome_ca::CertInfo::from_der(b.shared().identity.agent_ca().cert())
+        rhizome_ca::CertInfo::from_der(b.handles().identity.agent_ca().cert())
             .unwrap()
             .serial,
         rhizome_ca::CertInfo::from_der(renewed.cert())
@@ -286,7 +286,7 @@ async fn signer_follows_a_rotated_root_dir() {
     let td = tempfile::tempdir().unwrap();
     let d = td.path();
     let (a, old, _) = signer(d).await;
-    let first = a.shared().identity.agent_ca().cert().clone();
+    let first = a.handles().identity.agent_ca().cert().clone();
     a.shutdown().await.unwrap();
 
     let now = OffsetDateTime::now_utc();
@@ -309,10 +309,10 @@ async fn signer_follows_a_rotated_root_dir() {
         ),
     );
     let a = Agent::start(cfg).await.unwrap();
-    let ca = a.shared().identity.agent_ca();
+    let ca = a.handles().identity.agent_ca();
     assert_ne!(ca.cert(), &first, "a new intermediate under the new root");
     assert_eq!(ca.chain().len(), 2, "carrying the cross certificate");
-    let addr = a.shared().config.data_addr();
+    let addr = a.handles().config.data_addr();
     let b = Agent::start(joiner(
         "web-9",
         d,
@@ -321,12 +321,12 @@ async fn signer_follows_a_rotated_root_dir() {
     ))
     .await
     .unwrap();
-    assert_eq!(b.shared().identity.bundle().load().roots().len(), 2);
+    assert_eq!(b.handles().identity.bundle().load().roots().len(), 2);
     let old_only = TrustBundle::new(vec![old.cert().clone()]).unwrap();
     assert_eq!(
         verify_as_agent(
             &old_only,
-            b.shared().identity.agent_leaf().chain(),
+            b.handles().identity.agent_leaf().chain(),
             CertKind::Agent
         ),
         format!("spiffe://{TD}/agent/web-9"),
@@ -352,7 +352,7 @@ async fn join_writes_the_ca_dir_once() {
         ca_dir.display()
     );
     let b = Agent::start(base("k8s-1", d, &extra)).await.unwrap();
-    let joined = b.shared().identity.agent_ca().cert().clone();
+    let joined = b.handles().identity.agent_ca().cert().clone();
     b.shutdown().await.unwrap();
     let mode = std::fs::metadata(ca_dir.join("agent.key"))
         .unwrap()
@@ -368,7 +368,7 @@ async fn join_writes_the_ca_dir_once() {
     // A fresh data_dir (store lost), same CA directory: no join, the token stays unused.
     std::fs::remove_dir_all(d.join("k8s-1-data")).unwrap();
     let b = Agent::start(base("k8s-1", d, &extra)).await.unwrap();
-    assert_eq!(b.shared().identity.agent_ca().cert(), &joined);
+    assert_eq!(b.handles().identity.agent_ca().cert(), &joined);
     b.shutdown().await.unwrap();
     a.shutdown().await.unwrap();
 }

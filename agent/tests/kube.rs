@@ -6,18 +6,18 @@
 mod fake_kube;
 
 use fake_kube::{FakeApi, pod};
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::client::Client;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::kube::{
     Discovery, KubeMetrics, PodRegistry, PodRegistryRx, Settings, SkipReason, SourceRefused,
     attribute,
 };
+use rhizome_agent::runtime::ShutdownTrigger;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::watch;
 
 const NODE: &str = "node-1";
 
@@ -29,11 +29,11 @@ fn settings() -> Settings {
 }
 
 /// Runs discovery against `api`; the task stops when the returned sender is dropped.
-fn discover(api: &FakeApi) -> (PodRegistryRx, KubeMetrics, watch::Sender<bool>) {
+fn discover(api: &FakeApi) -> (PodRegistryRx, KubeMetrics, ShutdownTrigger) {
     let discovery = Discovery::new(api.client(), settings());
     let rx = discovery.subscribe();
     let metrics = KubeMetrics::default();
-    let (stop, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = rhizome_agent::runtime::shutdown();
     tokio::spawn(discovery.run(metrics.clone(), stop_rx));
     (rx, metrics, stop)
 }
@@ -382,7 +382,11 @@ async fn kube_agent_serves_pods_endpoint_and_metrics() {
     let agent = Agent::start(agent_config(dir.path(), &kubeconfig))
         .await
         .unwrap();
-    let mut rx = agent.shared().kube_pods.clone().expect("discovery enabled");
+    let mut rx = agent
+        .handles()
+        .kube_pods
+        .clone()
+        .expect("discovery enabled");
     until(&mut rx, "agent synced", |r| r.is_synced()).await;
 
     let view = get_json(agent.http_addr(), "/v1/kubernetes/pods").await;
@@ -406,7 +410,7 @@ async fn kube_agent_serves_pods_endpoint_and_metrics() {
 
     // The Ready pod is published in the replicated catalog at its pod IP (and its service
     // gets a leaf so inbound connections can be served); the NotReady one is not.
-    let mut catalog = agent.shared().catalog.subscribe();
+    let mut catalog = agent.handles().catalog.clone();
     let published = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         catalog.wait_for(|c| {
@@ -429,7 +433,7 @@ async fn kube_agent_serves_pods_endpoint_and_metrics() {
     assert!(webs[0].is_healthy());
     assert!(
         agent
-            .shared()
+            .handles()
             .identity
             .workloads()
             .iter()

@@ -15,11 +15,7 @@ use tokio::net::TcpStream;
 async fn pair(
     mesh: &Mesh,
     extra_a: &str,
-) -> (
-    rhizome_agent::agent::Agent,
-    rhizome_agent::agent::Agent,
-    u16,
-) {
+) -> (rhizome_agent::app::Agent, rhizome_agent::app::Agent, u16) {
     let echo = echo_server().await;
     let port = free_port();
     let b = mesh

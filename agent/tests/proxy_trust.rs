@@ -74,7 +74,7 @@ async fn a_leaf_from_another_trust_domain_is_refused() {
         .await;
     rules(&b, &[&allow("db", "web")]);
     let data =
-        std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), b.shared().config.ports.data);
+        std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), b.handles().config.ports.data);
 
     let own = workload(&mesh.ca, "x", "web");
     assert_eq!(

@@ -2,9 +2,9 @@
 //! working, a new one is served the new leaf. Real TLS 1.3 over loopback TCP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use rhizome_agent::ca::identity::Identity;
+use rhizome_agent::ca::renewal::{Schedule, Target, renew_leaf};
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::identity::Identity;
-use rhizome_agent::renewal::{Schedule, Target, renew_leaf};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -129,7 +129,7 @@ async fn renewal_keeps_open_connections_and_serves_the_new_leaf() {
 #[test]
 fn system_jitter_stays_in_unit_interval() {
     for _ in 0..1000 {
-        let j = rhizome_agent::renewal::system_jitter();
+        let j = rhizome_agent::ca::renewal::system_jitter();
         assert!((0.0..1.0).contains(&j), "{j}");
     }
 }
@@ -158,7 +158,7 @@ fn ca_dir_reload_switches_bundle_and_intermediate() {
     );
     let identity = Identity::load(&AgentConfig::from_str(&src, "t.hcl").unwrap()).unwrap();
     identity.ensure_workload("default", "web").unwrap();
-    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    rhizome_agent::ca::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
     assert_eq!(
         identity.bundle().load().roots().len(),
         1,
@@ -171,7 +171,7 @@ fn ca_dir_reload_switches_bundle_and_intermediate() {
     ]);
     let both = TrustBundle::new(vec![old.cert().clone(), new.cert().clone()]).unwrap();
     std::fs::write(agent_dir.join("bundle.pem"), both.to_pem()).unwrap();
-    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    rhizome_agent::ca::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
     assert_eq!(
         identity.bundle().load().roots().len(),
         2,
@@ -182,14 +182,14 @@ fn ca_dir_reload_switches_bundle_and_intermediate() {
         .issue_agent(&"n1".parse().unwrap(), None, now, Duration::days(20))
         .unwrap();
     std::fs::write(agent_dir.join("agent.pem"), second.chain_pem()).unwrap();
-    let half = rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir);
+    let half = rhizome_agent::ca::renewal::reload_ca_dir(&identity, &agent_dir);
     assert!(
         half.is_err(),
         "a half-moved pair (new chain, old key) is refused"
     );
     assert_eq!(identity.agent_ca().cert(), first.cert());
     std::fs::write(agent_dir.join("agent.key"), second.key_pem()).unwrap();
-    rhizome_agent::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
+    rhizome_agent::ca::renewal::reload_ca_dir(&identity, &agent_dir).unwrap();
     assert_eq!(
         identity.agent_ca().cert(),
         second.cert(),
@@ -224,11 +224,11 @@ async fn dev_agent_renews_its_intermediate_locally() {
     cfg.ports.http = 0;
     cfg.ports.gossip = 0;
     cfg.ports.data = 0;
-    let agent = rhizome_agent::agent::Agent::start(cfg).await.unwrap();
-    let identity = agent.shared().identity.clone();
+    let agent = rhizome_agent::app::Agent::start(cfg).await.unwrap();
+    let identity = agent.handles().identity.clone();
     let before = identity.agent_ca().cert().clone();
     let leaf_before = identity.agent_leaf().leaf().clone();
-    rhizome_agent::renewal::renew_intermediate(agent.shared(), None)
+    rhizome_agent::ca::renewal::renew_intermediate(&agent.handles().renewal, None)
         .await
         .unwrap();
     assert_ne!(identity.agent_ca().cert(), &before);

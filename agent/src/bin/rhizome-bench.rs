@@ -22,7 +22,7 @@
 //! both destinations passing.
 
 use anyhow::Context as _;
-use rhizome_agent::agent::{Agent, shutdown_signal};
+use rhizome_agent::app::{Agent, shutdown_signal};
 use rhizome_agent::catalog::Catalog;
 use rhizome_agent::config::AgentConfig;
 use std::path::{Path, PathBuf};
@@ -211,7 +211,7 @@ fn run_agent(config: &Path, role: &str, ready: &Path) -> anyhow::Result<()> {
     rt.block_on(async {
         let agent = Agent::start(cfg).await?;
         if role == "client" {
-            let mut catalog = agent.shared().catalog.subscribe();
+            let mut catalog = agent.handles().catalog.clone();
             let ready = ready.to_path_buf();
             tokio::spawn(async move {
                 let both = |c: &Arc<Catalog>| {

@@ -5,13 +5,13 @@
 //! `issue-operator` write `cert.pem`, `key.pem` and `chain.pem`. Keys get mode 0600 and no
 //! command overwrites an existing file.
 
+use super::args::ttl;
 use super::ca_rotate::RotateCommand;
 use super::status::{Format, FormatArgs, print_table};
-use crate::certfiles::{self, OutFile};
+use crate::api::types::CertStatus;
+use crate::ca::files::{self, OutFile};
 use crate::client::Client;
 use crate::duration::Dur;
-use crate::expiry::CertStatus;
-use crate::identity::files;
 use anyhow::Context as _;
 use rhizome_ca::{
     AgentCa, CertKind, Claims, Namespace, NodeName, NodePattern, OperatorName, RootCa, ServiceName,
@@ -19,7 +19,6 @@ use rhizome_ca::{
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// Arguments of `rhizome ca`.
@@ -204,14 +203,6 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-/// A CLI duration as the CA's signed duration.
-pub(crate) fn ttl(d: Dur) -> anyhow::Result<time::Duration> {
-    if d.0 == Duration::ZERO {
-        anyhow::bail!("--ttl must be positive");
-    }
-    Ok(time::Duration::try_from(d.0)?)
-}
-
 fn report(paths: &[PathBuf]) {
     for p in paths {
         outln!("wrote {}", p.display());
@@ -220,11 +211,11 @@ fn report(paths: &[PathBuf]) {
 
 fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     let root = RootCa::generate(a.trust_domain, now(), ttl(a.ttl)?)?;
-    let written = certfiles::write_new(
+    let written = files::write_new(
         &a.out,
         &[
-            OutFile::public(certfiles::ROOT_CERT, root.cert_pem()),
-            OutFile::secret(certfiles::ROOT_KEY, root.key_pem()),
+            OutFile::public(files::ROOT_CERT, root.cert_pem()),
+            OutFile::secret(files::ROOT_KEY, root.key_pem()),
         ],
     )?;
     report(&written);
@@ -234,10 +225,10 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn issue_agent(a: IssueAgentArgs) -> anyhow::Result<ExitCode> {
-    let root = certfiles::load_root(&a.ca_dir)?;
-    let bundle = certfiles::root_dir_bundle(&a.ca_dir, &root)?;
+    let root = files::load_root(&a.ca_dir)?;
+    let bundle = files::root_dir_bundle(&a.ca_dir, &root)?;
     let agent = root.issue_agent(&a.node, a.services.as_deref(), now(), ttl(a.ttl)?)?;
-    let written = certfiles::write_new(
+    let written = files::write_new(
         &a.out,
         &[
             OutFile::public(files::AGENT_CERT, agent.chain_pem()),
@@ -251,7 +242,7 @@ fn issue_agent(a: IssueAgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn issue_operator(a: IssueOperatorArgs) -> anyhow::Result<ExitCode> {
-    let root = certfiles::load_root(&a.ca_dir)?;
+    let root = files::load_root(&a.ca_dir)?;
     let cred = root.issue_operator(&a.name, now(), ttl(a.ttl)?)?;
     write_leaf(&a.out, &cred)?;
     outln!("operator: {}", cred.id());
@@ -260,8 +251,8 @@ fn issue_operator(a: IssueOperatorArgs) -> anyhow::Result<ExitCode> {
 
 fn issue_leaf(a: IssueLeafArgs) -> anyhow::Result<ExitCode> {
     let agent = AgentCa::from_pem(
-        &certfiles::read(&a.agent_dir.join(files::AGENT_CERT))?,
-        &certfiles::read(&a.agent_dir.join(files::AGENT_KEY))?,
+        &files::read(&a.agent_dir.join(files::AGENT_CERT))?,
+        &files::read(&a.agent_dir.join(files::AGENT_KEY))?,
     )
     .with_context(|| format!("loading the intermediate from {}", a.agent_dir.display()))?;
     let cred = agent.issue_workload(&a.namespace, &a.service, now(), ttl(a.ttl)?)?;
@@ -271,12 +262,12 @@ fn issue_leaf(a: IssueLeafArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_leaf(out: &std::path::Path, cred: &rhizome_ca::Credential) -> anyhow::Result<()> {
-    let written = certfiles::write_new(
+    let written = files::write_new(
         out,
         &[
-            OutFile::public(certfiles::LEAF_CERT, cred.cert_pem()),
-            OutFile::secret(certfiles::LEAF_KEY, cred.key_pem()),
-            OutFile::public(certfiles::LEAF_CHAIN, cred.chain_pem()),
+            OutFile::public(files::LEAF_CERT, cred.cert_pem()),
+            OutFile::secret(files::LEAF_KEY, cred.key_pem()),
+            OutFile::public(files::LEAF_CHAIN, cred.chain_pem()),
         ],
     )?;
     report(&written);
@@ -284,13 +275,13 @@ fn write_leaf(out: &std::path::Path, cred: &rhizome_ca::Credential) -> anyhow::R
 }
 
 fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let bundle = TrustBundle::from_pem(&certfiles::read(&a.bundle)?)
+    let bundle = TrustBundle::from_pem(&files::read(&a.bundle)?)
         .with_context(|| format!("parsing the bundle {}", a.bundle.display()))?;
-    let mut certs = rhizome_ca::certs_from_pem(&certfiles::read(&a.cert)?)
+    let mut certs = rhizome_ca::certs_from_pem(&files::read(&a.cert)?)
         .with_context(|| format!("parsing {}", a.cert.display()))?;
     if let Some(chain) = &a.chain {
         certs.extend(
-            rhizome_ca::certs_from_pem(&certfiles::read(chain)?)
+            rhizome_ca::certs_from_pem(&files::read(chain)?)
                 .with_context(|| format!("parsing {}", chain.display()))?,
         );
     }
@@ -318,7 +309,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn token_create(a: TokenCreateArgs) -> anyhow::Result<ExitCode> {
-    let root = certfiles::load_root(&a.ca_dir)?;
+    let root = files::load_root(&a.ca_dir)?;
     let claims = Claims {
         id: TokenId::random()?,
         expires: now() + ttl(a.ttl)?,

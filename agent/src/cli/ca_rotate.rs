@@ -10,9 +10,8 @@
 //! 4. `bundle-remove --bundle B --root OLD/root.pem` everywhere, then `finish --ca-dir NEW`
 //!    (drops `cross.pem` and the old root from NEW/bundle.pem).
 
-use crate::certfiles::{self, OutFile};
+use crate::ca::files::{self, OutFile};
 use crate::duration::Dur;
-use crate::identity::files;
 use anyhow::Context as _;
 use rhizome_ca::{CertInfo, Fingerprint, RootCa, TrustBundle};
 use std::path::{Path, PathBuf};
@@ -104,19 +103,19 @@ pub fn run(cmd: RotateCommand) -> anyhow::Result<ExitCode> {
 
 fn new_root(a: NewRootArgs) -> anyhow::Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
-    let old = certfiles::load_root(&a.ca_dir)?;
-    let old_bundle = certfiles::root_dir_bundle(&a.ca_dir, &old)?;
-    let ttl = super::ca::ttl(a.ttl)?;
+    let old = files::load_root(&a.ca_dir)?;
+    let old_bundle = files::root_dir_bundle(&a.ca_dir, &old)?;
+    let ttl = super::args::ttl(a.ttl)?;
     let new = RootCa::generate(old.trust_domain().clone(), now, ttl)?;
     let cross = old.cross_sign(&new, now, ttl)?;
     let bundle = old_bundle.with_root(new.cert().clone())?;
-    let written = certfiles::write_new(
+    let written = files::write_new(
         &a.out,
         &[
-            OutFile::public(certfiles::ROOT_CERT, new.cert_pem()),
-            OutFile::secret(certfiles::ROOT_KEY, new.key_pem()),
+            OutFile::public(files::ROOT_CERT, new.cert_pem()),
+            OutFile::secret(files::ROOT_KEY, new.key_pem()),
             OutFile::public(
-                certfiles::CROSS_CERT,
+                files::CROSS_CERT,
                 rhizome_ca::certs_to_pem(std::slice::from_ref(&cross)),
             ),
             OutFile::public(files::BUNDLE, bundle.to_pem()),
@@ -129,18 +128,18 @@ fn new_root(a: NewRootArgs) -> anyhow::Result<ExitCode> {
     outln!("new root: {}", new.fingerprint());
     outln!(
         "next: `rhizome ca rotate bundle-add --bundle <agent dir>/bundle.pem --root {}` on every agent",
-        a.out.join(certfiles::ROOT_CERT).display()
+        a.out.join(files::ROOT_CERT).display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
 fn load_bundle(path: &Path) -> anyhow::Result<TrustBundle> {
-    TrustBundle::from_pem(&certfiles::read(path)?)
+    TrustBundle::from_pem(&files::read(path)?)
         .with_context(|| format!("parsing the bundle {}", path.display()))
 }
 
 fn one_cert(path: &Path) -> anyhow::Result<rustls_pki_types::CertificateDer<'static>> {
-    rhizome_ca::certs_from_pem(&certfiles::read(path)?)
+    rhizome_ca::certs_from_pem(&files::read(path)?)
         .with_context(|| format!("parsing {}", path.display()))?
         .into_iter()
         .next()
@@ -152,7 +151,7 @@ fn bundle_add(a: BundleAddArgs) -> anyhow::Result<ExitCode> {
     let root = one_cert(&a.root)?;
     let fp = Fingerprint::of(&root);
     let updated = bundle.with_root(root)?;
-    certfiles::replace(&a.bundle, &updated.to_pem())?;
+    files::replace(&a.bundle, &updated.to_pem())?;
     outln!(
         "{}: {} root(s), added {fp}",
         a.bundle.display(),
@@ -176,7 +175,7 @@ fn bundle_remove(a: BundleRemoveArgs) -> anyhow::Result<ExitCode> {
     let updated = bundle
         .without_root(&fp)
         .context("the bundle would have no root left")?;
-    certfiles::replace(&a.bundle, &updated.to_pem())?;
+    files::replace(&a.bundle, &updated.to_pem())?;
     outln!(
         "{}: {} root(s), removed {fp}",
         a.bundle.display(),
@@ -205,11 +204,11 @@ fn bundle_show(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn finish(dir: &Path) -> anyhow::Result<ExitCode> {
-    let root = certfiles::load_root(dir)?;
+    let root = files::load_root(dir)?;
     let bundle = TrustBundle::new(vec![root.cert().clone()])?;
     let bundle_path = dir.join(files::BUNDLE);
-    certfiles::replace(&bundle_path, &bundle.to_pem())?;
-    let cross = dir.join(certfiles::CROSS_CERT);
+    files::replace(&bundle_path, &bundle.to_pem())?;
+    let cross = dir.join(files::CROSS_CERT);
     if cross.exists() {
         std::fs::remove_file(&cross).with_context(|| format!("removing {}", cross.display()))?;
         outln!("removed {}", cross.display());

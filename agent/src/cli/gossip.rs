@@ -7,10 +7,10 @@ use anyhow::Context as _;
 use base64::Engine as _;
 
 use super::status::{Format, FormatArgs, print_table};
+use crate::api::types::KeyOp;
+use crate::api::types::MemberRow;
+use crate::api::types::{JoinRequest, KeyringChange, KeyringView, ServiceSummary};
 use crate::client::Client;
-use crate::gossip::api::{JoinRequest, KeyringChange, KeyringView, ServiceSummary};
-use crate::gossip::driver::MemberRow;
-use crate::gossip::keys::KeyOp;
 
 /// `rhizome catalog ...`.
 #[derive(clap::Subcommand, Debug)]

@@ -2,18 +2,15 @@
 //! change the intentions of the local agent (`apply` and `delete` sign with an operator).
 
 use super::status::{Format, FormatArgs, print_table};
+use crate::api::types::{CheckView, ListView, MatchView, RuleView, SubmitRequest, SubmitView};
 use crate::client::Client;
 use crate::intentions::signed::{self, Author};
-use crate::intentions::view::{
-    CheckView, ListView, MatchView, RuleView, SubmitRequest, SubmitView,
-};
 use anyhow::Context as _;
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::Key;
 use rhizome_intentions::{Action, Entry, Policy, RuleSet, ServicePattern, ServiceRef};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Exit code of `check` when the connection would be denied.
 pub const EXIT_DENIED: u8 = 2;
@@ -294,9 +291,7 @@ fn list(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
 
 /// A clock for a new version of `key`, after the one the agent shows for it.
 fn hlc_after(held: &ListView, key: &Key) -> Hlc {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::runtime::now_unix_ms();
     let written = held
         .entries
         .iter()
@@ -377,17 +372,20 @@ fn delete(addr: &str, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What [`encode`] leaves as is: ASCII letters and digits, `-._~` (RFC 3986 unreserved)
+/// and `/:*` (so paths, SPIFFE ids and wildcard patterns stay readable).
+const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b'*');
+
 /// Percent-encodes a query or path value (names, patterns, SPIFFE ids).
 pub fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/:*".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(text, KEEP).to_string()
 }
 
 #[cfg(test)]

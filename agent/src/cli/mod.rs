@@ -8,11 +8,12 @@ macro_rules! outln {
     };
 }
 
+mod args;
 mod ca;
 mod ca_rotate;
 mod gossip;
-pub mod graph;
-pub mod intention;
+pub(crate) mod graph;
+pub(crate) mod intention;
 mod run_agent;
 mod status;
 

@@ -1,6 +1,6 @@
 //! `rhizome agent`: run the agent in the foreground.
 
-use crate::agent::{Agent, shutdown_signal};
+use crate::app::{Agent, shutdown_signal};
 use crate::config::AgentConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! `rhizome info` and `rhizome services`: read-only views of the local agent.
 
-use crate::api::AgentSelf;
+use crate::api::types::AgentSelf;
 use crate::client::Client;
 use std::process::ExitCode;
 

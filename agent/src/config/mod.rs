@@ -89,7 +89,7 @@ pub struct CaConfig {
     #[serde(skip_serializing)]
     pub join_token: Option<String>,
     /// Data-port addresses (`host:port`) of signer agents, for joining and intermediate
-    /// renewal; when empty, derived from `retry_join` (see `crate::join::signer_targets`).
+    /// renewal; when empty, derived from `retry_join` (see `crate::ca::join::signer_targets`).
     pub signer_addrs: Vec<String>,
     /// Lifetime of workload leaves.
     pub leaf_ttl: Dur,

@@ -16,11 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use super::driver::{MemberRow, SyncRequest};
+use super::driver::SyncRequest;
 use super::keys::Keys;
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::Replica;
+use crate::api::types::MemberRow;
 
 /// Largest frame accepted: the sync crate's bound.
 pub const MAX_FRAME: usize = MAX_FRAME_BYTES;
@@ -140,14 +141,14 @@ pub async fn serve(
     replica: Arc<Replica>,
     keys: Arc<Keys>,
     metrics: Arc<GossipMetrics>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_INBOUND));
     // Exchanges in flight hold the replica (and so the store): end them with the agent.
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
-            () = super::stopped(&mut shutdown) => break,
+            () = shutdown.wait() => break,
             Some(_) = conns.join_next() => continue,
             got = listener.accept() => match got {
                 Ok(x) => x,
@@ -204,11 +205,11 @@ pub struct Initiator {
 
 impl Initiator {
     /// Runs until shutdown.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: crate::runtime::Shutdown) -> anyhow::Result<()> {
         loop {
             let jitter = self.interval.mul_f64(0.75 + rand::random::<f64>() * 0.5);
             let target = tokio::select! {
-                () = super::stopped(&mut shutdown) => return Ok(()),
+                () = shutdown.wait() => return Ok(()),
                 Some(req) = self.requests.recv() => req,
                 () = tokio::time::sleep(jitter) => SyncRequest::Random,
             };
@@ -240,7 +241,7 @@ impl Initiator {
             .members
             .borrow()
             .iter()
-            .filter(|m| m.status == super::driver::Status::Alive && m.address != self.own_addr)
+            .filter(|m| m.status == crate::api::types::Status::Alive && m.address != self.own_addr)
             .map(|m| m.address)
             .collect();
         if alive.is_empty() {

@@ -9,37 +9,52 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use rhizome_gossip::keyring::Key as GossipKey;
 use rhizome_gossip::state::{Applied, Entry};
-use serde::{Deserialize, Serialize};
 
-use super::driver::MemberRow;
-use super::keys::{self, KeyOp, KeyView};
-use crate::agent::Shared;
-use crate::api::ApiError;
-use crate::catalog::Instance;
+use super::Gossip;
+use super::keys;
+use super::replica::Replica;
+use crate::api::error::ApiError;
+use crate::api::types::{
+    JoinRequest, KeyOp, KeyringChange, KeyringView, MemberRow, NsQuery, ServiceSummary,
+};
+use crate::catalog::{CatalogReader, Instance};
+
+/// What the gossip endpoints read and write.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Members, join/leave, the keyring.
+    pub gossip: Arc<Gossip>,
+    /// The catalog the builder keeps up to date.
+    pub catalog: CatalogReader,
+    /// Signed keyring changes are submitted here.
+    pub replica: Arc<Replica>,
+    /// `--dev`: unsigned keyring changes are accepted.
+    pub dev: bool,
+}
+
+/// The routes of this module with their state, to merge into the agent's router.
+pub fn routes(state: ApiState) -> axum::Router {
+    use axum::routing::{get, put};
+    axum::Router::new()
+        .route("/v1/members", get(members))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/join", put(join))
+        .route("/v1/leave", put(leave))
+        .route("/v1/keyring", get(keyring).post(keyring_change))
+        .with_state(state)
+}
 
 /// How long `PUT /v1/join` waits for the seed to answer.
 pub const JOIN_WAIT: Duration = Duration::from_secs(10);
 
 /// `GET /v1/members`: `[{node, address, status, incarnation}]`.
-pub async fn members(State(s): State<Arc<Shared>>) -> Json<Vec<MemberRow>> {
+pub async fn members(State(s): State<ApiState>) -> Json<Vec<MemberRow>> {
     Json(s.gossip.members().as_ref().clone())
 }
 
-/// One row of `GET /v1/catalog/services`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct ServiceSummary {
-    /// Namespace.
-    pub namespace: String,
-    /// Service name.
-    pub name: String,
-    /// Known instances.
-    pub instances: usize,
-    /// Instances that may receive connections.
-    pub passing: usize,
-}
-
 /// `GET /v1/catalog/services`.
-pub async fn catalog_services(State(s): State<Arc<Shared>>) -> Json<Vec<ServiceSummary>> {
+pub async fn catalog_services(State(s): State<ApiState>) -> Json<Vec<ServiceSummary>> {
     let catalog = s.catalog.borrow().clone();
     let rows = catalog
         .services()
@@ -54,16 +69,9 @@ pub async fn catalog_services(State(s): State<Arc<Shared>>) -> Json<Vec<ServiceS
     Json(rows)
 }
 
-/// Query of `GET /v1/catalog/service/<name>`.
-#[derive(Deserialize, Debug)]
-pub struct NsQuery {
-    /// Namespace (`default` when absent).
-    pub ns: Option<String>,
-}
-
 /// `GET /v1/catalog/service/<name>?ns=`: its instances with node, address, port, health.
 pub async fn catalog_service(
-    State(s): State<Arc<Shared>>,
+    State(s): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<NsQuery>,
 ) -> Json<Vec<Instance>> {
@@ -73,16 +81,9 @@ pub async fn catalog_service(
     Json(catalog.instances_of(&ns, &name).cloned().collect())
 }
 
-/// Body of `PUT /v1/join`.
-#[derive(Deserialize, Serialize, Debug)]
-pub struct JoinRequest {
-    /// A member's gossip `host:port`.
-    pub address: String,
-}
-
 /// `PUT /v1/join`: announces to `address` and waits for it to answer.
 pub async fn join(
-    State(s): State<Arc<Shared>>,
+    State(s): State<ApiState>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match s.gossip.join(&req.address, JOIN_WAIT).await {
@@ -97,7 +98,7 @@ pub async fn join(
 }
 
 /// `PUT /v1/leave`: leaves the cluster gracefully.
-pub async fn leave(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn leave(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     s.gossip
         .leave()
         .await
@@ -105,17 +106,8 @@ pub async fn leave(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Valu
     Ok(Json(serde_json::json!({ "left": true })))
 }
 
-/// `GET /v1/keyring`.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct KeyringView {
-    /// Whether gossip is sealed.
-    pub encrypted: bool,
-    /// Installed keys.
-    pub keys: Vec<KeyView>,
-}
-
 /// `GET /v1/keyring`: this agent's installed keys.
-pub async fn keyring(State(s): State<Arc<Shared>>) -> Json<KeyringView> {
+pub async fn keyring(State(s): State<ApiState>) -> Json<KeyringView> {
     let k = s.gossip.keys();
     Json(KeyringView {
         encrypted: k.is_encrypted(),
@@ -123,22 +115,9 @@ pub async fn keyring(State(s): State<Arc<Shared>>) -> Json<KeyringView> {
     })
 }
 
-/// Body of `POST /v1/keyring`.
-#[derive(Deserialize, Serialize, Debug)]
-pub struct KeyringChange {
-    /// What to do.
-    pub op: KeyOp,
-    /// The key (base64 of 32 bytes).
-    pub key: String,
-    /// The operator-signed entry for this change (base64 of its encoding); required unless
-    /// the agent runs with `--dev`.
-    #[serde(default)]
-    pub entry: Option<String>,
-}
-
 /// `POST /v1/keyring`: install, use or remove a key mesh-wide.
 pub async fn keyring_change(
-    State(s): State<Arc<Shared>>,
+    State(s): State<ApiState>,
     Json(req): Json<KeyringChange>,
 ) -> Result<Json<KeyringView>, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
@@ -171,7 +150,7 @@ pub async fn keyring_change(
                 }
             }
         }
-        None if s.config.dev => {
+        None if s.dev => {
             let (k, value) = keys::change_entry(req.op, &key);
             let res = match value {
                 Some(v) => s.replica.write_local(k, v),

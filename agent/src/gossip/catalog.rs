@@ -1,5 +1,5 @@
 //! The catalog over gossip: each local service is published as `catalog/<node>/<instance>`
-//! (JSON [`InstanceValue`], republished when its health changes), and `Shared.catalog` is
+//! (JSON [`InstanceValue`], republished when its health changes), and the agent's catalog is
 //! rebuilt from the replicated state and the member table whenever either changes.
 //!
 //! An instance whose node is suspect, failed, left or unknown to membership is `node_down`
@@ -15,13 +15,13 @@ use rhizome_gossip::state::{Key, Segment};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::driver::{MemberRow, Status};
 use super::health::{CheckResults, is_passing};
 use super::now_ms;
 use super::replica::Replica;
-use crate::agent::Shared;
-use crate::catalog::{Catalog, Health, Instance};
-use crate::config::Service;
+use crate::api::types::{MemberRow, Status};
+use crate::catalog::{Catalog, CatalogWriter, Health, Instance};
+use crate::config::{AgentConfig, Service};
+use crate::runtime::Shutdown;
 
 /// Source tag of instances published from the config file (others, e.g. Kubernetes pods,
 /// use their own tag and are not removed at start when absent from the config).
@@ -114,10 +114,8 @@ pub fn publish_instance(
 
 /// Publishes every config service with its current health, and withdraws config instances
 /// that are no longer configured.
-pub fn publish_config(shared: &Shared, results: &CheckResults) {
-    let c = &shared.config;
+pub fn publish_config(c: &AgentConfig, replica: &Replica, results: &CheckResults) {
     let agent_addr = SocketAddr::new(c.advertise_addr, c.ports.data);
-    let replica = &shared.replica;
     for service in &c.services {
         let value = config_value(service, agent_addr, is_passing(results, service));
         match publish_instance(replica, &service.id, &value) {
@@ -149,20 +147,21 @@ pub fn publish_config(shared: &Shared, results: &CheckResults) {
 
 /// Republishes the config services whenever a health check changes, until shutdown.
 pub async fn publisher(
-    shared: Arc<Shared>,
+    config: Arc<AgentConfig>,
+    replica: Arc<Replica>,
     mut results: watch::Receiver<CheckResults>,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut shutdown = shared.shutdown.clone();
     #[allow(clippy::while_let_loop)]
     loop {
         let snapshot = results.borrow_and_update().clone();
-        publish_config(&shared, &snapshot);
+        publish_config(&config, &replica, &snapshot);
         tokio::select! {
-            () = super::stopped(&mut shutdown) => return Ok(()),
+            () = shutdown.wait() => return Ok(()),
             changed = results.changed() => if changed.is_err() { break },
         }
     }
-    super::stopped(&mut shutdown).await;
+    shutdown.wait().await;
     Ok(())
 }
 
@@ -205,44 +204,54 @@ pub fn build(replica: &Replica, members: &[MemberRow]) -> Catalog {
     Catalog::new(instances)
 }
 
-/// Keeps `Shared.catalog` up to date and reaps nodes down for `gossip.reap_after`.
-pub async fn builder(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let mut shutdown = shared.shutdown.clone();
-    let mut version = shared.replica.subscribe();
-    let mut members = shared.gossip.subscribe_members();
-    let reap_after = shared.config.gossip.reap_after.0;
-    let reap_after_ms = u64::try_from(reap_after.as_millis()).unwrap_or(u64::MAX);
-    let horizon_ms =
-        u64::try_from(reap_after.max(MIN_TOMBSTONE_HORIZON).as_millis()).unwrap_or(u64::MAX);
-    let mut down_since: BTreeMap<Segment, u64> = BTreeMap::new();
-    let mut tick = tokio::time::interval(
-        Duration::from_secs(1).min(reap_after.max(Duration::from_millis(100))),
-    );
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let rows = members.borrow_and_update().clone();
-        version.borrow_and_update();
-        let catalog = build(&shared.replica, &rows);
-        shared.catalog.send_if_modified(|current| {
-            if current.instances == catalog.instances {
-                false
-            } else {
-                *current = Arc::new(catalog);
-                true
-            }
-        });
-        tokio::select! {
-            () = super::stopped(&mut shutdown) => return Ok(()),
-            _ = version.changed() => {}
-            _ = members.changed() => {}
-            _ = tick.tick() => {
-                if let Err(e) = shared.replica.ensure_certs() {
-                    tracing::warn!(error = %e, "cannot publish the renewed agent certificate");
-                }
-                track_down(&mut down_since, &shared.replica, &rows);
-                for (node, removed) in shared.replica.tick(&down_since, reap_after_ms, horizon_ms) {
-                    tracing::info!(peer.node = %node, removed, "reaped the instances of a node down too long");
-                    down_since.remove(&node);
+/// The catalog builder: the only owner of the catalog's write end.
+pub struct Builder {
+    /// Where instances are read (and reaped, and the renewed agent certificate published).
+    pub replica: Arc<Replica>,
+    /// The member table (instances of nodes not alive are `node_down`).
+    pub members: watch::Receiver<Arc<Vec<MemberRow>>>,
+    /// How long a node stays down before its instances are reaped (`gossip.reap_after`).
+    pub reap_after: Duration,
+    /// The catalog's write end.
+    pub catalog: CatalogWriter,
+}
+
+impl Builder {
+    /// Keeps the catalog up to date and reaps nodes down for `reap_after`, until
+    /// `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Builder {
+            replica,
+            mut members,
+            reap_after,
+            catalog: writer,
+        } = self;
+        let mut version = replica.subscribe();
+        let reap_after_ms = u64::try_from(reap_after.as_millis()).unwrap_or(u64::MAX);
+        let horizon_ms =
+            u64::try_from(reap_after.max(MIN_TOMBSTONE_HORIZON).as_millis()).unwrap_or(u64::MAX);
+        let mut down_since: BTreeMap<Segment, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(
+            Duration::from_secs(1).min(reap_after.max(Duration::from_millis(100))),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let rows = members.borrow_and_update().clone();
+            version.borrow_and_update();
+            writer.replace_if_changed(build(&replica, &rows));
+            tokio::select! {
+                () = shutdown.wait() => return Ok(()),
+                _ = version.changed() => {}
+                _ = members.changed() => {}
+                _ = tick.tick() => {
+                    if let Err(e) = replica.ensure_certs() {
+                        tracing::warn!(error = %e, "cannot publish the renewed agent certificate");
+                    }
+                    track_down(&mut down_since, &replica, &rows);
+                    for (node, removed) in replica.tick(&down_since, reap_after_ms, horizon_ms) {
+                        tracing::info!(peer.node = %node, removed, "reaped the instances of a node down too long");
+                        down_since.remove(&node);
+                    }
                 }
             }
         }

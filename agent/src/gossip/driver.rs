@@ -18,7 +18,6 @@ use rhizome_gossip::membership::{
     Generation, MemberEvent, MemberStatus, Membership, MembershipConfig, NodeId, NodeName,
 };
 use rhizome_gossip::state::Key;
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -27,6 +26,7 @@ use super::keys::Keys;
 use super::metrics::GossipMetrics;
 use super::now_ms;
 use super::replica::{Outgoing, Replica};
+use crate::api::types::{MemberRow, Status};
 use crate::store::{Store, TreeName};
 
 /// Longest wait between two rounds of join attempts.
@@ -40,20 +40,6 @@ const JOIN_WINDOW_PROBES: u32 = 10;
 /// Store key of the last generation used (in the `Meta` tree).
 const GENERATION_KEY: &[u8] = b"gossip_generation";
 
-/// A member's status as `rhizome members` prints it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Answering probes.
-    Alive,
-    /// Failed a probe; declared failed unless it refutes in time.
-    Suspect,
-    /// Declared down.
-    Failed,
-    /// Left gracefully.
-    Left,
-}
-
 impl From<MemberStatus> for Status {
     fn from(s: MemberStatus) -> Self {
         match s {
@@ -63,30 +49,6 @@ impl From<MemberStatus> for Status {
             MemberStatus::Left => Status::Left,
         }
     }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Alive => "alive",
-            Status::Suspect => "suspect",
-            Status::Failed => "failed",
-            Status::Left => "left",
-        })
-    }
-}
-
-/// One row of `GET /v1/members` and `rhizome members --format json`: exactly these fields.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRow {
-    /// Node name.
-    pub node: String,
-    /// Gossip address.
-    pub address: SocketAddr,
-    /// `alive`, `suspect`, `failed` or `left`.
-    pub status: Status,
-    /// Process generation: higher after each restart or rejoin.
-    pub incarnation: u64,
 }
 
 /// What the API asks of the driver.
@@ -157,7 +119,7 @@ struct Running {
 
 impl Driver {
     /// Runs until `shutdown` turns true, then leaves the cluster.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: crate::runtime::Shutdown) -> anyhow::Result<()> {
         let first = Duration::from_millis(self.config.probe_interval_ms);
         let retry = (!self.seeds.is_empty()).then(|| Retry {
             at: Instant::now(),
@@ -178,7 +140,7 @@ impl Driver {
             let retry_at = r.retry.as_ref().map(|x| x.at);
             tokio::select! {
                 biased;
-                () = super::stopped(&mut shutdown) => break,
+                () = shutdown.wait() => break,
                 got = r.d.socket.recv_from(&mut buf) => match got {
                     Ok((n, from)) => r.on_packet(&buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "gossip receive failed"),

@@ -25,20 +25,20 @@ pub fn is_passing(results: &CheckResults, service: &Service) -> bool {
 pub fn spawn(
     services: &[Service],
     tasks: &mut JoinSet<anyhow::Result<()>>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &crate::runtime::Shutdown,
 ) -> watch::Receiver<CheckResults> {
     let (tx, rx) = watch::channel(CheckResults::new());
     for service in services {
         for (i, check) in service.checks.iter().enumerate() {
             let key = (service.id.clone(), i);
-            let (tx, check, mut stop) = (tx.clone(), check.clone(), shutdown.clone());
+            let (tx, check, stop) = (tx.clone(), check.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let mut tick =
                     tokio::time::interval(check.interval.0.max(Duration::from_millis(10)));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
-                        () = super::stopped(&mut stop) => return Ok(()),
+                        () = stop.wait() => return Ok(()),
                         _ = tick.tick() => {}
                     }
                     let passed = probe(&check).await;

@@ -15,24 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rhizome_gossip::keyring::{Key as GossipKey, KeyId, Keyring, OpenError, SealError};
 use rhizome_gossip::state::{Entry, Key, Segment};
-use tokio::sync::watch;
 
 use super::replica::Replica;
+use crate::api::types::{KeyOp, KeyView};
 
 /// Segment of the entry naming the primary key.
 pub const PRIMARY: &str = "primary";
-
-/// A keyring change requested through the API or the CLI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyOp {
-    /// Accept packets sealed with the key.
-    Install,
-    /// Seal with the key (it is installed too).
-    Use,
-    /// Stop accepting the key (refused for the primary).
-    Remove,
-}
 
 /// The replicated key and value (or tombstone) of a keyring change.
 pub fn change_entry(op: KeyOp, key: &GossipKey) -> (Key, Option<Vec<u8>>) {
@@ -72,15 +60,6 @@ pub fn generate_key() -> anyhow::Result<GossipKey> {
         .fill(&mut bytes)
         .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
     Ok(GossipKey::generate(bytes))
-}
-
-/// One row of `rhizome keyring list`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyView {
-    /// The key's public fingerprint (first 4 bytes of its SHA-256, hex).
-    pub id: String,
-    /// Whether outgoing packets are sealed with it.
-    pub primary: bool,
 }
 
 struct Inner {
@@ -244,21 +223,18 @@ impl Keys {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::runtime::lock_unpoisoned(&self.inner)
     }
 }
 
 /// Re-applies the replicated keyring entries on every state change until shutdown.
-pub async fn follow(keys: Arc<Keys>, replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
+pub async fn follow(keys: Arc<Keys>, replica: Arc<Replica>, shutdown: crate::runtime::Shutdown) {
     let mut version = replica.subscribe();
     loop {
         keys.apply(&replica.entries_with_tombstones("keyring/"));
         tokio::select! {
             changed = version.changed() => if changed.is_err() { return },
-            () = super::stopped(&mut shutdown) => return,
+            () = shutdown.wait() => return,
         }
     }
 }

@@ -10,7 +10,7 @@ use rhizome_gossip::keyring::OpenError;
 use rhizome_gossip::membership::MembershipStats;
 use rhizome_gossip::state::Counters;
 
-use super::driver::{MemberRow, Status};
+use crate::api::types::{MemberRow, Status};
 
 /// One label `name="value"`.
 type Label = [(&'static str, &'static str); 1];
@@ -144,10 +144,7 @@ impl GossipMetrics {
         self.state_entries
             .set(i64::try_from(state_len).unwrap_or(i64::MAX));
         let rejections = counters.rejections();
-        let mut last = match self.last_rejected.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut last = crate::runtime::lock_unpoisoned(&self.last_rejected);
         last.resize(rejections.len(), 0);
         for ((reason, n), seen) in rejections.iter().zip(last.iter_mut()) {
             if *n > *seen {

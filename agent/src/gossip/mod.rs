@@ -1,31 +1,32 @@
 //! Gossip in the agent: the I/O side of `rhizome_gossip`.
 //!
 //! - [`replica::Replica`]: the replicated signed state (catalog, certificates, intentions,
-//!   keyring), persisted in the store; on `Shared.replica`.
+//!   keyring), persisted in the store.
 //! - [`authority::AgentAuthority`]: who may write what, checked with the mesh CA.
 //! - [`driver`]: the membership task owning the gossip UDP socket (`ports.gossip`).
 //! - [`antientropy`]: push/pull state exchanges over TCP on the same port number.
 //! - [`keys`]: the keyring from `encrypt`, rotated mesh-wide through `keyring/...` entries.
 //! - [`catalog`] and [`health`]: local services published with their checks' health, and
-//!   `Shared.catalog` rebuilt from the state and the member table.
+//!   the catalog rebuilt from the state and the member table (the builder owns the
+//!   catalog's only write end).
 //! - [`api`]: `/v1/members`, `/v1/catalog/...`, `/v1/join`, `/v1/leave`, `/v1/keyring`.
 //!
-//! [`Gossip`] is the handle the API uses (`Shared.gossip`). [`bind`] opens the sockets in
-//! `Agent::start`; [`spawn`] starts every task once `Shared` exists.
+//! [`Gossip`] is the handle the API uses. [`bind`] opens the sockets in `Agent::start`;
+//! [`spawn`] starts every task with its [`Inputs`].
 
-pub mod antientropy;
-pub mod api;
+pub(crate) mod antientropy;
+pub(crate) mod api;
 pub mod authority;
-pub mod catalog;
-pub mod driver;
-pub mod health;
+pub(crate) mod catalog;
+pub(crate) mod driver;
+pub(crate) mod health;
 pub mod keys;
-pub mod metrics;
-pub mod replica;
+pub(crate) mod metrics;
+pub(crate) mod replica;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rhizome_gossip::membership::{Membership, MembershipConfig};
@@ -33,24 +34,20 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::agent::Shared;
+use crate::api::types::MemberRow;
+use crate::catalog::CatalogWriter;
 use crate::config::{AgentConfig, GossipConfig};
+use crate::metrics::Metrics;
+use crate::runtime::Shutdown;
 use crate::store::Store;
-use driver::{Command, Driver, MemberRow, SyncRequest};
+use driver::{Command, Driver, SyncRequest};
 use keys::Keys;
 use metrics::GossipMetrics;
 use replica::{Outgoing, Replica};
 
 /// Wall-clock milliseconds since the Unix epoch (the gossip crate takes time as an argument).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Resolves once `shutdown` is true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
+    crate::runtime::now_unix_ms()
 }
 
 /// Why a join or leave request failed. The caller's fault (bad address) or the agent's
@@ -115,7 +112,7 @@ impl Gossip {
         let mut members = self.members.clone();
         let reached = |rows: &Arc<Vec<MemberRow>>| {
             rows.iter()
-                .any(|m| addrs.contains(&m.address) && m.status == driver::Status::Alive)
+                .any(|m| addrs.contains(&m.address) && m.status == crate::api::types::Status::Alive)
         };
         match tokio::time::timeout(wait, members.wait_for(reached)).await {
             Ok(Ok(rows)) => Ok(rows.len()),
@@ -222,37 +219,43 @@ pub async fn bind(
 
 /// UDP and TCP on one port number; with port 0, retries until both bind.
 async fn bind_pair(addr: SocketAddr) -> anyhow::Result<(UdpSocket, TcpListener)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind the gossip UDP socket on {addr}"))?;
-        let bound = socket.local_addr()?;
-        match TcpListener::bind(bound).await {
-            Ok(listener) => return Ok((socket, listener)),
-            Err(e) if addr.port() == 0 => last = Some(e),
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot bind the anti-entropy TCP listener on {bound}")
-                });
-            }
-        }
-    }
-    Err(anyhow::anyhow!(
-        "cannot find a port free for both UDP and TCP gossip: {last:?}"
-    ))
+    let (udp, tcp) = crate::runtime::bind_udp_tcp(addr, 16, "gossip").await?;
+    udp.set_nonblocking(true)?;
+    Ok((UdpSocket::from_std(udp)?, tcp))
+}
+
+/// What the agent gives the gossip tasks.
+pub struct Inputs {
+    /// The effective configuration (gossip settings, services and their checks).
+    pub config: Arc<AgentConfig>,
+    /// The handle [`bind`] returned.
+    pub gossip: Arc<Gossip>,
+    /// The replicated signed state.
+    pub replica: Arc<Replica>,
+    /// The catalog's only write end, moved into the builder.
+    pub catalog: CatalogWriter,
+    /// The registry gossip's families are added to.
+    pub metrics: Arc<Metrics>,
+    /// Ends every task (the driver leaves gracefully first).
+    pub shutdown: Shutdown,
 }
 
 /// Starts the gossip tasks: membership driver, anti-entropy server and initiator, keyring
 /// follower, health checks, catalog publisher and builder.
-pub fn spawn(pending: Pending, shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow::Result<()>>) {
-    let gossip = &shared.gossip;
-    gossip.metrics.register(&shared.metrics);
-    let stop = shared.shutdown.clone();
+pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
+    let Inputs {
+        config,
+        gossip,
+        replica,
+        catalog: catalog_writer,
+        metrics,
+        shutdown: stop,
+    } = inputs;
+    gossip.metrics.register(&metrics);
     tasks.spawn(pending.driver.run(stop.clone()));
     tasks.spawn(antientropy::serve(
         pending.listener,
-        shared.replica.clone(),
+        replica.clone(),
         gossip.keys.clone(),
         gossip.metrics.clone(),
         stop.clone(),
@@ -261,23 +264,35 @@ pub fn spawn(pending: Pending, shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow:
         requests: pending.sync_requests,
         members: gossip.subscribe_members(),
         own_addr: gossip.addr,
-        replica: shared.replica.clone(),
+        replica: replica.clone(),
         keys: gossip.keys.clone(),
         metrics: gossip.metrics.clone(),
-        interval: shared
-            .config
+        interval: config
             .gossip
             .push_pull_interval
             .0
             .max(Duration::from_millis(100)),
     };
     tasks.spawn(initiator.run(stop.clone()));
-    let (keys, replica, s) = (gossip.keys.clone(), shared.replica.clone(), stop.clone());
+    let (keys, r, s) = (gossip.keys.clone(), replica.clone(), stop.clone());
     tasks.spawn(async move {
-        keys::follow(keys, replica, s).await;
+        keys::follow(keys, r, s).await;
         Ok(())
     });
-    let results = health::spawn(&shared.config.services, tasks, &stop);
-    tasks.spawn(catalog::publisher(shared.clone(), results));
-    tasks.spawn(catalog::builder(shared.clone()));
+    let results = health::spawn(&config.services, tasks, &stop);
+    tasks.spawn(catalog::publisher(
+        config.clone(),
+        replica.clone(),
+        results,
+        stop.clone(),
+    ));
+    tasks.spawn(
+        catalog::Builder {
+            replica,
+            members: gossip.subscribe_members(),
+            reap_after: config.gossip.reap_after.0,
+            catalog: catalog_writer,
+        }
+        .run(stop),
+    );
 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::authority::{AgentAuthority, CredentialSigner};
 use super::now_ms;
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use crate::store::{Store, TreeName};
 
 /// Prefix of the reaped floors in the store's `Meta` tree.
@@ -338,9 +338,6 @@ impl Replica {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::runtime::lock_unpoisoned(&self.inner)
     }
 }

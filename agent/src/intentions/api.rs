@@ -9,14 +9,15 @@
 //!   `--dev` agents an empty body;
 //! - `GET /v1/graph?format=json|dot`: the access graph over the catalog's services.
 
+use super::Intentions;
 use super::signed::{self, SignedError};
-use super::view::{
+use super::{SubmitError, Verdict};
+use crate::api::error::ApiError;
+use crate::api::types::{
     CheckView, EntryView, ListView, MatchView, OriginView, ProblemsView, RuleView, SubmitRequest,
     SubmitView,
 };
-use super::{SubmitError, Verdict};
-use crate::agent::Shared;
-use crate::api::ApiError;
+use crate::catalog::CatalogReader;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -31,14 +32,24 @@ use std::sync::Arc;
 
 type Params = Query<BTreeMap<String, String>>;
 
-/// The routes of this module, to merge into the agent's router.
-pub fn routes() -> Router<Arc<Shared>> {
+/// What the intentions endpoints read and write.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Entries, submission, the authorizer (rules in force, policy).
+    pub intentions: Arc<Intentions>,
+    /// The catalog's services are the nodes of the access graph.
+    pub catalog: CatalogReader,
+}
+
+/// The routes of this module with their state, to merge into the agent's router.
+pub fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/v1/intentions", get(list).post(apply))
         .route("/v1/intentions/match", get(matching))
         .route("/v1/intentions/check", get(check))
         .route("/v1/intentions/{ns}/{name}", delete(remove))
         .route("/v1/graph", get(graph))
+        .with_state(state)
 }
 
 fn bad(message: impl ToString) -> ApiError {
@@ -52,11 +63,11 @@ fn param<'a>(params: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str
         .ok_or_else(|| bad(format!("missing query parameter `{name}`")))
 }
 
-fn rules_in_force(shared: &Shared) -> Arc<RuleSet> {
-    shared.rules.borrow().clone()
+fn rules_in_force(s: &ApiState) -> Arc<RuleSet> {
+    s.intentions.authorizer().rules()
 }
 
-async fn list(State(s): State<Arc<Shared>>) -> Result<Json<ListView>, ApiError> {
+async fn list(State(s): State<ApiState>) -> Result<Json<ListView>, ApiError> {
     let rules = rules_in_force(&s);
     let entries = rules
         .entries()
@@ -102,8 +113,8 @@ async fn list(State(s): State<Arc<Shared>>) -> Result<Json<ListView>, ApiError> 
     let problems = s.intentions.problems();
     Ok(Json(ListView {
         version: rules.version().to_string(),
-        default: s.policy.default.to_string(),
-        audit: s.policy.audit,
+        default: s.intentions.authorizer().policy().default.to_string(),
+        audit: s.intentions.authorizer().policy().audit,
         entries,
         problems: ProblemsView {
             dir: problems.dir,
@@ -112,10 +123,7 @@ async fn list(State(s): State<Arc<Shared>>) -> Result<Json<ListView>, ApiError> 
     }))
 }
 
-async fn matching(
-    State(s): State<Arc<Shared>>,
-    params: Params,
-) -> Result<Json<MatchView>, ApiError> {
+async fn matching(State(s): State<ApiState>, params: Params) -> Result<Json<MatchView>, ApiError> {
     let dst: ServiceRef = param(&params, "dst")?.parse().map_err(bad)?;
     let rules = rules_in_force(&s);
     Ok(Json(MatchView {
@@ -124,7 +132,7 @@ async fn matching(
     }))
 }
 
-async fn check(State(s): State<Arc<Shared>>, params: Params) -> Result<Json<CheckView>, ApiError> {
+async fn check(State(s): State<ApiState>, params: Params) -> Result<Json<CheckView>, ApiError> {
     let src_text = param(&params, "src")?;
     let dst: ServiceRef = param(&params, "dst")?.parse().map_err(bad)?;
     let src: ServiceRef = if src_text.starts_with("spiffe://") {
@@ -133,7 +141,10 @@ async fn check(State(s): State<Arc<Shared>>, params: Params) -> Result<Json<Chec
         src_text.parse().map_err(bad)?
     };
     let rules = rules_in_force(&s);
-    let verdict = Verdict::from_decision(&rules.decide(&src, &dst, s.policy), rules.version());
+    let verdict = Verdict::from_decision(
+        &rules.decide(&src, &dst, s.intentions.authorizer().policy()),
+        rules.version(),
+    );
     Ok(Json(CheckView {
         source: src.to_string(),
         destination: dst.to_string(),
@@ -184,7 +195,7 @@ fn submitted(
     }
 }
 
-async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Json<SubmitView>, ApiError> {
+async fn apply(State(s): State<ApiState>, body: Bytes) -> Result<Json<SubmitView>, ApiError> {
     let req = request(&body)?;
     match (req.entry, req.hcl) {
         (Some(text), _) => {
@@ -193,7 +204,7 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Json<SubmitV
                 return Err(bad("a tombstone: use DELETE /v1/intentions/<ns>/<name>"));
             }
             let key = entry.key.to_string();
-            submitted(key, s.intentions.submit(&s, entry))
+            submitted(key, s.intentions.submit(entry))
         }
         (None, Some(hcl)) => {
             let file = req.file.unwrap_or_else(|| "<request>".into());
@@ -202,14 +213,14 @@ async fn apply(State(s): State<Arc<Shared>>, body: Bytes) -> Result<Json<SubmitV
                 .and_then(|e| signed::key_for(&e.destination).ok())
                 .map(|k| k.to_string())
                 .unwrap_or_default();
-            submitted(key, s.intentions.submit_unsigned(&s, &hcl, &file, None))
+            submitted(key, s.intentions.submit_unsigned(&hcl, &file, None))
         }
         (None, None) => Err(bad("expected {\"entry\": BASE64} or {\"hcl\": TEXT}")),
     }
 }
 
 async fn remove(
-    State(s): State<Arc<Shared>>,
+    State(s): State<ApiState>,
     Path((ns, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<SubmitView>, ApiError> {
@@ -233,14 +244,14 @@ async fn remove(
             if !entry.tombstone || entry.key != key {
                 return Err(bad(format!("expected a signed tombstone for {key}")));
             }
-            s.intentions.submit(&s, entry)
+            s.intentions.submit(entry)
         }
-        None => s.intentions.submit_unsigned(&s, "", "", Some(&key)),
+        None => s.intentions.submit_unsigned("", "", Some(&key)),
     };
     submitted(key.to_string(), outcome)
 }
 
-async fn graph(State(s): State<Arc<Shared>>, params: Params) -> Result<Response, ApiError> {
+async fn graph(State(s): State<ApiState>, params: Params) -> Result<Response, ApiError> {
     let known: Vec<ServiceRef> = s
         .catalog
         .borrow()
@@ -249,7 +260,7 @@ async fn graph(State(s): State<Arc<Shared>>, params: Params) -> Result<Response,
         .filter_map(|(ns, name)| ServiceRef::new(ns, name).ok())
         .collect();
     let rules = rules_in_force(&s);
-    let graph = AccessGraph::build(&rules, &known, s.policy);
+    let graph = AccessGraph::build(&rules, &known, s.intentions.authorizer().policy());
     match params.get("format").map_or("json", String::as_str) {
         "json" => Ok((
             [(header::CONTENT_TYPE, "application/json")],

@@ -9,8 +9,9 @@
 //! digest): an entry applied through the API, or received from elsewhere, for the same
 //! destination is left alone.
 
+use super::Intentions;
 use super::signed::{self, Author};
-use crate::agent::Shared;
+use crate::runtime::Shutdown;
 use rhizome_gossip::state::Key;
 use rhizome_intentions::{Entry, RuleSet};
 use std::collections::BTreeMap;
@@ -30,20 +31,23 @@ type Files = Vec<(String, String)>;
 /// Polls `intentions_dir` and submits what changed.
 pub struct Watcher {
     dir: Option<PathBuf>,
+    operator_dir: Option<PathBuf>,
     last: Option<Snapshot>,
 }
 
 impl Watcher {
-    /// A watcher of the configured directory (does nothing when none is configured).
-    pub fn new(shared: &Shared) -> Watcher {
+    /// A watcher of `dir` (does nothing when `None`) whose files are signed with the
+    /// operator of `operator_dir`.
+    pub fn new(dir: Option<PathBuf>, operator_dir: Option<PathBuf>) -> Watcher {
         Watcher {
-            dir: shared.config.intentions_dir.clone(),
+            dir,
+            operator_dir,
             last: None,
         }
     }
 
     /// Looks at the directory once; on a change, loads and submits every file.
-    pub async fn poll(&mut self, shared: &Arc<Shared>) {
+    pub async fn poll(&mut self, intentions: &Intentions) {
         let Some(dir) = self.dir.clone() else {
             return;
         };
@@ -54,9 +58,9 @@ impl Watcher {
             Ok(Ok(None)) => return,
             Ok(Err(e)) => {
                 let message = format!("intentions_dir: {e}");
-                if shared.intentions.problems().dir != [message.clone()] {
+                if intentions.problems().dir != [message.clone()] {
                     tracing::error!(error = %message, "cannot read intentions_dir; rules unchanged");
-                    shared.intentions.set_problems(|p| p.dir = vec![message]);
+                    intentions.set_problems(|p| p.dir = vec![message]);
                 }
                 return;
             }
@@ -66,30 +70,33 @@ impl Watcher {
             }
         };
         self.last = Some(snapshot);
-        match sync(shared, &files) {
+        match sync(intentions, self.operator_dir.as_deref(), &files) {
             Ok(changed) => {
                 tracing::info!(files = files.len(), changed, "intentions_dir loaded");
-                shared.intentions.set_problems(|p| p.dir.clear());
+                intentions.set_problems(|p| p.dir.clear());
             }
             Err(errors) => {
                 for e in &errors {
                     tracing::error!(error = %e, "intentions_dir not applied: the rules in force stay");
                 }
-                shared.intentions.set_problems(|p| p.dir = errors);
+                intentions.set_problems(|p| p.dir = errors);
             }
         }
     }
 }
 
 /// Polls until shutdown.
-pub async fn run(shared: Arc<Shared>, mut watcher: Watcher) -> anyhow::Result<()> {
-    let mut stop = shared.shutdown.clone();
+pub async fn run(
+    intentions: Arc<Intentions>,
+    mut watcher: Watcher,
+    stop: Shutdown,
+) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => watcher.poll(&shared).await,
-            () = super::stopped(&mut stop) => return Ok(()),
+            _ = tick.tick() => watcher.poll(&intentions).await,
+            () = stop.wait() => return Ok(()),
         }
     }
 }
@@ -119,10 +126,10 @@ fn read_if_changed(
 }
 
 /// Who signs the directory's entries.
-fn author(shared: &Shared) -> Result<Author, String> {
-    match (&shared.config.operator_dir, shared.config.dev) {
+fn author(intentions: &Intentions, operator_dir: Option<&Path>) -> Result<Author, String> {
+    match (operator_dir, intentions.dev) {
         (Some(dir), _) => Author::from_operator_dir(dir).map_err(|e| e.to_string()),
-        (None, true) => Author::agent(&shared.identity).map_err(|e| e.to_string()),
+        (None, true) => Author::agent(&intentions.identity).map_err(|e| e.to_string()),
         (None, false) => Err(
             "intentions_dir is set but operator_dir is not: its files cannot be signed \
              (use the directory written by `rhizome ca issue-operator`)"
@@ -133,11 +140,14 @@ fn author(shared: &Shared) -> Result<Author, String> {
 
 /// Checks all files together, then submits the new and changed ones and deletes the
 /// entries of removed files. Returns how many entries changed, or every error.
-fn sync(shared: &Shared, files: &Files) -> Result<usize, Vec<String>> {
+fn sync(
+    intentions: &Intentions,
+    operator_dir: Option<&Path>,
+    files: &Files,
+) -> Result<usize, Vec<String>> {
     RuleSet::load(files.iter().map(|(f, t)| (f.as_str(), t.as_str())))
         .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let author = author(shared).map_err(|e| vec![e])?;
-    let intentions = &shared.intentions;
+    let author = author(intentions, operator_dir).map_err(|e| vec![e])?;
     let mut wanted: BTreeMap<Key, (&str, &str)> = BTreeMap::new();
     for (file, text) in files {
         let entry = Entry::parse(text, file).map_err(|e| vec![e.to_string()])?;
@@ -159,7 +169,7 @@ fn sync(shared: &Shared, files: &Files) -> Result<usize, Vec<String>> {
                         intentions.next_hlc(key),
                     )
                     .map_err(super::SubmitError::from)
-                    .and_then(|e| intentions.submit(shared, e.clone()).map(|_| e));
+                    .and_then(|e| intentions.submit(e.clone()).map(|_| e));
                 match submitted {
                     Ok(e) => {
                         changed += 1;
@@ -191,7 +201,7 @@ fn sync(shared: &Shared, files: &Files) -> Result<usize, Vec<String>> {
                     intentions.next_hlc(&mark.key),
                 )
                 .map_err(super::SubmitError::from)
-                .and_then(|e| intentions.submit(shared, e));
+                .and_then(|e| intentions.submit(e));
             match deleted {
                 Ok(_) => changed += 1,
                 Err(e) => errors.push(format!("{} (removed): {e}", mark.file)),

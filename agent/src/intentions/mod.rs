@@ -1,36 +1,40 @@
 //! Intentions in the agent: the signed entries this agent accepted, the rule set built from
-//! them (`Shared::rules`), the `intentions_dir` loader, the HTTP API and the per-connection
-//! decision the data plane calls ([`authorize`]).
+//! them (written only through the [`RulesWriter`] that [`Intentions`] owns), the
+//! `intentions_dir` loader, the HTTP API and the per-connection decision the data plane
+//! calls ([`Authorizer`]).
 //!
 //! Flow: an entry arrives signed (HTTP API from `rhizome intention apply`, or a file of
 //! `intentions_dir` signed with the operator of `operator_dir`), is checked
 //! ([`signed::verify`]: operator signature, HCL, destination = key) and merged into the
 //! replicated state through the [`ledger::Ledger`], which spreads it to every agent by
 //! gossip; every change of the intention entries (local or received) triggers
-//! [`rebuild`], which swaps `Shared::rules` only when the whole set builds, so a bad entry
+//! [`Intentions::rebuild`], which swaps the rules in force only when the whole set builds, so a bad entry
 //! never replaces the rules in force. `--dev` agents also accept unsigned entries (they
 //! sign them with their own agent certificate, which other agents refuse).
 
-pub mod api;
-pub mod dir;
-pub mod ledger;
+pub(crate) mod api;
+pub(crate) mod authorizer;
+pub(crate) mod dir;
+pub(crate) mod ledger;
 pub mod signed;
-pub mod verdict;
-pub mod view;
+pub(crate) mod verdict;
+pub(crate) mod view;
 
-pub use verdict::{DecisionCounters, Outcome, Verdict, authorize, verdict};
+pub use authorizer::{Authorizer, RulesWriter};
+pub use verdict::{DecisionCounters, Outcome, Verdict};
 
-use crate::agent::Shared;
+use crate::ca::identity::Identity;
+use crate::runtime::{Shutdown, lock_unpoisoned};
 use crate::store::{Store, StoreError, TreeName};
 use ledger::Ledger;
 use prometheus_client::metrics::gauge::Gauge;
 use rhizome_ca::SpiffeId;
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::{Applied, Entry as SignedEntry, Key};
-use rhizome_intentions::{BuildError, Entry, RuleSet};
+use rhizome_intentions::{BuildError, Entry, Policy, RuleSet};
 use signed::{Author, SignedError};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 /// Prefix of the records marking keys written from `intentions_dir` (`dir/<key>` -> file).
@@ -59,12 +63,20 @@ pub struct Problems {
     pub rules: Vec<String>,
 }
 
-/// The agent's intentions state, shared through `Shared::intentions`.
+/// The agent's intentions state: the accepted entries, the one [`RulesWriter`] and the
+/// [`Authorizer`] reading what it writes. Shared as `Arc<Intentions>` by the intentions
+/// tasks and API.
 pub struct Intentions {
     ledger: Ledger,
     store: Store,
-    /// `rhizome_intention_decisions_total`.
-    pub decisions: DecisionCounters,
+    /// Verifies entries, and signs them on `--dev` agents.
+    identity: Arc<Identity>,
+    /// `--dev`: unsigned entries are accepted (signed with this agent's certificate).
+    dev: bool,
+    /// The only write end of the rules in force.
+    rules: RulesWriter,
+    /// Reads the rules in force; `rhizome_intention_decisions_total`.
+    authorizer: Authorizer,
     /// `rhizome_intention_rules`: rules in force.
     rules_gauge: Gauge,
     /// `rhizome_intention_problems`: errors keeping the rules from changing.
@@ -74,10 +86,14 @@ pub struct Intentions {
 
 impl Intentions {
     /// The intentions of `replica` (`intentions_dir` marks kept in `store`), with their
-    /// metrics.
+    /// metrics; entries are verified against `identity`'s bundle and decided with `policy`.
+    /// No rule is in force until the first [`Intentions::rebuild`].
     pub fn open(
         store: &Store,
         replica: Arc<crate::gossip::replica::Replica>,
+        identity: Arc<Identity>,
+        dev: bool,
+        policy: Policy,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Intentions, StoreError> {
         let ledger = Ledger::new(replica);
@@ -93,10 +109,18 @@ impl Intentions {
             "Errors of the last intentions_dir load or rule rebuild that kept the rules in force",
             problems_gauge.clone(),
         );
+        let (authorizer, rules) = Authorizer::new(
+            policy,
+            identity.trust_domain().clone(),
+            DecisionCounters::register(metrics),
+        );
         Ok(Intentions {
             ledger,
             store: store.clone(),
-            decisions: DecisionCounters::register(metrics),
+            identity,
+            dev,
+            rules,
+            authorizer,
             rules_gauge,
             problems_gauge,
             problems: Mutex::new(Problems::default()),
@@ -108,13 +132,24 @@ impl Intentions {
         &self.ledger
     }
 
+    /// The per-connection decision over the rules in force (clone it for the data plane).
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Puts `set` in force at once, skipping the signed path (tests of the data plane).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn replace_rules_for_test(&self, set: RuleSet) {
+        self.rules.replace(set);
+    }
+
     /// The latest load and build problems.
     pub fn problems(&self) -> Problems {
-        lock(&self.problems).clone()
+        lock_unpoisoned(&self.problems).clone()
     }
 
     fn set_problems(&self, f: impl FnOnce(&mut Problems)) {
-        let mut problems = lock(&self.problems);
+        let mut problems = lock_unpoisoned(&self.problems);
         f(&mut problems);
         let count = problems.dir.len() + problems.rules.len();
         self.problems_gauge
@@ -122,12 +157,8 @@ impl Intentions {
     }
 
     /// Verifies a signed entry and merges it.
-    pub fn submit(
-        &self,
-        shared: &Shared,
-        entry: SignedEntry,
-    ) -> Result<(SpiffeId, Applied), SubmitError> {
-        let signer = signed::verify(&shared.identity, shared.config.dev, &entry)?;
+    pub fn submit(&self, entry: SignedEntry) -> Result<(SpiffeId, Applied), SubmitError> {
+        let signer = signed::verify(&self.identity, self.dev, &entry)?;
         let applied = self.ledger.submit(entry)?;
         Ok((signer, applied))
     }
@@ -136,15 +167,14 @@ impl Intentions {
     /// certificate and merges it; refused on other agents.
     pub fn submit_unsigned(
         &self,
-        shared: &Shared,
         text: &str,
         file: &str,
         tombstone_of: Option<&Key>,
     ) -> Result<(SpiffeId, Applied), SubmitError> {
-        if !shared.config.dev {
+        if !self.dev {
             return Err(SignedError::Unsigned.into());
         }
-        let author = Author::agent(&shared.identity)?;
+        let author = Author::agent(&self.identity)?;
         let entry = match tombstone_of {
             Some(key) => author.sign(key.clone(), Vec::new(), true, self.next_hlc(key))?,
             None => {
@@ -154,14 +184,57 @@ impl Intentions {
                 author.sign(key, text.as_bytes().to_vec(), false, hlc)?
             }
         };
-        self.submit(shared, entry)
+        self.submit(entry)
+    }
+
+    /// Rebuilds the rule set from `entries` (tombstones skipped): every value is parsed with
+    /// its key as the file name; the rules in force are replaced only if the whole set built,
+    /// and only if its content changed. On errors, each is logged and the old set stays in
+    /// force.
+    pub fn rebuild(&self, entries: &[SignedEntry]) -> Result<(), Vec<String>> {
+        let mut parsed = Vec::new();
+        let mut errors: Vec<BuildError> = Vec::new();
+        for e in entries.iter().filter(|e| !e.tombstone) {
+            match signed::parse_value(&e.key, &e.value) {
+                Ok(entry) => parsed.push(entry),
+                Err(SignedError::Invalid(src)) => errors.push(BuildError::Source(src)),
+                Err(other) => tracing::warn!(key = %e.key, error = %other, "intention skipped"),
+            }
+        }
+        let built = match RuleSet::build(parsed) {
+            Ok(set) if errors.is_empty() => Ok(set),
+            Ok(_) => Err(errors),
+            Err(more) => {
+                errors.extend(more.0);
+                Err(errors)
+            }
+        };
+        match built {
+            Ok(set) => {
+                let version = set.version();
+                if self.rules.replace_if_new(set) {
+                    let rules = self.authorizer.rules().rules().len();
+                    self.rules_gauge
+                        .set(i64::try_from(rules).unwrap_or(i64::MAX));
+                    tracing::info!(%version, entries = entries.len(), rules, "intentions in force");
+                }
+                self.set_problems(|p| p.rules.clear());
+                Ok(())
+            }
+            Err(errors) => {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                for line in &lines {
+                    tracing::error!(error = %line, "intentions not replaced: the rules in force stay");
+                }
+                self.set_problems(|p| p.rules.clone_from(&lines));
+                Err(lines)
+            }
+        }
     }
 
     /// A clock for a new version of `key`: wall time, and always after the held version.
     pub fn next_hlc(&self, key: &Key) -> Hlc {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = crate::runtime::now_unix_ms();
         next_hlc(now, self.ledger.version(key).map(|v| v.hlc))
     }
 
@@ -249,83 +322,41 @@ pub fn next_hlc(now_ms: u64, held: Option<Hlc>) -> Hlc {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// Rebuilds the rule set from `entries` (tombstones skipped): every value is parsed with
-/// its key as the file name; `shared.rules` is replaced only if the whole set built, and
-/// only if its content changed. On errors, each is logged and the old set stays in force.
-pub fn rebuild(shared: &Shared, entries: &[SignedEntry]) -> Result<(), Vec<String>> {
-    let mut parsed = Vec::new();
-    let mut errors: Vec<BuildError> = Vec::new();
-    for e in entries.iter().filter(|e| !e.tombstone) {
-        match signed::parse_value(&e.key, &e.value) {
-            Ok(entry) => parsed.push(entry),
-            Err(SignedError::Invalid(src)) => errors.push(BuildError::Source(src)),
-            Err(other) => tracing::warn!(key = %e.key, error = %other, "intention skipped"),
-        }
-    }
-    let built = match RuleSet::build(parsed) {
-        Ok(set) if errors.is_empty() => Ok(set),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more.0);
-            Err(errors)
-        }
-    };
-    match built {
-        Ok(set) => {
-            let version = set.version();
-            let changed = shared.rules.send_if_modified(|cur| {
-                if cur.version() == version {
-                    return false;
-                }
-                *cur = Arc::new(set);
-                true
-            });
-            if changed {
-                let rules = shared.rules.borrow().rules().len();
-                shared
-                    .intentions
-                    .rules_gauge
-                    .set(i64::try_from(rules).unwrap_or(i64::MAX));
-                tracing::info!(%version, entries = entries.len(), rules, "intentions in force");
-            }
-            shared.intentions.set_problems(|p| p.rules.clear());
-            Ok(())
-        }
-        Err(errors) => {
-            let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            for line in &lines {
-                tracing::error!(error = %line, "intentions not replaced: the rules in force stay");
-            }
-            shared
-                .intentions
-                .set_problems(|p| p.rules.clone_from(&lines));
-            Err(lines)
-        }
-    }
+/// What the intentions tasks are given by the agent.
+pub struct Inputs {
+    /// The entries, the rules writer and the authorizer.
+    pub intentions: Arc<Intentions>,
+    /// `intentions_dir`: HCL files loaded and submitted on change (`None`: none).
+    pub dir: Option<PathBuf>,
+    /// `operator_dir`: who signs the directory's entries (`None`: only `--dev` agents,
+    /// with their own certificate).
+    pub operator_dir: Option<PathBuf>,
+    /// Ends both tasks.
+    pub shutdown: Shutdown,
 }
 
 /// Builds the rules from the stored entries and loads `intentions_dir` once (so a
 /// restarted agent enforces its last rules at once), then spawns the tasks that rebuild on
-/// every change and poll the directory. Both end when `shared.shutdown` turns true.
-pub async fn start(shared: &Arc<Shared>, tasks: &mut JoinSet<anyhow::Result<()>>) {
-    let changes = shared.intentions.ledger.subscribe();
-    let mut watcher = dir::Watcher::new(shared);
-    watcher.poll(shared).await;
-    let entries = shared.intentions.ledger.entries();
-    let _ = rebuild(shared, &entries);
+/// every change and poll the directory. Both end on `inputs.shutdown`.
+pub async fn start(inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
+    let Inputs {
+        intentions,
+        dir,
+        operator_dir,
+        shutdown,
+    } = inputs;
+    let changes = intentions.ledger.subscribe();
+    let mut watcher = dir::Watcher::new(dir, operator_dir);
+    watcher.poll(&intentions).await;
+    let entries = intentions.ledger.entries();
+    let _ = intentions.rebuild(&entries);
     tasks.spawn(rebuild_on_change(
-        shared.clone(),
+        intentions.clone(),
         changes,
         digests(&entries),
+        shutdown.clone(),
     ));
-    tasks.spawn(dir::run(shared.clone(), watcher));
+    tasks.spawn(dir::run(intentions, watcher, shutdown));
 }
 
 /// What identifies a set of entries (the change counter may also move for other keys of
@@ -335,33 +366,27 @@ fn digests(entries: &[SignedEntry]) -> Vec<[u8; 32]> {
 }
 
 async fn rebuild_on_change(
-    shared: Arc<Shared>,
+    intentions: Arc<Intentions>,
     mut changes: tokio::sync::watch::Receiver<u64>,
     mut last: Vec<[u8; 32]>,
+    stop: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut stop = shared.shutdown.clone();
     loop {
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
-                let entries = shared.intentions.ledger.entries();
+                let entries = intentions.ledger.entries();
                 let now = digests(&entries);
                 if now != last {
-                    let _ = rebuild(&shared, &entries);
+                    let _ = intentions.rebuild(&entries);
                     last = now;
                 }
             }
-            () = stopped(&mut stop) => return Ok(()),
+            () = stop.wait() => return Ok(()),
         }
     }
-}
-
-/// Resolves once the shutdown flag is true (the guard is dropped inside, so the future is
-/// `Send`).
-async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! `tombstone = true` and an empty value. Over the HTTP API an entry is the base64 of
 //! [`SignedEntry::to_bytes`].
 
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use base64::Engine as _;
 use rhizome_ca::{CertKind, Credential, SpiffeId};
 use rhizome_gossip::hlc::Hlc;

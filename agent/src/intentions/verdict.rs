@@ -1,11 +1,11 @@
-//! The per-connection decision the data plane asks for: [`authorize`], its owned
-//! [`Verdict`], the deny/audit log lines and the `rhizome_intention_decisions_total` counter.
+//! The owned outcome of a per-connection decision ([`Verdict`], [`Outcome`]) and the
+//! `rhizome_intention_decisions_total` counter; the decision itself is
+//! [`super::Authorizer`].
 
-use crate::agent::Shared;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use rhizome_intentions::{Action, Decision, Rule, ServiceRef, Version};
+use rhizome_intentions::{Action, Decision, Rule, Version};
 use serde::Serialize;
 
 /// The outcome label of `rhizome_intention_decisions_total`.
@@ -123,64 +123,5 @@ fn outcome(allowed: bool, audit: bool) -> Outcome {
         (true, true) => Outcome::AuditDeny,
         (true, false) => Outcome::Allow,
         (false, _) => Outcome::Deny,
-    }
-}
-
-/// Decides whether the workload `src_spiffe` (the SPIFFE id read from the peer's verified
-/// client certificate, `spiffe://TD/ns/NS/svc/NAME`) may open a connection to the local
-/// service `dst`, with the rules in force and the agent's policy (default action, audit).
-///
-/// Call it once for every inbound stream. It never blocks (a read of the current rule
-/// set), logs every deny and every audited deny with its rule (`src.service`,
-/// `dst.service`, `rule` fields), and counts every decision in
-/// `rhizome_intention_decisions_total{decision}`. A source that is not a workload SPIFFE
-/// id of this agent's trust domain is denied (counted as `deny`), whatever the policy.
-/// To re-check open connections when `shared.rules` changes, use [`verdict`] (same
-/// decision, not counted again) and log what you close.
-pub fn authorize(shared: &Shared, src_spiffe: &str, dst: &ServiceRef) -> Verdict {
-    let verdict = verdict(shared, src_spiffe, dst);
-    shared.intentions.decisions.count(verdict.outcome);
-    match verdict.outcome {
-        Outcome::Allow => tracing::debug!(
-            src.service = src_spiffe, dst.service = %dst, rule = %verdict.rule_text(),
-            "intention allows"
-        ),
-        Outcome::AuditDeny => tracing::warn!(
-            src.service = src_spiffe, dst.service = %dst, rule = %verdict.rule_text(),
-            version = %verdict.version, "intention would deny (audit mode): let through"
-        ),
-        Outcome::Deny => tracing::warn!(
-            src.service = src_spiffe, dst.service = %dst, rule = %verdict.rule_text(),
-            version = %verdict.version, error = verdict.error.as_deref().unwrap_or(""),
-            "intention denies"
-        ),
-    }
-    verdict
-}
-
-/// The decision of [`authorize`] without counting or logging it (for re-checks of open
-/// connections after a rule change, and for queries).
-pub fn verdict(shared: &Shared, src_spiffe: &str, dst: &ServiceRef) -> Verdict {
-    let rules = shared.rules.borrow();
-    let refuse = |error: String| Verdict {
-        allowed: false,
-        action: Action::Deny,
-        audit: false,
-        outcome: Outcome::Deny,
-        rule: None,
-        version: rules.version(),
-        error: Some(error),
-    };
-    let td = shared.identity.trust_domain().as_str();
-    let same_domain = src_spiffe
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.split('/').next())
-        .is_some_and(|d| d == td);
-    if !same_domain {
-        return refuse(format!("source {src_spiffe} is not of trust domain {td}"));
-    }
-    match rules.decide_spiffe(src_spiffe, dst, shared.policy) {
-        Ok(d) => Verdict::from_decision(&d, rules.version()),
-        Err(e) => refuse(e.to_string()),
     }
 }

@@ -145,7 +145,7 @@ impl Discovery {
     pub async fn run(
         self,
         metrics: KubeMetrics,
-        mut stop: watch::Receiver<bool>,
+        stop: crate::runtime::Shutdown,
     ) -> anyhow::Result<()> {
         tracing::info!(k8s.node = %self.settings.node_name, "watching the pods of this node");
         let mut table = PodTable::new(self.settings.clone());
@@ -158,7 +158,7 @@ impl Discovery {
                     // current set until that list is complete.
                     tracing::info!("pod watch refused with 410 Gone: restarting with a relist");
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = stop.wait() => return Ok(()),
                         () = tokio::time::sleep(RESTART_DELAY) => {}
                     }
                 }
@@ -190,7 +190,7 @@ pub async fn drive<S>(
     table: &mut PodTable,
     tx: &watch::Sender<Arc<PodRegistry>>,
     metrics: &KubeMetrics,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::runtime::Shutdown,
 ) -> anyhow::Result<Ended>
 where
     S: Stream<Item = Result<Event<Pod>, watcher::Error>>,
@@ -198,7 +198,7 @@ where
     let mut events = std::pin::pin!(events);
     loop {
         let next = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(Ended::Stopped),
+            () = stop.wait() => return Ok(Ended::Stopped),
             next = events.next() => next,
         };
         match next {

@@ -2,8 +2,8 @@
 //! with host networking) watches the pods of its own node and registers each pod annotated
 //! `rhizome.io/service` as a service instance at the pod IP while it is Running and Ready.
 //!
-//! Output: a `watch` channel of [`PodRegistry`] snapshots ([`PodRegistryRx`], also on
-//! `Shared::kube_pods`). The catalog publishes [`PodRegistry::services`]; the data plane
+//! Output: a `watch` channel of [`PodRegistry`] snapshots ([`PodRegistryRx`], given to the
+//! publisher, the proxy and the API). The catalog publishes [`PodRegistry::services`]; the data plane
 //! serves each [`crate::config::Upstream`] of those services on the node address and
 //! attributes every accepted connection with [`attribute`] (source IP -> pod -> service),
 //! refusing unknown sources.
@@ -12,12 +12,12 @@
 //! (watcher events -> table, relists), [`source`] (attribution), [`discovery`] (the task).
 
 pub mod annotations;
-pub mod api;
-pub mod discovery;
-pub mod publish;
-pub mod registry;
-pub mod source;
-pub mod table;
+pub(crate) mod api;
+pub(crate) mod discovery;
+pub(crate) mod publish;
+pub(crate) mod registry;
+pub(crate) mod source;
+pub(crate) mod table;
 
 pub use discovery::{
     Discovery, Ended, KubeMetrics, PodRegistryRx, client, drive, pod_events, settings,

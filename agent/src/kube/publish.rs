@@ -4,8 +4,11 @@
 //! instances of pods that went away are withdrawn. Nothing is withdrawn before the first list
 //! completed, so an agent restart does not flap its pods out of the catalog.
 
-use crate::agent::Shared;
+use super::PodRegistryRx;
+use crate::ca::identity::Identity;
 use crate::gossip::catalog::{InstanceValue, ValueHealth, publish_instance};
+use crate::gossip::replica::Replica;
+use crate::runtime::Shutdown;
 use rhizome_gossip::state::Key;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -14,35 +17,53 @@ use std::sync::Arc;
 /// `source` of catalog instances registered from Kubernetes pods.
 pub const SOURCE_KUBERNETES: &str = "kubernetes";
 
+/// What the pod publisher is given: no catalog writer (it publishes into the replicated
+/// state, and the catalog builder picks the instances up from there).
+pub struct Inputs {
+    /// The data address peers dial for these pods (`advertise_addr:ports.data`).
+    pub agent_addr: SocketAddr,
+    /// Where pod instances are published.
+    pub replica: Arc<Replica>,
+    /// Issues the workload leaves of the pods' services.
+    pub identity: Arc<Identity>,
+    /// The pod registry.
+    pub pods: PodRegistryRx,
+    /// Ends the task.
+    pub shutdown: Shutdown,
+}
+
 /// Keeps the catalog in step with the pod registry until shutdown.
-pub async fn publisher(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let Some(mut pods) = shared.kube_pods.clone() else {
-        return Ok(());
-    };
-    let mut shutdown = shared.shutdown.clone();
+pub async fn publisher(inputs: Inputs) -> anyhow::Result<()> {
+    let Inputs {
+        agent_addr,
+        replica,
+        identity,
+        mut pods,
+        shutdown,
+    } = inputs;
     loop {
         let registry = pods.borrow_and_update().clone();
         if registry.is_synced() {
-            sync(&shared, &registry);
+            sync(agent_addr, &replica, &identity, &registry);
         }
         tokio::select! {
-            () = crate::gossip::stopped(&mut shutdown) => return Ok(()),
+            () = shutdown.wait() => return Ok(()),
             changed = pods.changed() => if changed.is_err() { return Ok(()) },
         }
     }
 }
 
 /// Publishes every registered pod and withdraws Kubernetes instances no longer registered.
-pub fn sync(shared: &Shared, registry: &super::PodRegistry) {
-    let agent_addr = SocketAddr::new(shared.config.advertise_addr, shared.config.ports.data);
-    let replica = &shared.replica;
+pub fn sync(
+    agent_addr: SocketAddr,
+    replica: &Replica,
+    identity: &Identity,
+    registry: &super::PodRegistry,
+) {
     let mut present = BTreeSet::new();
     for service in registry.services() {
         present.insert(service.id.clone());
-        if let Err(e) = shared
-            .identity
-            .ensure_workload(&service.namespace, &service.name)
-        {
+        if let Err(e) = identity.ensure_workload(&service.namespace, &service.name) {
             tracing::warn!(k8s.service = %service.name, error = %e, "no leaf for a pod's service");
             continue;
         }

@@ -34,10 +34,7 @@ impl Recycler {
     }
 
     fn list(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
-        match self.free.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::runtime::lock_unpoisoned(&self.free)
     }
 
     /// A buffer of [`SIZE`] bytes: a recycled one, or a new one.

@@ -5,7 +5,6 @@
 //! connected to the local instance and relayed.
 
 use super::Proxy;
-use super::authz;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::registry::Grant;
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
@@ -75,7 +74,7 @@ pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow:
 
 async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let timeout = proxy.config.proxy.connect_timeout.0;
     // Loopback peers get their own settings (larger datagrams, see `transport`).
     let connecting = match PathKind::of(remote) {
         PathKind::Loopback4 => incoming.accept_with(proxy.loopback_server.clone()),
@@ -107,7 +106,7 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
         .handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.server_name);
-    let td = proxy.shared.identity.trust_domain();
+    let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
         conn.close(quinn::VarInt::from_u32(1), b"no workload identity");
         return;
@@ -134,13 +133,13 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
 /// Serves one TLS connection of the TLS transport (called by the data-port listener).
 pub async fn serve_tls(
     proxy: Arc<Proxy>,
-    tls: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
+    tls: tokio_rustls::server::TlsStream<crate::dataport::DataStream>,
     remote: SocketAddr,
 ) {
     let conn = tls.get_ref().1;
     let certs = conn.peer_certificates().map(<[_]>::to_vec);
     let sni = conn.server_name().map(str::to_string);
-    let td = proxy.shared.identity.trust_domain();
+    let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
         tracing::info!(peer = %remote, "inbound TLS tunnel without workload identity");
         return;
@@ -169,7 +168,7 @@ async fn checked_request(
     peer: &Peer,
     rx: &mut TunnelRx,
 ) -> Option<(Request, ServiceRef, ServiceRef)> {
-    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let timeout = proxy.config.proxy.connect_timeout.0;
     let request = match tokio::time::timeout(timeout, read_request(rx)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
@@ -191,7 +190,7 @@ async fn checked_request(
 /// One tunnel: request, decision, local connect, relay.
 async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: TunnelRx) {
     let started = Instant::now();
-    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let timeout = proxy.config.proxy.connect_timeout.0;
     let Some((request, src, dst)) = checked_request(proxy, peer, &mut rx).await else {
         return answer(&mut tx, Status::BadRequest).await;
     };
@@ -200,7 +199,7 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         source: src.to_string(),
         destination: dst.to_string(),
     };
-    let instance = format!("{}/{}", proxy.shared.config.node_name, request.instance);
+    let instance = format!("{}/{}", proxy.config.node_name, request.instance);
     let log = |decision: &str, end: &str, out: u64, inn: u64| {
         AccessLog {
             direction: Direction::Inbound,
@@ -222,15 +221,15 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         source: peer.source.clone(),
         destination: dst.clone(),
     }));
-    let verdict = authz::authorize(&proxy.shared, &peer.source, &dst);
+    let verdict = proxy.authz.authorize(&peer.source.to_string(), &dst);
     if !verdict.allowed {
         proxy.metrics.denied(&pair);
-        log(verdict.label(), "denied", 0, 0);
+        log(verdict.outcome.as_str(), "denied", 0, 0);
         return answer(&mut tx, Status::Denied).await;
     }
     let Some(addr) = proxy.local_instance(&dst, &request.instance) else {
         proxy.metrics.failed(&pair);
-        log(verdict.label(), "no_instance", 0, 0);
+        log(verdict.outcome.as_str(), "no_instance", 0, 0);
         return answer(&mut tx, Status::NoInstance).await;
     };
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -238,7 +237,7 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         _ => {
             tracing::info!(dst = %dst, addr = %addr, "local instance unreachable");
             proxy.metrics.failed(&pair);
-            log(verdict.label(), "unreachable", 0, 0);
+            log(verdict.outcome.as_str(), "unreachable", 0, 0);
             return answer(&mut tx, Status::Unreachable).await;
         }
     };
@@ -255,7 +254,7 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         tcp,
         tx,
         rx,
-        proxy.shared.config.proxy.idle_timeout.0,
+        proxy.config.proxy.idle_timeout.0,
         &reg.cut,
         Side::Server,
         &meters,
@@ -263,5 +262,5 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
     .await;
     proxy.metrics.close(&pair, outcome.end);
     let (out, inn) = dst_bytes(&outcome, Side::Server);
-    log(verdict.label(), outcome.end.as_str(), out, inn);
+    log(verdict.outcome.as_str(), outcome.end.as_str(), out, inn);
 }

@@ -12,30 +12,33 @@
 //! - [`pool`]: QUIC connections to peer agents, pooled per (agent, source, destination);
 //!   TLS connections for `transport = "tls"`.
 //! - [`inbound`]: the QUIC endpoint on the data port and the TLS service on the TCP data
-//!   port; intentions decide ([`authz`]), the local instance is dialled.
+//!   port; intentions decide ([`crate::intentions::Authorizer`]), the local instance is
+//!   dialled.
 //! - [`wire`]: the tunnel header; [`relay`]: copying with half-close, back-pressure, idle
 //!   timeout; [`registry`]: open connections, re-decided when the rules change and cut on
 //!   drain; [`meters`]: metrics and the access log.
 //!
 //! Both transports are always served inbound; `transport` selects what this agent dials.
 
-pub mod authz;
-pub mod buffers;
-pub mod inbound;
-pub mod meters;
-pub mod outbound;
-pub mod picker;
-pub mod pods;
-pub mod pool;
-pub mod registry;
-pub mod relay;
-pub mod transport;
+pub(crate) mod buffers;
+pub(crate) mod inbound;
+pub(crate) mod meters;
+pub(crate) mod outbound;
+pub(crate) mod picker;
+pub(crate) mod pods;
+pub(crate) mod pool;
+pub(crate) mod registry;
+pub(crate) mod relay;
+pub(crate) mod transport;
 pub mod wire;
 
-use crate::agent::Shared;
+use crate::ca::identity::Identity;
+use crate::catalog::CatalogReader;
 use crate::config::AgentConfig;
-use crate::tcp_port::{TcpService, TcpServices};
-use anyhow::Context as _;
+use crate::dataport::{TcpService, TcpServices};
+use crate::intentions::Authorizer;
+use crate::kube::PodRegistryRx;
+use crate::runtime::Shutdown;
 use rhizome_intentions::ServiceRef;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,7 +47,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// The data-port sockets, bound before the agent's shared state exists so that a port 0
@@ -59,27 +61,9 @@ pub struct DataSockets {
 impl DataSockets {
     /// Binds UDP and TCP on `config.data_addr()` (the same port number for both).
     pub async fn bind(config: &AgentConfig) -> anyhow::Result<DataSockets> {
-        let want = config.data_addr();
-        let mut last_err = None;
         // With port 0 the UDP port is picked first; the same TCP port is almost always free.
-        for _ in 0..8 {
-            let udp = std::net::UdpSocket::bind(want)
-                .with_context(|| format!("cannot bind the QUIC data port on udp/{want}"))?;
-            let port = udp.local_addr()?.port();
-            match TcpListener::bind(SocketAddr::new(want.ip(), port)).await {
-                Ok(tcp) => return Ok(DataSockets { udp, tcp }),
-                Err(e) if want.port() == 0 => last_err = Some(e),
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot bind the TCP data port on tcp/{want}"));
-                }
-            }
-        }
-        Err(anyhow::anyhow!(
-            "cannot bind one port for both UDP and TCP on {}: {:?}",
-            want.ip(),
-            last_err
-        ))
+        let (udp, tcp) = crate::runtime::bind_udp_tcp(config.data_addr(), 8, "data").await?;
+        Ok(DataSockets { udp, tcp })
     }
 
     /// The port both are bound to.
@@ -88,9 +72,30 @@ impl DataSockets {
     }
 }
 
+/// What the agent gives the data plane: nothing more (no store, no rules writer).
+pub struct Inputs {
+    /// The effective configuration (proxy settings, node name, local services).
+    pub config: Arc<AgentConfig>,
+    /// Workload leaves and the trust bundle (mTLS both ways).
+    pub identity: Arc<Identity>,
+    /// Instances to dial, and local instances to serve.
+    pub catalog: CatalogReader,
+    /// The per-connection decision (and the rules' changes, to re-check open connections).
+    pub authz: Authorizer,
+    /// Pods of this node (`None`: `kubernetes` disabled).
+    pub pods: Option<PodRegistryRx>,
+    /// The registry the proxy's families are added to.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Starts the drain.
+    pub shutdown: Shutdown,
+}
+
 /// The data plane's state, shared by its tasks.
 pub struct Proxy {
-    shared: Arc<Shared>,
+    config: Arc<AgentConfig>,
+    identity: Arc<Identity>,
+    catalog: CatalogReader,
+    authz: Authorizer,
     pool: pool::Pool,
     registry: Arc<registry::Registry>,
     metrics: meters::ProxyMetrics,
@@ -117,15 +122,14 @@ impl Proxy {
     /// The address of local instance `id` of `dst` on this node: from the catalog (config
     /// services, pods), else from the config services.
     pub fn local_instance(&self, dst: &ServiceRef, id: &str) -> Option<SocketAddr> {
-        let node = &self.shared.config.node_name;
-        let catalog = self.shared.catalog.borrow().clone();
+        let node = &self.config.node_name;
+        let catalog = self.catalog.borrow().clone();
         catalog
             .instances_of(dst.namespace.as_str(), dst.name.as_str())
             .find(|i| &i.node == node && i.id == id)
             .map(|i| SocketAddr::new(i.address, i.port))
             .or_else(|| {
-                self.shared
-                    .config
+                self.config
                     .services
                     .iter()
                     .find(|s| {
@@ -151,7 +155,7 @@ impl TcpService for TlsIngress {
 
     fn handle(
         &self,
-        stream: tokio_rustls::server::TlsStream<crate::tcp_port::DataStream>,
+        stream: tokio_rustls::server::TlsStream<crate::dataport::DataStream>,
         peer: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         Box::pin(inbound::serve_tls(self.proxy.clone(), stream, peer))
@@ -168,15 +172,22 @@ fn quic_tuned() -> bool {
 /// `tcp_services`), one listener per upstream of every local service, the rules watcher
 /// and the drain on shutdown. Fails if an upstream listener cannot be bound.
 pub async fn start(
-    shared: &Arc<Shared>,
+    inputs: Inputs,
     udp: std::net::UdpSocket,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     tcp_services: &mut TcpServices,
 ) -> anyhow::Result<Arc<Proxy>> {
+    let Inputs {
+        config,
+        identity,
+        catalog,
+        authz,
+        pods,
+        metrics,
+        shutdown,
+    } = inputs;
     let transports = Arc::new(transport::Transports::new(quic_tuned()));
-    let tls = shared
-        .identity
-        .server_config(vec![wire::ALPN_QUIC.to_vec()])?;
+    let tls = identity.server_config(vec![wire::ALPN_QUIC.to_vec()])?;
     let crypto = Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?);
     let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
     let mut loopback_server = quinn::ServerConfig::with_crypto(crypto.clone());
@@ -191,16 +202,19 @@ pub async fn start(
         udp,
         Arc::new(quinn::TokioRuntime),
     )?;
-    let metrics = meters::ProxyMetrics::register(&shared.metrics);
+    let metrics = meters::ProxyMetrics::register(&metrics);
     let proxy = Arc::new(Proxy {
-        shared: shared.clone(),
         pool: pool::Pool::new(
             endpoint.clone(),
-            shared.identity.clone(),
+            identity.clone(),
             transports,
-            shared.config.proxy.connect_timeout.0,
+            config.proxy.connect_timeout.0,
             metrics.clone(),
         ),
+        config: config.clone(),
+        identity: identity.clone(),
+        catalog,
+        authz,
         registry: registry::Registry::new(),
         metrics,
         picker: picker::Picker::default(),
@@ -209,9 +223,7 @@ pub async fn start(
         loopback6_server: Arc::new(loopback6_server),
         draining: AtomicBool::new(false),
     });
-    let tls_config = shared
-        .identity
-        .server_config(vec![wire::ALPN_TLS.to_vec()])?;
+    let tls_config = identity.server_config(vec![wire::ALPN_TLS.to_vec()])?;
     tcp_services.register(
         wire::ALPN_TLS,
         Arc::new(TlsIngress {
@@ -219,7 +231,7 @@ pub async fn start(
             config: Arc::new(tls_config),
         }),
     );
-    for svc in &shared.config.services {
+    for svc in &config.services {
         let source = ServiceRef::new(&svc.namespace, &svc.name)?;
         for up in &svc.upstreams {
             let addr = SocketAddr::new(up.local_bind_address, up.local_bind_port);
@@ -234,32 +246,31 @@ pub async fn start(
                 proxy.clone(),
                 listener,
                 outbound::Routing::Fixed(route),
-                shared.shutdown.clone(),
+                shutdown.clone(),
             ));
         }
     }
-    if let Some(rx) = shared.kube_pods.clone() {
-        tasks.spawn(pods::serve(proxy.clone(), rx, shared.shutdown.clone()));
+    if let Some(rx) = pods {
+        tasks.spawn(pods::serve(proxy.clone(), rx, shutdown.clone()));
     }
     tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
-    tasks.spawn(watch_rules(proxy.clone(), shared.shutdown.clone()));
-    tasks.spawn(drain(proxy.clone(), shared.shutdown.clone()));
+    tasks.spawn(watch_rules(proxy.clone(), shutdown.clone()));
+    tasks.spawn(drain(proxy.clone(), shutdown));
     Ok(proxy)
 }
 
 /// Re-decides every open inbound connection whenever the rules change; cuts the denied.
-async fn watch_rules(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let mut rules = proxy.shared.rules.subscribe();
+async fn watch_rules(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyhow::Result<()> {
+    let mut rules = proxy.authz.subscribe();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            () = stop.wait() => return Ok(()),
             changed = rules.changed() => {
                 if changed.is_err() {
                     return Ok(());
                 }
-                let shared = &proxy.shared;
                 let cut = proxy.registry.recheck(|g| {
-                    authz::is_allowed(shared, &g.source, &g.destination)
+                    proxy.authz.verdict(&g.source.to_string(), &g.destination).allowed
                 });
                 if cut > 0 {
                     tracing::info!(cut, "intentions changed: open connections now denied were cut");
@@ -271,12 +282,11 @@ async fn watch_rules(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) -> anyh
 
 /// On shutdown: refuse new tunnels, let open connections finish for (nearly) the drain
 /// timeout, cut the rest, close the QUIC endpoint.
-async fn drain(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let _ = stop.wait_for(|s| *s).await;
+async fn drain(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyhow::Result<()> {
+    stop.wait().await;
     proxy.draining.store(true, Ordering::Release);
     let open = proxy.registry.len();
     let grace = proxy
-        .shared
         .config
         .proxy
         .drain_timeout

@@ -14,7 +14,7 @@ use rhizome_intentions::ServiceRef;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -66,15 +66,15 @@ pub async fn serve_upstream(
     proxy: Arc<Proxy>,
     listener: TcpListener,
     routing: Routing,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
-    let max = usize::try_from(proxy.shared.config.proxy.max_connections).unwrap_or(usize::MAX);
+    let max = usize::try_from(proxy.config.proxy.max_connections).unwrap_or(usize::MAX);
     let limit = Arc::new(Semaphore::new(max));
     let local = listener.local_addr()?;
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.wait() => break,
             Some(_) = conns.join_next() => {}
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
@@ -158,7 +158,7 @@ async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
                 tcp,
                 est.tx,
                 est.rx,
-                proxy.shared.config.proxy.idle_timeout.0,
+                proxy.config.proxy.idle_timeout.0,
                 &reg.cut,
                 Side::Client,
                 &meters,
@@ -188,7 +188,7 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
     let mut tried: Vec<InstanceKey> = Vec::new();
     let mut last = String::from("no healthy instance");
     for _ in 0..MAX_ATTEMPTS {
-        let catalog = proxy.shared.catalog.borrow().clone();
+        let catalog = proxy.catalog.borrow().clone();
         let dst = &route.destination;
         let healthy = || catalog.healthy(dst.namespace.as_str(), dst.name.as_str());
         // Agents that just failed are tried only when no other instance is left.
@@ -250,11 +250,11 @@ async fn attempt(
     key: &PoolKey,
     request: &Request,
 ) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
-    let (mut tx, mut rx) = match proxy.shared.config.transport {
+    let (mut tx, mut rx) = match proxy.config.transport {
         Transport::Quic => proxy.pool.open_quic(key).await?,
         Transport::Tls => proxy.pool.open_tls(key).await?,
     };
-    let timeout = proxy.shared.config.proxy.connect_timeout.0;
+    let timeout = proxy.config.proxy.connect_timeout.0;
     let status = tokio::time::timeout(timeout, async {
         tx.send(Bytes::from(request.encode()?)).await?;
         let mut resp = [0u8; 2];

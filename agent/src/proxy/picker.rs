@@ -3,6 +3,7 @@
 //! healthy instances not yet tried for this connection.
 
 use crate::catalog::Instance;
+use crate::runtime::lock_unpoisoned;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -39,10 +40,7 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut map = match self.inflight.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = lock_unpoisoned(&self.inflight);
         if let Some(n) = map.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -54,10 +52,10 @@ impl Drop for InFlight {
 
 impl Picker {
     fn count(&self, key: &InstanceKey) -> usize {
-        match self.inflight.lock() {
-            Ok(g) => g.get(key).copied().unwrap_or(0),
-            Err(p) => p.into_inner().get(key).copied().unwrap_or(0),
-        }
+        lock_unpoisoned(&self.inflight)
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Picks among the healthy `candidates` not in `tried`: two at random, the one with
@@ -90,10 +88,9 @@ impl Picker {
     /// Counts a connection to `i` as in flight until the guard drops.
     pub fn track(&self, i: &Instance) -> InFlight {
         let key = InstanceKey::of(i);
-        match self.inflight.lock() {
-            Ok(mut g) => *g.entry(key.clone()).or_default() += 1,
-            Err(p) => *p.into_inner().entry(key.clone()).or_default() += 1,
-        }
+        *lock_unpoisoned(&self.inflight)
+            .entry(key.clone())
+            .or_default() += 1;
         InFlight {
             inflight: self.inflight.clone(),
             key,

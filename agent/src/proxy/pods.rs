@@ -9,16 +9,15 @@ use crate::kube::PodRegistryRx;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Follows the pod registry until `stop`, then lets the pod listeners drain.
 pub async fn serve(
     proxy: Arc<Proxy>,
     mut pods: PodRegistryRx,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
-    let mut open: BTreeMap<SocketAddr, watch::Sender<bool>> = BTreeMap::new();
+    let mut open: BTreeMap<SocketAddr, crate::runtime::ShutdownTrigger> = BTreeMap::new();
     let mut listeners = JoinSet::new();
     loop {
         let wanted: BTreeSet<SocketAddr> = pods
@@ -31,7 +30,7 @@ pub async fn serve(
             let keep = wanted.contains(addr);
             if !keep {
                 tracing::info!(listen = %addr, "pod upstream listener closed: no pod needs it");
-                let _ = close.send(true);
+                close.trigger();
             }
             keep
         });
@@ -42,7 +41,7 @@ pub async fn serve(
             match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => {
                     tracing::info!(listen = %addr, "pod upstream listener");
-                    let (close, closed) = watch::channel(false);
+                    let (close, closed) = crate::runtime::shutdown();
                     listeners.spawn(serve_upstream(
                         proxy.clone(),
                         listener,
@@ -57,18 +56,18 @@ pub async fn serve(
             }
         }
         let discovery_ended = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            () = stop.wait() => break,
             Some(_) = listeners.join_next() => false,
             changed = pods.changed() => changed.is_err(),
         };
         if discovery_ended {
             // Discovery stopped (agent shutdown): keep serving until our own stop.
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait().await;
             break;
         }
     }
     for close in open.values() {
-        let _ = close.send(true);
+        close.trigger();
     }
     while listeners.join_next().await.is_some() {}
     Ok(())

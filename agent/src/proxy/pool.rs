@@ -9,7 +9,7 @@ use super::meters::{ProxyMetrics, TransportLabel};
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
 use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
-use crate::identity::Identity;
+use crate::ca::identity::Identity;
 use crate::readahead::ReadAhead;
 use anyhow::Context as _;
 use rhizome_intentions::ServiceRef;
@@ -50,12 +50,7 @@ pub struct Pool {
 /// How long an agent that could not be reached is tried only when nothing else is left.
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
+use crate::runtime::lock_unpoisoned as lock;
 
 /// The SNI for a destination service: its mesh DNS name.
 pub fn server_name(identity: &Identity, dst: &ServiceRef) -> anyhow::Result<ServerName<'static>> {

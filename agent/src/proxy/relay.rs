@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 /// Most chunks taken from the tunnel at once (QUIC hands out one chunk per received frame).
 pub const BATCH: usize = 16;
 /// A TLS connection of the TLS transport (client or server side), over a read-ahead buffer.
-pub type TlsConn = tokio_rustls::TlsStream<crate::tcp_port::DataStream>;
+pub type TlsConn = tokio_rustls::TlsStream<crate::dataport::DataStream>;
 
 /// The sending half of a tunnel.
 pub enum TunnelTx {
@@ -50,8 +50,8 @@ pub enum TunnelRx {
 pub enum RecvError {
     /// The peer reset the stream (with our code, if it is one).
     Reset(Option<ResetCode>),
-    /// The connection failed.
-    Io(io::Error),
+    /// The connection failed (the error is kept for `Debug` output).
+    Io(#[allow(dead_code)] io::Error),
 }
 
 impl TunnelTx {
@@ -197,6 +197,7 @@ impl Cut {
     }
 
     /// Whether it was cut.
+    #[cfg(test)]
     pub fn is_cut(&self) -> bool {
         self.token.is_cancelled()
     }

@@ -30,7 +30,7 @@ pub async fn call<T: serde::de::DeserializeOwned + Send + 'static>(
     addr: SocketAddr,
     method: &'static str,
     path: &str,
-    body: Option<rhizome_agent::intentions::view::SubmitRequest>,
+    body: Option<rhizome_agent::api::types::SubmitRequest>,
 ) -> Result<T, ClientError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {

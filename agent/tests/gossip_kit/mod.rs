@@ -4,9 +4,9 @@
 
 use std::net::SocketAddr;
 
-use rhizome_agent::agent::Agent;
+use rhizome_agent::api::types::Status;
+use rhizome_agent::app::Agent;
 use rhizome_agent::config::AgentConfig;
-use rhizome_agent::gossip::driver::Status;
 use rhizome_agent::testkit::TestCa;
 
 /// Gossip timings for tests: failures detected in about a second.
@@ -75,13 +75,13 @@ impl Mesh {
 
 /// Gossip address of an agent.
 pub fn gossip_addr(agent: &Agent) -> SocketAddr {
-    agent.shared().gossip.addr()
+    agent.handles().gossip.addr()
 }
 
 /// The status `observer` shows for `node`.
 pub fn status(observer: &Agent, node: &str) -> Option<Status> {
     observer
-        .shared()
+        .handles()
         .gossip
         .members()
         .iter()
@@ -100,7 +100,7 @@ pub fn all_alive(agents: &[&Agent], nodes: &[&str]) -> bool {
 
 /// The value of one sample line of `/metrics` (e.g. `rhizome_x_total{reason="y"}`), 0 if absent.
 pub fn metric(agent: &Agent, sample: &str) -> u64 {
-    let text = agent.shared().metrics.encode();
+    let text = agent.handles().metrics.encode();
     text.lines()
         .find_map(|l| {
             l.strip_prefix(sample)

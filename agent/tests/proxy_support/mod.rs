@@ -3,13 +3,12 @@
 //! and backends (echo, a server that says its name).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use rhizome_agent::agent::Agent;
+use rhizome_agent::app::Agent;
 use rhizome_agent::catalog::Health;
 use rhizome_agent::config::AgentConfig;
 use rhizome_agent::testkit::TestCa;
 use rhizome_intentions::RuleSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -23,7 +22,7 @@ pub async fn wait_catalog(agent: &Agent, ns: &str, service: &str, n: usize, heal
     let what = format!("{n} {health:?} instance(s) of {ns}/{service}");
     for _ in 0..1000 {
         let count = agent
-            .shared()
+            .handles()
             .catalog
             .borrow()
             .instances_of(ns, service)
@@ -66,7 +65,7 @@ impl Mesh {
     pub fn config_joined(&self, node: &str, seeds: &[&Agent], extra: &str) -> AgentConfig {
         let join: Vec<String> = seeds
             .iter()
-            .map(|a| format!("\"{}\"", a.shared().gossip.addr()))
+            .map(|a| format!("\"{}\"", a.handles().gossip.addr()))
             .collect();
         let ca_dir = self.ca.agent_dir(self.dir.path(), node).unwrap();
         let src = format!(
@@ -112,7 +111,7 @@ pub fn rules(agent: &Agent, files: &[&str]) {
         .map(|(i, f)| (format!("i{i}.hcl"), *f))
         .collect();
     let set = RuleSet::load(named.iter().map(|(n, s)| (n.as_str(), *s))).unwrap();
-    agent.shared().rules.send_replace(Arc::new(set));
+    agent.handles().intentions.replace_rules_for_test(set);
 }
 
 /// `Sources` allowed into `dst`.
@@ -224,7 +223,7 @@ pub async fn eventually(what: &str, f: impl FnMut() -> bool) {
 
 /// The Prometheus text of `agent`.
 pub fn metrics(agent: &Agent) -> String {
-    agent.shared().metrics.encode()
+    agent.handles().metrics.encode()
 }
 
 /// Deterministic test data.

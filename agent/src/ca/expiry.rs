@@ -3,13 +3,13 @@
 //! the `rhizome_cert_expiry_seconds{kind, spiffe_id, serial}` gauge family, and warned about
 //! in the log once past 90 % of its life (again every hour while it stays so).
 
-use crate::identity::Identity;
+use crate::api::types::CertStatus;
+use crate::ca::identity::Identity;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rhizome_ca::CertInfo;
 use rustls_pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -19,29 +19,6 @@ use time::format_description::well_known::Rfc3339;
 pub const WARN_FRACTION: f64 = 0.9;
 /// How often the warning about one certificate repeats.
 pub const WARN_EVERY: Duration = Duration::from_secs(3600);
-
-/// One certificate held by the agent, as `GET /v1/ca/status` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct CertStatus {
-    /// `root`, `cross`, `intermediate`, `agent` or `workload`.
-    pub kind: String,
-    /// The SPIFFE id (`spiffe://<td>` for roots).
-    pub spiffe_id: String,
-    /// Subject DN.
-    pub subject: String,
-    /// Issuer DN.
-    pub issuer: String,
-    /// Serial number (colon-separated hex).
-    pub serial: String,
-    /// Start of validity (RFC 3339).
-    pub not_before: String,
-    /// End of validity (RFC 3339).
-    pub not_after: String,
-    /// Seconds until `not_after` (negative once expired).
-    pub seconds_to_expiry: i64,
-    /// Fraction of the lifetime used (0 at not_before, 1 at not_after).
-    pub fraction_used: f64,
-}
 
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
@@ -86,11 +63,18 @@ pub fn report(identity: &Identity, now: OffsetDateTime) -> Vec<CertStatus> {
     out
 }
 
+/// The `/v1/ca/status` route with its state, to merge into the agent's router.
+pub fn routes(identity: std::sync::Arc<Identity>) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/ca/status", axum::routing::get(status_handler))
+        .with_state(identity)
+}
+
 /// `GET /v1/ca/status`: every certificate the agent holds, now.
-pub async fn status_handler(
-    axum::extract::State(s): axum::extract::State<std::sync::Arc<crate::agent::Shared>>,
+async fn status_handler(
+    axum::extract::State(identity): axum::extract::State<std::sync::Arc<Identity>>,
 ) -> axum::Json<Vec<CertStatus>> {
-    axum::Json(report(&s.identity, OffsetDateTime::now_utc()))
+    axum::Json(report(&identity, OffsetDateTime::now_utc()))
 }
 
 /// Labels of `rhizome_cert_expiry_seconds`.

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -53,12 +52,12 @@ impl TcpServices {
 pub async fn serve(
     listener: TcpListener,
     services: TcpServices,
-    mut stop: watch::Receiver<bool>,
+    stop: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let services = Arc::new(services);
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            () = stop.wait() => return Ok(()),
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
                     Ok(a) => a,

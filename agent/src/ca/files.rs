@@ -2,12 +2,19 @@
 //! ever overwriting one (keys with mode 0600), replacing a bundle atomically, and loading a
 //! root directory (`rhizome ca init` output, plus `cross.pem` during a rotation).
 
-use crate::identity::files;
 use anyhow::Context as _;
 use rhizome_ca::{RootCa, TrustBundle};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+
+// Read from `ca { dir }` and written by `rhizome ca issue-agent`:
+/// The agent intermediate (followed by any cross certificate).
+pub const AGENT_CERT: &str = "agent.pem";
+/// The intermediate's private key.
+pub const AGENT_KEY: &str = "agent.key";
+/// The trust bundle (one or more roots).
+pub const BUNDLE: &str = "bundle.pem";
 
 /// The root certificate written by `rhizome ca init`.
 pub const ROOT_CERT: &str = "root.pem";
@@ -126,7 +133,7 @@ pub fn load_root(dir: &Path) -> anyhow::Result<RootCa> {
 /// The trust bundle to hand out from a root directory: its `bundle.pem` when present (during
 /// a rotation it holds the old and new roots), else the root alone.
 pub fn root_dir_bundle(dir: &Path, root: &RootCa) -> anyhow::Result<TrustBundle> {
-    let path = dir.join(files::BUNDLE);
+    let path = dir.join(BUNDLE);
     if path.exists() {
         let bundle = TrustBundle::from_pem(&read(&path)?)
             .with_context(|| format!("parsing {}", path.display()))?;

@@ -1,61 +1,27 @@
 //! The HTTP API (JSON, loopback by default) and `/metrics`. Field names are part of the
 //! interface and documented in the README; add fields, never rename them.
+//!
+//! [`router`] merges the routes of each subsystem (each already holding its own state:
+//! `gossip::api`, `intentions::api`, `kube::api`, `expiry`) with the agent's own endpoints
+//! ([`AgentInfo`]); no handler sees more than its subsystem's handles.
 
-use crate::agent::Shared;
-use crate::config::{Check, Service, Upstream};
+pub(crate) mod error;
+pub mod types;
+
+use crate::config::{AgentConfig, Check, Service, Upstream};
+use crate::metrics::Metrics;
+use crate::runtime::Shutdown;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+pub use error::ApiError;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::watch;
-
-/// An error answer: `{"error": "..."}` with a status code.
-pub struct ApiError(pub StatusCode, pub String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-/// `GET /v1/agent/self`.
-#[derive(Serialize, serde::Deserialize, Debug)]
-pub struct AgentSelf {
-    /// Node name.
-    pub node_name: String,
-    /// rhizome version.
-    pub version: String,
-    /// Where this agent listens and is reached.
-    pub addresses: Addresses,
-    /// Seconds since start.
-    pub uptime_seconds: u64,
-    /// Unix time of the start.
-    pub started_at: u64,
-    /// Starts on this data_dir, this one included.
-    pub boot_count: u64,
-    /// Data directory.
-    pub data_dir: String,
-    /// Whether the agent runs with `--dev`.
-    pub dev: bool,
-}
-
-/// Addresses in `GET /v1/agent/self`.
-#[derive(Serialize, serde::Deserialize, Debug)]
-pub struct Addresses {
-    /// Bind address of gossip and data listeners.
-    pub bind: String,
-    /// Address peers use.
-    pub advertise: String,
-    /// Gossip `host:port`.
-    pub gossip: String,
-    /// Data-plane `host:port`.
-    pub data: String,
-    /// HTTP API `host:port`.
-    pub http: String,
-}
+use std::time::Instant;
+use types::{Addresses, AgentSelf};
 
 /// One entry of `GET /v1/agent/services`.
 #[derive(Serialize, Debug)]
@@ -96,50 +62,52 @@ impl<'a> From<&'a Service> for ServiceView<'a> {
     }
 }
 
-/// The router with every endpoint.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+/// What the agent's own endpoints (`/v1/agent/*`, `/v1/health`, `/metrics`) read.
+#[derive(Clone)]
+pub struct AgentInfo {
+    /// The effective configuration.
+    pub config: Arc<AgentConfig>,
+    /// Address the HTTP API actually bound (port 0 in config resolves here).
+    pub http_addr: SocketAddr,
+    /// When the agent started (monotonic), for uptime.
+    pub started: Instant,
+    /// When the agent started (Unix seconds).
+    pub started_unix: u64,
+    /// How many times an agent has started on this data_dir (this start included).
+    pub boot_count: u64,
+    /// The registry behind `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router with every endpoint: the agent's own, then each subsystem's `parts`.
+pub fn router(agent: AgentInfo, parts: impl IntoIterator<Item = Router>) -> Router {
+    let own = Router::new()
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/agent/services", get(agent_services))
         .route("/v1/health", get(health))
-        .route("/v1/ca/status", get(crate::expiry::status_handler))
-        .route("/v1/kubernetes/pods", get(crate::kube::api::pods))
         .route("/metrics", get(metrics))
-        .merge(crate::intentions::api::routes())
-        .route("/v1/members", get(crate::gossip::api::members))
-        .route(
-            "/v1/catalog/services",
-            get(crate::gossip::api::catalog_services),
-        )
-        .route(
-            "/v1/catalog/service/{name}",
-            get(crate::gossip::api::catalog_service),
-        )
-        .route("/v1/join", axum::routing::put(crate::gossip::api::join))
-        .route("/v1/leave", axum::routing::put(crate::gossip::api::leave))
-        .route(
-            "/v1/keyring",
-            get(crate::gossip::api::keyring).post(crate::gossip::api::keyring_change),
-        )
+        .with_state(agent);
+    parts
+        .into_iter()
+        .fold(own, Router::merge)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
-        .with_state(shared)
 }
 
-/// Serves the API on `listener` until `stop` turns true.
+/// Serves `router` on `listener` until `stop`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    router: Router,
+    stop: Shutdown,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(shared))
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stop.wait().await;
         })
         .await?;
     Ok(())
 }
 
-async fn agent_self(State(s): State<Arc<Shared>>) -> Json<AgentSelf> {
+async fn agent_self(State(s): State<AgentInfo>) -> Json<AgentSelf> {
     let c = &s.config;
     Json(AgentSelf {
         node_name: c.node_name.clone(),
@@ -159,19 +127,19 @@ async fn agent_self(State(s): State<Arc<Shared>>) -> Json<AgentSelf> {
     })
 }
 
-async fn agent_services(State(s): State<Arc<Shared>>) -> Response {
+async fn agent_services(State(s): State<AgentInfo>) -> Response {
     let views: Vec<ServiceView<'_>> = s.config.services.iter().map(ServiceView::from).collect();
     Json(views).into_response()
 }
 
-async fn health(State(s): State<Arc<Shared>>) -> Json<serde_json::Value> {
+async fn health(State(s): State<AgentInfo>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
         "node_name": s.config.node_name,
     }))
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(s): State<AgentInfo>) -> impl IntoResponse {
     s.metrics
         .uptime_seconds
         .set(i64::try_from(s.started.elapsed().as_secs()).unwrap_or(i64::MAX));

@@ -5,10 +5,10 @@
 //! Sources, in order: `--dev` (an in-memory root and intermediate), `ca { dir }` (files from
 //! `rhizome ca issue-agent`: agent.pem, agent.key, bundle.pem), an intermediate obtained
 //! earlier by a join and kept in the store, a signer's own root, a join token
-//! ([`Identity::obtain`]).
+//! ([`Identity::obtain`], in [`super::obtain`]).
 
+use super::files;
 use crate::config::AgentConfig;
-use crate::store::{Store, TreeName};
 use anyhow::Context as _;
 use rhizome_ca::{
     AgentCa, CertKind, Credential, Namespace, NodeName, RootCa, ServiceName, SharedBundle,
@@ -23,16 +23,6 @@ use time::OffsetDateTime;
 
 /// Trust domain of `--dev` agents.
 pub const DEV_TRUST_DOMAIN: &str = "rhizome.local";
-
-/// File names written by `rhizome ca issue-agent` and read from `ca { dir }`.
-pub mod files {
-    /// The agent intermediate (followed by any cross certificate).
-    pub const AGENT_CERT: &str = "agent.pem";
-    /// The intermediate's private key.
-    pub const AGENT_KEY: &str = "agent.key";
-    /// The trust bundle (one or more roots).
-    pub const BUNDLE: &str = "bundle.pem";
-}
 
 /// A workload's credential as served: the leaf and its TLS client view.
 #[derive(Clone)]
@@ -56,7 +46,7 @@ pub struct Identity {
     leaf_ttl: Duration,
 }
 
-fn now() -> OffsetDateTime {
+pub(super) fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
@@ -84,65 +74,6 @@ impl Identity {
         Self::assemble(node, bundle, agent, None, config)
     }
 
-    /// Loads or obtains the agent's credentials, in order: `--dev` (in-memory root),
-    /// `ca { dir }` (files; a later intermediate renewed into the store wins if it chains to
-    /// the files' bundle; with `join_token` too and no agent.pem there yet, joins first and
-    /// writes the files), a signer's own root (`ca { signer, root_dir }`: keeps its stored
-    /// intermediate if the current root issued it, else issues itself one), an
-    /// intermediate kept in the store from an earlier join, a join with `ca { join_token }`
-    /// (network). Obtained ones are stored.
-    pub async fn obtain(config: &AgentConfig, store: &Store) -> anyhow::Result<Identity> {
-        if config.dev && config.ca.dir.is_none() {
-            return Self::load(config);
-        }
-        let node: NodeName = config
-            .node_name
-            .parse()
-            .context("node_name as a SPIFFE path segment")?;
-        let stored = stored_credentials(store, &node)?;
-        if let Some(dir) = &config.ca.dir {
-            if let Some(token) = &config.ca.join_token
-                && !dir.join(files::AGENT_CERT).exists()
-            {
-                let (agent, bundle) = match stored {
-                    Some(kept) => kept,
-                    None => {
-                        crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
-                    }
-                };
-                save_credentials(store, &agent, &bundle)?;
-                write_agent_dir(dir, &agent, &bundle)?;
-                let (agent, bundle) = load_dir(config, &node)?;
-                return Self::assemble(node, bundle, agent, None, config);
-            }
-            let (mut agent, bundle) = load_dir(config, &node)?;
-            if let Some((renewed, _)) = stored
-                && renewed.not_after() > agent.not_after()
-                && crate::join::check_issued(&renewed, &bundle, &node, None).is_ok()
-            {
-                tracing::info!(not_after = %renewed.not_after(), "using the renewed intermediate from the store");
-                agent = renewed;
-            }
-            return Self::assemble(node, bundle, agent, None, config);
-        }
-        if let (true, Some(dir)) = (config.ca.signer, &config.ca.root_dir) {
-            let (agent, bundle) = signer_credentials(dir, &node, stored)?;
-            save_credentials(store, &agent, &bundle)?;
-            return Self::assemble(node, bundle, agent, None, config);
-        }
-        if let Some((agent, bundle)) = stored {
-            return Self::assemble(node, bundle, agent, None, config);
-        }
-        let (agent, bundle) = match &config.ca.join_token {
-            Some(token) => {
-                crate::join::join_mesh(config, token, crate::join::JOIN_PATIENCE).await?
-            }
-            None => return Self::load(config),
-        };
-        save_credentials(store, &agent, &bundle)?;
-        Self::assemble(node, bundle, agent, None, config)
-    }
-
     /// Builds the identity from an intermediate and bundle obtained elsewhere (tests, tools),
     /// issuing the agent leaf and the configured services' leaves.
     pub fn from_credentials(
@@ -159,7 +90,7 @@ impl Identity {
         Self::assemble(node, bundle, agent, None, config)
     }
 
-    fn assemble(
+    pub(super) fn assemble(
         node: NodeName,
         bundle: TrustBundle,
         agent: AgentCa,
@@ -363,14 +294,14 @@ impl Identity {
 }
 
 fn write<T>(lock: &RwLock<Arc<T>>, value: Arc<T>) {
-    match lock.write() {
-        Ok(mut g) => *g = value,
-        Err(poisoned) => *poisoned.into_inner() = value,
-    }
+    *crate::runtime::write_unpoisoned(lock) = value;
 }
 
 /// Reads `agent.pem`, `agent.key` and `bundle.pem` of `ca { dir }`.
-fn load_dir(config: &AgentConfig, node: &NodeName) -> anyhow::Result<(AgentCa, TrustBundle)> {
+pub(super) fn load_dir(
+    config: &AgentConfig,
+    node: &NodeName,
+) -> anyhow::Result<(AgentCa, TrustBundle)> {
     let dir = config.ca.dir.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
             "no agent credentials: set ca {{ dir = \"...\" }} (from `rhizome ca issue-agent`), \
@@ -396,113 +327,8 @@ fn load_dir(config: &AgentConfig, node: &NodeName) -> anyhow::Result<(AgentCa, T
     Ok((agent, bundle))
 }
 
-/// Writes a joined intermediate into `ca { dir }` (agent.pem, agent.key with mode 0600, and
-/// bundle.pem unless the operator provided one, which must then trust the intermediate).
-fn write_agent_dir(
-    dir: &std::path::Path,
-    agent: &AgentCa,
-    bundle: &TrustBundle,
-) -> anyhow::Result<()> {
-    use crate::certfiles::OutFile;
-    let mut out = vec![
-        OutFile::public(files::AGENT_CERT, agent.chain_pem()),
-        OutFile::secret(files::AGENT_KEY, agent.key_pem()),
-    ];
-    let provided = dir.join(files::BUNDLE);
-    if provided.exists() {
-        let theirs = TrustBundle::from_pem(&crate::certfiles::read(&provided)?)
-            .with_context(|| format!("parsing {}", provided.display()))?;
-        crate::join::check_issued(agent, &theirs, agent.node(), None).with_context(|| {
-            format!(
-                "the joined intermediate does not chain to {}",
-                provided.display()
-            )
-        })?;
-    } else {
-        out.push(OutFile::public(files::BUNDLE, bundle.to_pem()));
-    }
-    crate::certfiles::write_new(dir, &out)?;
-    tracing::info!(dir = %dir.display(), "joined credentials written to the CA directory");
-    Ok(())
-}
-
-/// A signer's own credentials: the stored intermediate if the root of `dir` issued it (a
-/// root switched during a rotation makes it issue a new one), and the root directory's bundle.
-fn signer_credentials(
-    dir: &std::path::Path,
-    node: &NodeName,
-    stored: Option<(AgentCa, TrustBundle)>,
-) -> anyhow::Result<(AgentCa, TrustBundle)> {
-    let root = crate::certfiles::load_root(dir)?;
-    let bundle = crate::certfiles::root_dir_bundle(dir, &root)?;
-    let own = TrustBundle::new(vec![root.cert().clone()])?;
-    if let Some((agent, _)) = stored
-        && crate::join::check_issued(&agent, &own, node, None).is_ok()
-    {
-        return Ok((agent, bundle));
-    }
-    let agent = root.issue_agent(node, None, now(), rhizome_ca::DEFAULT_AGENT_TTL)?;
-    tracing::info!(root = %root.fingerprint(), "signer: issued its own intermediate");
-    Ok((agent, bundle))
-}
-
-/// Keeps an intermediate obtained at runtime (join, renewal, self-issue) and its bundle in
-/// the store's `Certs` tree, under the file names of `ca { dir }`.
-pub fn save_credentials(
-    store: &Store,
-    agent: &AgentCa,
-    bundle: &TrustBundle,
-) -> anyhow::Result<()> {
-    store.put(
-        TreeName::Certs,
-        files::AGENT_CERT.as_bytes(),
-        agent.chain_pem().as_bytes(),
-    )?;
-    store.put(
-        TreeName::Certs,
-        files::AGENT_KEY.as_bytes(),
-        agent.key_pem().as_bytes(),
-    )?;
-    store.put(
-        TreeName::Certs,
-        files::BUNDLE.as_bytes(),
-        bundle.to_pem().as_bytes(),
-    )?;
-    store.flush()?;
-    Ok(())
-}
-
-/// The intermediate and bundle kept by [`save_credentials`], if any, for this node.
-pub fn stored_credentials(
-    store: &Store,
-    node: &NodeName,
-) -> anyhow::Result<Option<(AgentCa, TrustBundle)>> {
-    let get = |name: &str| -> anyhow::Result<Option<String>> {
-        Ok(store
-            .get(TreeName::Certs, name.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    };
-    let (Some(chain), Some(key), Some(bundle)) = (
-        get(files::AGENT_CERT)?,
-        get(files::AGENT_KEY)?,
-        get(files::BUNDLE)?,
-    ) else {
-        return Ok(None);
-    };
-    let agent = AgentCa::from_pem(&chain, &key).context("the intermediate kept in the store")?;
-    if agent.node() != node {
-        tracing::warn!(stored = %agent.node(), node = %node, "ignoring the stored intermediate of another node name");
-        return Ok(None);
-    }
-    let bundle = TrustBundle::from_pem(&bundle).context("the bundle kept in the store")?;
-    Ok(Some((agent, bundle)))
-}
-
 fn read<T>(lock: &RwLock<Arc<T>>) -> Arc<T> {
-    match lock.read() {
-        Ok(g) => g.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
+    crate::runtime::read_unpoisoned(lock).clone()
 }
 
 #[cfg(test)]

@@ -7,10 +7,14 @@
 //! (a new bundle.pem or agent.pem is picked up without restart: the rotation's switch), and
 //! refreshes the expiry gauges and warnings.
 
-use crate::agent::Shared;
-use crate::expiry::{self, ExpiryWatch};
-use crate::identity::{self, Identity, files};
-use crate::join::{self, Signer};
+use crate::ca::expiry::{self, ExpiryWatch};
+use crate::ca::files;
+use crate::ca::identity::Identity;
+use crate::ca::join::{self, Signer};
+use crate::ca::obtain::save_credentials;
+use crate::config::AgentConfig;
+use crate::runtime::Shutdown;
+use crate::store::Store;
 use rhizome_ca::{AgentCa, Credential, Namespace, ServiceName, TrustBundle};
 use ring::rand::{SecureRandom as _, SystemRandom};
 use std::collections::HashMap;
@@ -24,6 +28,19 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 pub const MIN_SLEEP: Duration = Duration::from_secs(1);
 /// Time between two attempts to renew the intermediate over the network.
 pub const INTERMEDIATE_RETRY: Duration = Duration::from_secs(300);
+
+/// What renewal reads and writes: the credentials it replaces (the one writer of the
+/// agent's intermediate and leaves after the start), the store they are saved in, and the
+/// configuration (`ca { dir }`, where signers are).
+#[derive(Clone)]
+pub struct Inputs {
+    /// The credentials renewed in place.
+    pub identity: Arc<Identity>,
+    /// Where a renewed intermediate and bundle are saved.
+    pub store: Store,
+    /// `ca { dir, signer_addrs }`, `retry_join`, `dev`.
+    pub config: Arc<AgentConfig>,
+}
 
 /// A certificate the agent renews.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -144,8 +161,8 @@ pub fn renew_all_leaves(identity: &Identity, now: OffsetDateTime) -> anyhow::Res
 
 /// Renews the intermediate: from the local root on signers (and `--dev` agents), else from
 /// a signer over the join protocol. Stores it (and the bundle the signer sent), then re-issues every leaf.
-pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> anyhow::Result<()> {
-    let identity = &shared.identity;
+pub async fn renew_intermediate(ca: &Inputs, signer: Option<&Signer>) -> anyhow::Result<()> {
+    let identity = &ca.identity;
     let now = OffsetDateTime::now_utc();
     let local_root = signer
         .map(Signer::root)
@@ -162,7 +179,7 @@ pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> any
             (agent, identity.bundle().load().as_ref().clone())
         }
         None => {
-            let targets = join::signer_targets(&shared.config);
+            let targets = join::signer_targets(&ca.config);
             anyhow::ensure!(
                 !targets.is_empty(),
                 "no signer known (set ca {{ signer_addrs }} or retry_join) to renew the intermediate"
@@ -170,7 +187,7 @@ pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> any
             join::renew_intermediate(identity, &targets).await?
         }
     };
-    identity::save_credentials(&shared.store, &agent, &bundle)?;
+    save_credentials(&ca.store, &agent, &bundle)?;
     tracing::info!(not_after = %agent.not_after(), "intermediate renewed");
     identity.replace_agent_ca(agent);
     identity.bundle().store(bundle);
@@ -180,7 +197,7 @@ pub async fn renew_intermediate(shared: &Shared, signer: Option<&Signer>) -> any
 /// Re-reads `ca { dir }`: a changed bundle.pem replaces the bundle; an agent.pem holding
 /// another, later-expiring intermediate replaces it and every leaf is re-issued.
 pub fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Result<()> {
-    let bundle = TrustBundle::from_pem(&crate::certfiles::read(&dir.join(files::BUNDLE))?)?;
+    let bundle = TrustBundle::from_pem(&crate::ca::files::read(&dir.join(files::BUNDLE))?)?;
     if bundle.fingerprints() != identity.bundle().load().fingerprints() {
         tracing::info!(
             roots = bundle.roots().len(),
@@ -188,12 +205,12 @@ pub fn reload_ca_dir(identity: &Identity, dir: &std::path::Path) -> anyhow::Resu
         );
         identity.bundle().store(bundle);
     }
-    let chain = crate::certfiles::read(&dir.join(files::AGENT_CERT))?;
+    let chain = crate::ca::files::read(&dir.join(files::AGENT_CERT))?;
     let current = identity.agent_ca();
     if rhizome_ca::certs_to_pem(current.chain()) == chain {
         return Ok(());
     }
-    let key = crate::certfiles::read(&dir.join(files::AGENT_KEY))?;
+    let key = crate::ca::files::read(&dir.join(files::AGENT_KEY))?;
     let agent = AgentCa::from_pem(&chain, &key)?;
     if agent.node() == identity.node() && agent.not_after() > current.not_after() {
         tracing::info!(not_after = %agent.not_after(), "new intermediate on disk: switching");
@@ -213,11 +230,11 @@ struct TaskState {
 impl TaskState {
     /// Whether to try renewing the intermediate now: only with a way to do it (a local root
     /// or known signers), and at most once per [`INTERMEDIATE_RETRY`] over the network.
-    fn may_renew_intermediate(&mut self, shared: &Shared, signer: Option<&Signer>) -> bool {
-        if signer.is_some() || shared.identity.dev_root().is_some() {
+    fn may_renew_intermediate(&mut self, ca: &Inputs, signer: Option<&Signer>) -> bool {
+        if signer.is_some() || ca.identity.dev_root().is_some() {
             return true;
         }
-        if join::signer_targets(&shared.config).is_empty() {
+        if join::signer_targets(&ca.config).is_empty() {
             tracing::debug!("intermediate due but no signer known; expiry warnings will follow");
             return false;
         }
@@ -236,13 +253,13 @@ impl TaskState {
 /// One pass: reload files, renew what is due, refresh expiry gauges. Returns the next
 /// renewal deadline.
 async fn tick(
-    shared: &Shared,
+    ca: &Inputs,
     signer: Option<&Signer>,
     state: &mut TaskState,
 ) -> Option<OffsetDateTime> {
-    let identity = &shared.identity;
-    if let Some(dir) = &shared.config.ca.dir
-        && !shared.config.dev
+    let identity = &ca.identity;
+    if let Some(dir) = &ca.config.ca.dir
+        && !ca.config.dev
         && let Err(e) = reload_ca_dir(identity, dir)
     {
         tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "cannot re-read the CA directory");
@@ -251,8 +268,8 @@ async fn tick(
     let (due, _) = state.schedule.due(identity, now, &mut system_jitter);
     for target in due {
         let outcome = match &target {
-            Target::Intermediate if !state.may_renew_intermediate(shared, signer) => continue,
-            Target::Intermediate => renew_intermediate(shared, signer).await,
+            Target::Intermediate if !state.may_renew_intermediate(ca, signer) => continue,
+            Target::Intermediate => renew_intermediate(ca, signer).await,
             leaf => renew_leaf(identity, leaf, now),
         };
         match outcome {
@@ -270,25 +287,25 @@ async fn tick(
 
 /// The renewal task: runs until the agent shuts down.
 pub async fn run(
-    shared: Arc<Shared>,
+    ca: Inputs,
     signer: Option<Arc<Signer>>,
     watch: ExpiryWatch,
+    stop: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut stop = shared.shutdown.clone();
     let mut state = TaskState {
         schedule: Schedule::new(),
         watch,
         last_intermediate_try: None,
     };
     loop {
-        let next = tick(&shared, signer.as_deref(), &mut state).await;
+        let next = tick(&ca, signer.as_deref(), &mut state).await;
         let wait = next
             .map(|d| d - OffsetDateTime::now_utc())
             .and_then(|d| Duration::try_from(d).ok())
             .unwrap_or(CHECK_EVERY)
             .clamp(MIN_SLEEP, CHECK_EVERY);
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            () = stop.wait() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
     }
