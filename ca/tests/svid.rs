@@ -219,7 +219,7 @@ fn x509_svid_3_2_signing_certificate_id_has_no_path() {
         verify_chain(
             &mesh.bundle,
             &leaf,
-            &[old.clone()],
+            std::slice::from_ref(&old),
             now(),
             CertKind::Workload,
         ),
