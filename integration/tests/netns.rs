@@ -46,6 +46,15 @@ fn wait_reachable(from: &Host, to: SocketAddr) {
 
 #[test]
 fn hosts_reach_each_other_over_the_bridge_and_nothing_else() {
+    // Before `root_links` runs `ip`: without root, `ip` or netns support, skip with the reason.
+    match rhizome_integration::net::preflight() {
+        Ok(()) => {}
+        Err(HarnessError::Skip(why)) => {
+            rhizome_integration::print_skip(file!(), line!(), &why);
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
     let links_before = root_links();
     let net = net_or_skip!(3);
     let names: Vec<String> = net.namespaces().to_vec();
