@@ -51,6 +51,31 @@ pub fn print_skip(file: &str, line: u32, reason: &dyn std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {file}:{line}: {reason}");
 }
 
+/// Whether `program` is on `PATH` (the tools the harness and scenarios drive: `ip`, `tc`,
+/// `nft`).
+pub fn has_tool(program: &str) -> bool {
+    cmd::exists(program)
+}
+
+/// `return`s from the calling test with one `SKIPPED file:line: ...` line unless tool
+/// `$program` (from Debian package `$package`) is on `PATH`.
+#[macro_export]
+macro_rules! tool_or_skip {
+    ($program:expr, $package:expr) => {
+        if !$crate::has_tool($program) {
+            $crate::print_skip(
+                file!(),
+                line!(),
+                &format!(
+                    "`{}` is not installed (Debian package {})",
+                    $program, $package
+                ),
+            );
+            return;
+        }
+    };
+}
+
 /// Applies impairment `$imp` to host `$host` and yields the [`Backend`] carrying it, or
 /// prints what this machine lacks to impair a link (no `tc`/sch_netem and no `nft`) and
 /// `return`s from the calling test. Any other failure panics.
