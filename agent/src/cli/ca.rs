@@ -47,7 +47,8 @@ pub enum CaCommand {
     /// chain, without the root).
     IssueLeaf(IssueLeafArgs),
     /// Verify a certificate chain against a trust bundle and print its SPIFFE id; exits
-    /// non-zero with the reason when it is refused.
+    /// non-zero with the reason when it is refused, naming the X509-SVID or SPIFFE-ID rule
+    /// the certificate breaks (e.g. "X509-SVID 4.3: a leaf SVID must not set keyCertSign").
     Verify(VerifyArgs),
     /// Join tokens: let a new agent obtain its intermediate from a signer agent.
     #[command(subcommand)]
