@@ -1,5 +1,5 @@
-//! `intentions_dir`: every `*.hcl` file in it is one entry, signed with the operator of
-//! `operator_dir` (or, on a `--dev` agent without one, with the agent's own certificate)
+//! `intentions_dir`: every `*.hcl` file (or `*.json`, as `consul config read` prints) in it
+//! is one entry, signed with the operator of `operator_dir` (or, on a `--dev` agent without one, with the agent's own certificate)
 //! and submitted like an entry from the API. The directory is polled every
 //! [`POLL_INTERVAL`]; when a file's name, size or modification time changes, all files are
 //! read and checked together first: if any fails (syntax, unknown key, conflict...), each
@@ -109,7 +109,7 @@ fn read_if_changed(
     let mut snapshot: Snapshot = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|x| x == "hcl") && path.is_file() {
+        if path.extension().is_some_and(|x| x == "hcl" || x == "json") && path.is_file() {
             let meta = std::fs::metadata(&path)?;
             snapshot.push((path, meta.modified().ok(), meta.len()));
         }
