@@ -22,10 +22,7 @@ async fn list(addr: SocketAddr) -> ListView {
 }
 
 async fn web_to_db(addr: SocketAddr) -> bool {
-    call::<CheckView>(addr, "GET", "/v1/intentions/check?src=web&dst=db", None)
-        .await
-        .unwrap()
-        .allowed
+    allowed(addr, "web", "db").await
 }
 
 #[tokio::test]

@@ -42,18 +42,7 @@ fn to_map(raw: &[RawRule], into: &mut BTreeMap<(String, String), bool>) {
 }
 
 fn build(rules: &BTreeMap<(String, String), bool>) -> RuleSet {
-    let mut by_dst: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-    for ((dst, src), allow) in rules {
-        by_dst
-            .entry(dst)
-            .or_default()
-            .push((src, if *allow { "allow" } else { "deny" }));
-    }
-    let files: Vec<(String, String)> = by_dst
-        .iter()
-        .map(|(d, s)| (format!("{d}.hcl"), entry_hcl(d, s, false)))
-        .collect();
-    RuleSet::load(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).unwrap()
+    load_with(rules, |d, s| entry_hcl(d, s, false))
 }
 
 /// One entry whose sources are written in a mix of forms: `form[i] % 3` is 0 for "item of
@@ -107,6 +96,14 @@ fn entry_mixed(dst: &str, sources: &[(&str, &str)], form: &[u8], snake: bool) ->
 }
 
 fn build_with(rules: &BTreeMap<(String, String), bool>, form: &[u8], snake: bool) -> RuleSet {
+    load_with(rules, |d, s| entry_mixed(d, s, form, snake))
+}
+
+/// One file per destination, written by `write(destination, sources)`, loaded together.
+fn load_with(
+    rules: &BTreeMap<(String, String), bool>,
+    write: impl Fn(&str, &[(&str, &str)]) -> String,
+) -> RuleSet {
     let mut by_dst: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for ((dst, src), allow) in rules {
         by_dst
@@ -116,7 +113,7 @@ fn build_with(rules: &BTreeMap<(String, String), bool>, form: &[u8], snake: bool
     }
     let files: Vec<(String, String)> = by_dst
         .iter()
-        .map(|(d, s)| (format!("{d}.hcl"), entry_mixed(d, s, form, snake)))
+        .map(|(d, s)| (format!("{d}.hcl"), write(d, s)))
         .collect();
     RuleSet::load(files.iter().map(|(f, s)| (f.as_str(), s.as_str())))
         .unwrap_or_else(|e| panic!("{e}\n{files:?}"))
