@@ -192,6 +192,7 @@ impl Agent {
                 catalog: catalog.clone(),
                 authz: authorizer.clone(),
                 pods: kube_pods.clone(),
+                members: gossip.subscribe_members(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             },
