@@ -73,6 +73,7 @@ impl Agent {
     /// Opens the store, binds every listener and starts the tasks. Fails (and leaves nothing
     /// running) if the data_dir is in use or a port cannot be bound.
     pub async fn start(mut config: AgentConfig) -> anyhow::Result<Agent> {
+        crate::accept::raise_open_files_limit();
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -201,7 +202,12 @@ impl Agent {
             &mut tcp_services,
         )
         .await?;
-        tasks.spawn(dataport::serve(data.tcp, tcp_services, shutdown.clone()));
+        tasks.spawn(dataport::serve(
+            data.tcp,
+            tcp_services,
+            metrics.accept_errors.clone(),
+            shutdown.clone(),
+        ));
         if let Some(kube) = kube {
             let kube_metrics = kube::KubeMetrics::register(&metrics);
             tasks.spawn(kube.run(kube_metrics, shutdown.clone()));

@@ -103,6 +103,7 @@ pub struct Proxy {
     registry: Arc<registry::Registry>,
     metrics: meters::ProxyMetrics,
     picker: picker::Picker,
+    accept_errors: crate::accept::AcceptErrors,
     endpoint: quinn::Endpoint,
     /// Server settings for IPv4 loopback peers (larger datagrams; see [`transport`]).
     loopback_server: Arc<quinn::ServerConfig>,
@@ -209,6 +210,7 @@ pub async fn start(
         udp,
         Arc::new(quinn::TokioRuntime),
     )?;
+    let accept_errors = metrics.accept_errors.clone();
     let metrics = meters::ProxyMetrics::register(&metrics);
     let proxy = Arc::new(Proxy {
         pool: pool::Pool::new(
@@ -226,6 +228,7 @@ pub async fn start(
         registry: registry::Registry::new(),
         metrics,
         picker: picker::Picker::default(),
+        accept_errors,
         endpoint: endpoint.clone(),
         loopback_server: Arc::new(loopback_server),
         loopback6_server: Arc::new(loopback6_server),

@@ -8,6 +8,7 @@ use super::picker::InstanceKey;
 use super::pool::PoolKey;
 use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
+use crate::accept::Acceptor;
 use crate::config::Transport;
 use bytes::Bytes;
 use rhizome_intentions::ServiceRef;
@@ -71,19 +72,13 @@ pub async fn serve_upstream(
     let max = usize::try_from(proxy.config.proxy.max_connections).unwrap_or(usize::MAX);
     let limit = Arc::new(Semaphore::new(max));
     let local = listener.local_addr()?;
+    let mut listener = Acceptor::new(listener, "upstream", proxy.accept_errors.clone());
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             () = stop.wait() => break,
             Some(_) = conns.join_next() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upstream listener: accept failed");
-                        continue;
-                    }
-                };
+            (tcp, peer) = listener.accept() => {
                 let Some(route) = routing.route(peer, local) else {
                     relay::reset_tcp(tcp);
                     continue;
