@@ -10,55 +10,17 @@
 //! connection loop.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agent_proc;
 mod proxy_support;
 
+use agent_proc::ProcAgent;
 use proxy_support::*;
 use rhizome_agent::api::types::Status;
 use rhizome_agent::app::Agent;
 use rhizome_agent::catalog::Health;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// A `rhizome agent` process, killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free for both UDP and TCP a moment ago.
-fn free_udp_tcp_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn spawn_agent(config_dir: &Path, log: &Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rhizome"))
-        .args(["agent", "--config-dir"])
-        .arg(config_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Proc(child)
-}
 
 /// `b`'s member row as `a` sees it: (status, generation).
 fn row(a: &Agent, node: &str) -> Option<(Status, u64)> {
@@ -136,25 +98,18 @@ async fn a_peer_killed_and_restarted_serves_the_next_connection() {
         .await;
     // `b`: a process with fixed ports, joining `a`, allowing every source.
     let ca_dir = mesh.ca.agent_dir(mesh.dir.path(), "b").unwrap();
-    let b_dir: PathBuf = mesh.dir.path().join("b");
-    std::fs::create_dir_all(b_dir.join("config")).unwrap();
-    let (gossip, data, http) = (free_udp_tcp_port(), free_udp_tcp_port(), free_port());
-    std::fs::write(
-        b_dir.join("config/agent.hcl"),
-        format!(
-            "node_name = \"b\"\ndata_dir = \"{}\"\nbind_addr = \"127.0.0.1\"\n\
-             default_intention_policy = \"allow\"\nlog_level = \"info\"\n\
-             ports {{\n  gossip = {gossip}\n  data = {data}\n  http = {http}\n}}\n\
-             ca {{\n  dir = \"{}\"\n}}\nretry_join = [\"{}\"]\n{FAST_GOSSIP}{}",
-            b_dir.join("data").display(),
-            ca_dir.display(),
+    let b_agent = ProcAgent::write(
+        mesh.dir.path(),
+        "b",
+        &ca_dir,
+        &format!(
+            "default_intention_policy = \"allow\"\nretry_join = [\"{}\"]\n{FAST_GOSSIP}{}",
             a.handles().gossip.addr(),
             service("db", "db-1", echo.port(), &[])
         ),
-    )
-    .unwrap();
-    let log = b_dir.join("agent.log");
-    let mut b = spawn_agent(&b_dir.join("config"), &log);
+    );
+    let log = b_agent.log();
+    let mut b = b_agent.spawn();
     wait_catalog(&a, "default", "db", 1, Health::Passing).await;
     assert_eq!(roundtrip(port, b"before").await.unwrap(), b"before");
     let (_, first_generation) = row(&a, "b").unwrap();
@@ -162,16 +117,22 @@ async fn a_peer_killed_and_restarted_serves_the_next_connection() {
     let probes = Arc::new(Mutex::new(Vec::new()));
     let prober = probe_loop(port, probes.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    b.0.kill().unwrap();
-    b.0.wait().unwrap();
+    b.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let _b = spawn_agent(&b_dir.join("config"), &log);
+    let _b = b_agent.spawn();
 
     // Back: `a` lists `b`'s new process alive and its instance passing.
-    rhizome_agent::testkit::wait_until("a sees b's new process", Duration::from_secs(20), || {
-        row(&a, "b").is_some_and(|(s, g)| s == Status::Alive && g > first_generation)
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !row(&a, "b").is_some_and(|(s, g)| s == Status::Alive && g > first_generation) {
+        if Instant::now() > deadline {
+            panic!(
+                "a never saw b's new process: a's members {:?}\nb's log:\n{}",
+                a.handles().gossip.members(),
+                b_agent.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_catalog(&a, "default", "db", 1, Health::Passing).await;
     // The first connection from here on is served: a connection to the dead process is
     // not reused.

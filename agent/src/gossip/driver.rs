@@ -99,13 +99,14 @@ struct Retry {
     backoff: Duration,
 }
 
-/// The next generation for this node, persisted so it only grows.
+/// The next generation for this node, persisted (flushed to disk before it is used) so it
+/// only grows: an agent killed moments after starting must not come back under the same
+/// generation, or peers would not see it restarted (and keep their connections to the dead
+/// process).
 pub fn next_generation(store: &Store) -> anyhow::Result<Generation> {
-    Ok(Generation(store.increment(
-        TreeName::Meta,
-        GENERATION_KEY,
-        1,
-    )?))
+    let generation = Generation(store.increment(TreeName::Meta, GENERATION_KEY, 1)?);
+    store.flush()?;
+    Ok(generation)
 }
 
 struct Running {
