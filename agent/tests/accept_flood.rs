@@ -75,6 +75,8 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
     .await;
 
     let pid = proc.pid();
+    let log_len = || std::fs::metadata(agent.log()).map_or(0, |m| m.len());
+    let before = log_len();
     cut_open_files_limit(pid, open_fds(pid) + HEADROOM);
     let mut flood = Vec::new();
     for _ in 0..FLOOD {
@@ -82,8 +84,13 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
             flood.push(s);
         }
     }
-    // The flood is held a while: long enough for a hot accept loop to log thousands of lines.
+    // The flood is held a while: long enough for a hot accept loop to log megabytes.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = log_len() - before;
+    assert!(
+        grown < 256 * 1024,
+        "the log grew by {grown} bytes in 3 s of descriptor exhaustion"
+    );
     let during = agent.log_text();
     let lines = during.lines().filter(|l| l.contains("accept failed")).count();
     drop(flood);
@@ -105,8 +112,8 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     println!(
-        "{FLOOD} connections against {HEADROOM} spare descriptors for 3 s: {lines} \
-         \"accept failed\" log lines, {emfile} EMFILE accept errors counted, served after"
+        "{FLOOD} connections against {HEADROOM} spare descriptors for 3 s: log grew by {grown} \
+         bytes, {lines} \"accept failed\" lines, {emfile} EMFILE accept errors counted, served after"
     );
     assert!(
         lines <= 10,
