@@ -92,7 +92,10 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
         "the log grew by {grown} bytes in 3 s of descriptor exhaustion"
     );
     let during = agent.log_text();
-    let lines = during.lines().filter(|l| l.contains("accept failed")).count();
+    let lines = during
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
     drop(flood);
 
     rhizome_agent::testkit::wait_until_async(
@@ -105,9 +108,7 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
     let emfile = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix(
-                "rhizome_accept_errors_total{listener=\"upstream\",kind=\"emfile\"} ",
-            )
+            l.strip_prefix("rhizome_accept_errors_total{listener=\"upstream\",kind=\"emfile\"} ")
         })
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);

@@ -46,7 +46,10 @@ async fn a_restarted_seed_is_found_again_by_a_member_without_retry_join() {
         .join(&gossip_addr(&a).to_string(), Duration::from_secs(10))
         .await
         .unwrap();
-    wait_until("a and b alive in both tables", LIMIT, || reunited(&a, &b, 0)).await;
+    wait_until("a and b alive in both tables", LIMIT, || {
+        reunited(&a, &b, 0)
+    })
+    .await;
     let (_, generation) = row(&b, "a").unwrap();
 
     // Graceful: `a` leaves, `b` is alone with a `left` seed.

@@ -220,9 +220,14 @@ fn proxy_quic_timers_default_to_a_lan_and_are_checked() {
     let c = AgentConfig::from_str(base, "agent.hcl").unwrap();
     assert_eq!(c.proxy.quic_keep_alive.0, Duration::from_secs(1));
     assert_eq!(c.proxy.quic_idle_timeout.0, Duration::from_secs(5));
-    let set = format!("{base}proxy {{\n  quic_keep_alive = \"2s\"\n  quic_idle_timeout = \"20s\"\n}}\n");
+    let set =
+        format!("{base}proxy {{\n  quic_keep_alive = \"2s\"\n  quic_idle_timeout = \"20s\"\n}}\n");
     let c = AgentConfig::from_str(&set, "agent.hcl").unwrap();
     assert_eq!(c.proxy.quic_idle_timeout.0, Duration::from_secs(20));
     let bad = format!("{base}proxy {{\n  quic_keep_alive = \"10s\"\n}}\n");
-    assert!(err(&bad).contains("below quic_idle_timeout"), "{}", err(&bad));
+    assert!(
+        err(&bad).contains("below quic_idle_timeout"),
+        "{}",
+        err(&bad)
+    );
 }

@@ -214,7 +214,9 @@ impl Pool {
                 continue;
             };
             let Ok(guard) = slot.try_lock() else { continue };
-            let Some(pooled) = guard.as_ref() else { continue };
+            let Some(pooled) = guard.as_ref() else {
+                continue;
+            };
             let restarted = pooled.generation.is_some_and(|g| g != row.incarnation);
             let failed = row.status == Status::Failed && pooled.generation == Some(row.incarnation);
             if (restarted || failed) && pooled.conn.close_reason().is_none() {
