@@ -279,7 +279,9 @@ async fn exchange_quic(
     request: &Request,
 ) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
     let timeout = proxy.config.proxy.connect_timeout.0;
-    let silence = (proxy.config.proxy.quic_keep_alive.0 * 2).min(timeout);
+    let silence = (proxy.config.proxy.quic_keep_alive.0 * 2)
+        .min(timeout)
+        .max(std::time::Duration::from_millis(10));
     let heard = || conn.stats().udp_rx.datagrams;
     let before = heard();
     let answer = async {
