@@ -17,7 +17,8 @@ release:
 	$(CARGO) build --release -p rhizome-integration --bin rhizome-testsvc
 
 ## test: formatting, lints (warnings are errors), then every test of every crate.
-## Network-namespace tests need root and iproute2; without them they print why they skip.
+## Network-namespace tests need root and iproute2 (packet-loss tests also tc with sch_netem,
+## or nft); without them each prints one "SKIPPED file:line: what is missing" line and passes.
 test: fmt-check clippy unit
 
 fmt-check:
@@ -26,8 +27,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
+# --no-fail-fast: one failing test binary does not hide the others; the exit status still
+# fails if any test failed.
 unit:
-	$(CARGO) test --workspace --all-features
+	$(CARGO) test --workspace --all-features --no-fail-fast
 
 ## demo: builds rhizome (release), starts three agents and two services on 127.0.0.1,
 ## shows an allowed and a denied connection, members, catalog and graph, stops them all.

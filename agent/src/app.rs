@@ -22,8 +22,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
 
-/// Read handles into a running agent, for tests, benchmarks and the CLI: no task is given
-/// this bag (each gets its own inputs), and it holds no write end but the store's.
+/// Handles into a running agent, for tests and benchmarks: no task is given this bag (each
+/// gets its own inputs). The catalog and the rules are here only as read ends (their
+/// writers are owned by the catalog builder and by [`Intentions`]); the other handles
+/// change state only through their own checked methods (signed submissions, commands).
 pub struct Handles {
     /// The effective configuration (with the ports bound when 0 was asked).
     pub config: Arc<AgentConfig>,

@@ -401,3 +401,70 @@ fn rotation_steps_on_files() {
     );
     assert!(!out.status.success(), "a bundle never loses its last root");
 }
+
+/// `rhizome ca verify` names the X509-SVID rule a refused certificate breaks: a leaf minted
+/// with a real agent key but with keyCertSign set (X509-SVID 4.3).
+#[test]
+fn verify_names_the_svid_rule_a_certificate_breaks() {
+    let td = tempfile::tempdir().unwrap();
+    let d = td.path();
+    ok(
+        &["ca", "init", "--trust-domain", "cli.test", "--out", "ca"],
+        d,
+    );
+    ok(
+        &[
+            "ca",
+            "issue-agent",
+            "--ca-dir",
+            "ca",
+            "--node",
+            "n1",
+            "--out",
+            "n1",
+        ],
+        d,
+    );
+    let agent_pem = std::fs::read_to_string(d.join("n1/agent.pem")).unwrap();
+    let agent_der = rhizome_ca::certs_from_pem(&agent_pem).unwrap().remove(0);
+    let agent_key =
+        rhizome_ca::PrivateKey::from_pem(&std::fs::read_to_string(d.join("n1/agent.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(&agent_der, agent_key).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://cli.test/ns/default/svc/web".try_into().unwrap(),
+    )];
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+    ];
+    p.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.not_before = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let leaf_key = rhizome_ca::PrivateKey::generate().unwrap();
+    let leaf = p.signed_by(&leaf_key, &issuer).unwrap();
+    std::fs::write(d.join("bad.pem"), leaf.pem()).unwrap();
+    let out = rhizome(
+        &[
+            "ca",
+            "verify",
+            "--bundle",
+            "n1/bundle.pem",
+            "bad.pem",
+            "--chain",
+            "n1/agent.pem",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("X509-SVID 4.3: a leaf SVID must not set keyCertSign"),
+        "{stderr}"
+    );
+}

@@ -111,8 +111,11 @@ async fn operator_signed_entries_apply_list_check_and_delete() {
         "re-checks are not counted"
     );
     let metrics = shared.metrics.encode();
+    // Counted under the rule that decided: its patterns and entry:line:column.
     assert!(
-        metrics.contains("rhizome_intention_decisions_total{decision=\"allow\"} 1"),
+        metrics.lines().any(|l| l.starts_with(
+            "rhizome_intention_decisions_total{source=\"default/web\",destination=\"default/db\",rule=\"intentions/default/db:"
+        ) && l.ends_with(",decision=\"allow\"} 1")),
         "{metrics}"
     );
 
@@ -311,11 +314,19 @@ async fn audit_mode_lets_denies_through_and_counts_them() {
     .unwrap();
     assert_eq!(check.decision, "audit_deny");
     assert_eq!(shared.authorizer.counters().get(Outcome::AuditDeny), 2);
+    // One audited deny by the default, one by the `*` rule: two series.
+    let metrics = shared.metrics.encode();
     assert!(
-        shared
-            .metrics
-            .encode()
-            .contains("rhizome_intention_decisions_total{decision=\"audit_deny\"} 2")
+        metrics.contains(
+            "rhizome_intention_decisions_total{source=\"\",destination=\"\",rule=\"default\",decision=\"audit_deny\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "rhizome_intention_decisions_total{source=\"default/*\",destination=\"default/db\",rule=\"intentions/default/db:"
+        ) && l.ends_with(",decision=\"audit_deny\"} 1")),
+        "{metrics}"
     );
     agent.shutdown().await.unwrap();
 }

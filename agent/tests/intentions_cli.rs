@@ -47,7 +47,7 @@ fn offline_validate_and_check_exit_codes() {
     let (code, _, err) = text(&rhizome(&["intention", "validate", &db, &bad]));
     assert_eq!(code, 1);
     assert!(
-        err.contains("bad.hcl:4:19: Sources[0].Action: unknown variant `permit`"),
+        err.contains("bad.hcl:4:19: Sources[0].Action must be set to 'allow' or 'deny'"),
         "{err}"
     );
 
@@ -131,6 +131,80 @@ fn offline_validate_and_check_exit_codes() {
         rows[0].starts_with("16") && rows[1].starts_with("14"),
         "{out}"
     );
+}
+
+/// Usage errors exit 64, never a verdict's code; `--format json` gives the decision with its
+/// rule; a closed output pipe ends the command quietly (141), never with a panic.
+#[test]
+fn usage_errors_json_verdicts_and_closed_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = write(dir.path(), "db.hcl", DB_HCL);
+    // A usage error (unknown flag, missing argument) is 64; `--help` is 0.
+    let (code, _, err) = text(&rhizome(&["intention", "check", "--bogus", "web", "db"]));
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = text(&rhizome(&["intention", "check", "web"]));
+    assert_eq!(code, 64, "{err}");
+    let (code, out, _) = text(&rhizome(&["intention", "check", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("64 usage error"), "{out}");
+
+    let json = |args: &[&str]| {
+        let o = rhizome(args);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code().unwrap(), v)
+    };
+    let (code, v) = json(&[
+        "intention",
+        "check",
+        "--file",
+        &db,
+        "--format",
+        "json",
+        "web",
+        "db",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["source"], "default/web");
+    assert!(
+        v["rule"]["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with("db.hcl:4:3"),
+        "{v}"
+    );
+    let (code, v) = json(&[
+        "intention",
+        "check",
+        "--file",
+        &db,
+        "--format",
+        "json",
+        "api",
+        "db",
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["decision"], "deny");
+
+    // Standard output is a pipe whose reader is already gone.
+    for args in [
+        vec!["intention", "check", "--file", db.as_str(), "web", "db"],
+        vec!["intention", "match", "--file", db.as_str(), "db"],
+        vec!["intention", "validate", db.as_str()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_rhizome"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,10 +22,7 @@ async fn list(addr: SocketAddr) -> ListView {
 }
 
 async fn web_to_db(addr: SocketAddr) -> bool {
-    call::<CheckView>(addr, "GET", "/v1/intentions/check?src=web&dst=db", None)
-        .await
-        .unwrap()
-        .allowed
+    allowed(addr, "web", "db").await
 }
 
 #[tokio::test]
@@ -156,5 +153,51 @@ async fn a_directory_without_operator_is_refused_on_a_non_dev_agent() {
         "{:?}",
         l.problems
     );
+    agent.shutdown().await.unwrap();
+}
+
+async fn allowed(addr: SocketAddr, src: &str, dst: &str) -> bool {
+    call::<CheckView>(
+        addr,
+        "GET",
+        &format!("/v1/intentions/check?src={src}&dst={dst}"),
+        None,
+    )
+    .await
+    .unwrap()
+    .allowed
+}
+
+/// Regressions of the library fixes on a running agent loading a signed `intentions_dir`: a
+/// `Sources { }` deny block before a `Sources = [...]` allow list is kept (it was dropped, and
+/// `web` got in under default deny), and a source without `Namespace` is in the destination's
+/// namespace (it was taken as `default`, so `payments/web` got through a `*/*` allow).
+#[tokio::test]
+async fn consul_meaning_holds_on_a_running_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("test.mesh").unwrap();
+    let op_dir = ca.operator_dir(dir.path(), "ops").unwrap();
+    let idir = dir.path().join("intentions");
+    std::fs::create_dir_all(&idir).unwrap();
+    let db = "Kind = \"service-intentions\"\nName = \"db\"\nSources {\n  Name   = \"web\"\n  Action = \"deny\"\n}\nSources = [\n  { Name = \"*\", Action = \"allow\" },\n]\n";
+    let api = "Kind = \"service-intentions\"\nName = \"api\"\nNamespace = \"payments\"\nSources = [\n  { Name = \"web\", Action = \"deny\" },\n  { Name = \"*\", Namespace = \"*\", Action = \"allow\" },\n]\n";
+    std::fs::write(idir.join("db.hcl"), db).unwrap();
+    std::fs::write(idir.join("api.hcl"), api).unwrap();
+    let extra = format!(
+        "intentions_dir = \"{}\"\noperator_dir = \"{}\"\n",
+        idir.display(),
+        op_dir.display()
+    );
+    let agent = Agent::start(config(&ca, dir.path(), "n1", &extra))
+        .await
+        .unwrap();
+    let addr = agent.http_addr();
+    let l = list(addr).await;
+    assert_eq!(l.entries.len(), 2, "{l:?}");
+    assert!(l.problems.dir.is_empty(), "{:?}", l.problems.dir);
+    assert!(!allowed(addr, "web", "db").await, "the deny block is kept");
+    assert!(allowed(addr, "batch", "db").await);
+    assert!(!allowed(addr, "payments/web", "payments/api").await);
+    assert!(allowed(addr, "default/web", "payments/api").await);
     agent.shutdown().await.unwrap();
 }

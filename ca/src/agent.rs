@@ -15,8 +15,10 @@ use crate::pem;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentCsr(pub String);
 
-/// An agent's intermediate CA: `spiffe://<td>/agent/<node>`, pathLen 0, optionally limited
-/// to a list of services.
+/// An agent's intermediate CA: `spiffe://<td>` (a signing certificate's id has no path,
+/// X509-SVID 3.2), bound to its node by the agent-node extension, pathLen 0, optionally
+/// limited to a list of services. It issues the agent's own leaf `spiffe://<td>/agent/<node>`
+/// and its workloads' leaves.
 #[derive(Debug)]
 pub struct AgentCa {
     id: SpiffeId,
@@ -36,15 +38,11 @@ impl AgentCa {
         node: &NodeName,
     ) -> Result<(AgentCsr, PrivateKey), IssueError> {
         let key = PrivateKey::generate()?;
-        let id = SpiffeId::Agent {
-            td: td.clone(),
-            node: node.clone(),
-        };
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("rhizome agent {node}"));
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];
+        params.subject_alt_names = vec![SanType::URI(td.id_uri().try_into()?)];
         let csr = params.serialize_request(&key)?;
         Ok((AgentCsr(csr.pem()?), key))
     }
@@ -64,15 +62,22 @@ impl AgentCa {
         let allowed = info::allowed_services(&parsed)
             .map_err(|()| IssueError::Unusable("malformed allowed-services extension"))?;
         let facts = CertInfo::from_der(cert)?;
-        let (id, node) = match facts.spiffe_id {
-            Some(SpiffeId::Agent { td, node }) if facts.is_ca => (
+        let (id, node) = match (facts.is_ca, facts.agent_node, facts.trust_domain) {
+            (true, Some(node), Some(td)) if facts.spiffe_id.is_none() => (
                 SpiffeId::Agent {
                     td,
                     node: node.clone(),
                 },
                 node,
             ),
-            _ => return Err(IssueError::Unusable("not an agent intermediate")),
+            _ => {
+                return Err(match facts.spiffe_id {
+                    Some(SpiffeId::Agent { node, .. }) if facts.is_ca => {
+                        IssueError::LegacyIntermediate(node.to_string())
+                    }
+                    _ => IssueError::Unusable("not an agent intermediate"),
+                });
+            }
         };
         let issuer = Issuer::from_ca_cert_der(cert, key.clone())?;
         Ok(Self {
@@ -114,7 +119,8 @@ impl AgentCa {
         &self.chain
     }
 
-    /// `spiffe://<td>/agent/<node>`.
+    /// The SPIFFE id of the agent's own leaf, `spiffe://<td>/agent/<node>` (the
+    /// intermediate itself carries `spiffe://<td>` only).
     pub fn id(&self) -> &SpiffeId {
         &self.id
     }

@@ -48,10 +48,16 @@ impl TrustBundle {
         for (index, root) in roots.iter().enumerate() {
             let not_root = |reason: String| BundleError::NotARoot { index, reason };
             let info = CertInfo::from_der(root).map_err(|e| not_root(e.to_string()))?;
-            let this = match (info.is_ca, info.spiffe_id, info.trust_domain) {
-                (true, None, Some(t)) => t,
+            let this = match (
+                info.is_ca,
+                info.spiffe_id,
+                info.trust_domain,
+                info.agent_node,
+            ) {
+                (true, None, Some(t), None) => t,
                 _ => return Err(not_root("not a CA with a spiffe://<td> URI".to_owned())),
             };
+            crate::svid::check_signing_der(root).map_err(|e| not_root(e.to_string()))?;
             match &td {
                 Some(first) if *first != this => {
                     return Err(BundleError::MixedTrustDomains(first.clone(), this));

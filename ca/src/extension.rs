@@ -1,6 +1,13 @@
-//! The "allowed services" extension of agent intermediates.
+//! The private extensions of agent intermediates: the node they are bound to, and the
+//! services they may issue for.
 //!
-//! An agent intermediate may be limited to issuing leaves for some services. X.509 URI name
+//! **Agent node.** X509-SVID 3.2 forbids a path in the SPIFFE ID of a signing certificate,
+//! so an agent intermediate carries only `spiffe://<td>`; the node it belongs to (which our
+//! verifier checks against the agent leaves it issues) rides in a private, non-critical
+//! extension whose value is DER `UTF8String`: `1.3.6.1.4.1.32473.7.2`. Its subject common
+//! name (`rhizome agent <node>`) repeats it for people; only the extension counts.
+//!
+//! **Allowed services.** An agent intermediate may be limited to issuing leaves for some services. X.509 URI name
 //! constraints would be the textbook tool, but webpki fails closed on them, so the list rides
 //! in a private, NON-critical extension that webpki ignores and our verifier enforces
 //! ([`crate::verify_chain`]). Its value is DER `SEQUENCE OF UTF8String`.
@@ -8,10 +15,13 @@
 //! The OID sits under PEN 32473, which IANA reserves for examples and documentation
 //! (RFC 5612), so it collides with no real vendor: `1.3.6.1.4.1.32473.7.1`.
 
-use crate::id::ServiceName;
+use crate::id::{NodeName, ServiceName};
 
 /// OID arcs of the allowed-services extension.
 pub const ALLOWED_SERVICES_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 32473, 7, 1];
+
+/// OID arcs of the agent-node extension.
+pub const AGENT_NODE_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 32473, 7, 2];
 
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_UTF8: u8 = 0x0c;
@@ -48,10 +58,34 @@ pub(crate) fn parse_allowed_services(der: &[u8]) -> Option<Vec<ServiceName>> {
     Some(out)
 }
 
-/// Whether an X.509 extension OID is ours.
+/// Whether an X.509 extension OID is the allowed-services one.
 pub(crate) fn is_allowed_services_oid(oid: &x509_parser::oid_registry::Oid<'_>) -> bool {
     oid.iter()
         .is_some_and(|arcs| arcs.eq(ALLOWED_SERVICES_OID.iter().copied()))
+}
+
+/// Builds the (non-critical) extension binding an intermediate to `node`.
+pub(crate) fn agent_node_extension(node: &NodeName) -> rcgen::CustomExtension {
+    let mut der = Vec::new();
+    write_tlv(&mut der, TAG_UTF8, node.as_str().as_bytes());
+    let mut ext = rcgen::CustomExtension::from_oid_content(AGENT_NODE_OID, der);
+    ext.set_criticality(false);
+    ext
+}
+
+/// Decodes the agent-node extension value; `None` if it is not one well-formed node name.
+pub(crate) fn parse_agent_node(der: &[u8]) -> Option<NodeName> {
+    let (tag, value, rest) = read_tlv(der)?;
+    if tag != TAG_UTF8 || !rest.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Whether an X.509 extension OID is the agent-node one.
+pub(crate) fn is_agent_node_oid(oid: &x509_parser::oid_registry::Oid<'_>) -> bool {
+    oid.iter()
+        .is_some_and(|arcs| arcs.eq(AGENT_NODE_OID.iter().copied()))
 }
 
 fn write_tlv(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
@@ -107,6 +141,18 @@ mod tests {
             assert!(!ext.criticality());
             assert_eq!(parse_allowed_services(ext.content()), Some(names));
         }
+    }
+
+    #[test]
+    fn agent_node_round_trips_and_refuses_garbage() {
+        let node: NodeName = "node-1.rack2".parse().unwrap();
+        let ext = agent_node_extension(&node);
+        assert!(!ext.criticality());
+        assert_eq!(parse_agent_node(ext.content()), Some(node));
+        let der = ext.content();
+        assert_eq!(parse_agent_node(&der[..der.len() - 1]), None);
+        assert_eq!(parse_agent_node(&[0x0c, 3, b'A', b'.', b'.']), None);
+        assert_eq!(parse_agent_node(&[0x04, 1, b'a']), None);
     }
 
     #[test]

@@ -7,15 +7,37 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Why an identity string was refused. Always the fault of whoever wrote the string
-/// (configuration, CLI argument or a peer's certificate); nothing changes state.
+/// (configuration, CLI argument or a peer's certificate); nothing changes state. The
+/// messages name the rule of the SPIFFE-ID standard (`SPIFFE-ID 2.1` ...) that was broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The URI does not start with `spiffe://` (caller's or peer's input).
-    #[error("not a SPIFFE URI (must start with spiffe://): {0:?}")]
+    #[error("SPIFFE-ID 2: a SPIFFE ID must use the spiffe scheme (spiffe://...): {0:?}")]
     NotSpiffe(String),
-    /// The trust domain is empty, too long, or uses characters outside `[a-z0-9._-]`.
-    #[error("invalid trust domain {0:?}: lowercase letters, digits, '.', '-', '_' only")]
-    TrustDomain(String),
+    /// The whole URI is longer than [`MAX_ID_LEN`] bytes.
+    #[error("SPIFFE-ID 2.3: a SPIFFE ID must not be longer than 2048 bytes (this one has {0})")]
+    TooLong(usize),
+    /// The URI has a query (`?`) or a fragment (`#`).
+    #[error("SPIFFE-ID 2: a SPIFFE ID must not include a query or fragment: {0:?}")]
+    QueryOrFragment(String),
+    /// The trust domain breaks a rule of SPIFFE-ID 2.1 (empty, userinfo, port, uppercase,
+    /// percent-encoding, characters outside `[a-z0-9._-]`, longer than 255 bytes).
+    #[error("SPIFFE-ID 2.1: invalid trust domain {value:?}: {rule}")]
+    TrustDomain {
+        /// The offending authority.
+        value: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+    /// The path breaks a rule of SPIFFE-ID 2.2 (percent-encoding, empty, `.` or `..`
+    /// segments, trailing `/`, characters outside `[a-zA-Z0-9._-]`).
+    #[error("SPIFFE-ID 2.2: invalid path {path:?}: {rule}")]
+    PathSyntax {
+        /// The offending path.
+        path: String,
+        /// The rule it broke.
+        rule: &'static str,
+    },
     /// A name (service, namespace, node, operator) breaks its syntax rule.
     #[error("invalid {what} name {value:?}: {rule}")]
     Name {
@@ -31,6 +53,72 @@ pub enum IdError {
         "unknown SPIFFE path {0:?}: expected /ns/<ns>/svc/<svc>, /agent/<node> or /operator/<name>"
     )]
     Path(String),
+    /// A trust domain's own id (`spiffe://<td>`, what signing certificates carry) has a path.
+    #[error(
+        "X509-SVID 3.2: the SPIFFE ID of a signing certificate must not have a path \
+         (spiffe://<td> only), found {0:?}"
+    )]
+    UnexpectedPath(String),
+}
+
+/// Longest SPIFFE ID accepted or produced, in bytes (SPIFFE-ID 2.3).
+pub const MAX_ID_LEN: usize = 2048;
+/// Longest trust domain name, in bytes (SPIFFE-ID 2.3, the URI host limit of RFC 3986).
+pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
+
+/// Checks `uri` against the generic syntax of SPIFFE-ID section 2 (scheme, length, no query
+/// or fragment, trust domain rules of 2.1, path rules of 2.2) and splits it into its trust
+/// domain and its path (empty, or starting with `/`). The mesh's own path layouts are
+/// checked afterwards by [`SpiffeId`]'s `FromStr`.
+pub fn split_spiffe_id(uri: &str) -> Result<(TrustDomain, &str), IdError> {
+    if uri.len() > MAX_ID_LEN {
+        return Err(IdError::TooLong(uri.len()));
+    }
+    let rest = uri
+        .strip_prefix("spiffe://")
+        .ok_or_else(|| IdError::NotSpiffe(uri.to_owned()))?;
+    if rest.contains(['?', '#']) {
+        return Err(IdError::QueryOrFragment(uri.to_owned()));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let td: TrustDomain = authority.parse()?;
+    check_path(path)?;
+    Ok((td, path))
+}
+
+/// SPIFFE-ID 2.2 on a path that is empty or starts with `/`.
+fn check_path(path: &str) -> Result<(), IdError> {
+    let Some(body) = path.strip_prefix('/') else {
+        return Ok(());
+    };
+    let bad = |rule| {
+        Err(IdError::PathSyntax {
+            path: path.to_owned(),
+            rule,
+        })
+    };
+    if path.contains('%') {
+        return bad("must not contain percent-encoded characters");
+    }
+    let segments: Vec<&str> = body.split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() && i + 1 == segments.len() {
+            return bad("must not end with '/'");
+        }
+        if seg.is_empty() {
+            return bad("must not contain empty segments");
+        }
+        if *seg == "." || *seg == ".." {
+            return bad("must not contain '.' or '..' segments");
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return bad("segments may contain only letters, digits, '.', '-' and '_'");
+        }
+    }
+    Ok(())
 }
 
 /// The trust domain of a mesh (e.g. `rhizome.local`): the authority part of every SPIFFE id.
@@ -43,31 +131,52 @@ impl TrustDomain {
         &self.0
     }
 
-    /// The SPIFFE id of the trust domain itself (`spiffe://<td>`), carried by root CAs.
+    /// The SPIFFE id of the trust domain itself (`spiffe://<td>`), the only id a signing
+    /// certificate (root, cross-signed root, agent intermediate) may carry (X509-SVID 3.2).
     pub fn id_uri(&self) -> String {
         format!("spiffe://{}", self.0)
     }
 
-    /// Parses `spiffe://<td>` (no path), the URI a root or cross-signed root carries.
+    /// Parses `spiffe://<td>` (no path, X509-SVID 3.2), the URI a signing certificate carries.
     pub fn from_id_uri(uri: &str) -> Result<Self, IdError> {
-        let rest = uri
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| IdError::NotSpiffe(uri.to_owned()))?;
-        rest.parse()
+        let (td, path) = split_spiffe_id(uri)?;
+        if path.is_empty() {
+            Ok(td)
+        } else {
+            Err(IdError::UnexpectedPath(uri.to_owned()))
+        }
     }
 }
 
 impl FromStr for TrustDomain {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let ok = !s.is_empty()
-            && s.len() <= 255
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-        if ok {
-            Ok(Self(s.to_owned()))
+        let rule = if s.is_empty() {
+            Some("must not be empty")
+        } else if s.contains('@') {
+            Some("must not carry userinfo")
+        } else if s.contains(':') {
+            Some("must not carry a port (no ':')")
+        } else if s.contains('%') {
+            Some("must not contain percent-encoded characters")
+        } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Some("must be lowercase")
+        } else if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            Some("may contain only lowercase letters, digits, '.', '-' and '_'")
+        } else if s.len() > MAX_TRUST_DOMAIN_LEN {
+            Some("must not be longer than 255 bytes")
         } else {
-            Err(IdError::TrustDomain(s.to_owned()))
+            None
+        };
+        match rule {
+            None => Ok(Self(s.to_owned())),
+            Some(rule) => Err(IdError::TrustDomain {
+                value: s.to_owned(),
+                rule,
+            }),
         }
     }
 }
@@ -259,14 +368,8 @@ impl SpiffeId {
 impl FromStr for SpiffeId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let rest = s
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| IdError::NotSpiffe(s.to_owned()))?;
-        let (td, path) = rest
-            .split_once('/')
-            .ok_or_else(|| IdError::Path(String::new()))?;
-        let td: TrustDomain = td.parse()?;
-        let segments: Vec<&str> = path.split('/').collect();
+        let (td, path) = split_spiffe_id(s)?;
+        let segments: Vec<&str> = path.strip_prefix('/').unwrap_or("").split('/').collect();
         match segments.as_slice() {
             ["ns", ns, "svc", svc] => Ok(Self::Workload {
                 td,
@@ -281,7 +384,7 @@ impl FromStr for SpiffeId {
                 td,
                 name: name.parse()?,
             }),
-            _ => Err(IdError::Path(format!("/{path}"))),
+            _ => Err(IdError::Path(path.to_owned())),
         }
     }
 }
@@ -321,7 +424,7 @@ mod tests {
         ));
         assert!(matches!(
             "spiffe://TD/agent/a".parse::<SpiffeId>(),
-            Err(IdError::TrustDomain(_))
+            Err(IdError::TrustDomain { .. })
         ));
         assert!(matches!(
             "spiffe://td/agent/a/b".parse::<SpiffeId>(),
@@ -342,6 +445,111 @@ mod tests {
             "spiffe://td/agent/a..b".parse::<SpiffeId>(),
             Err(IdError::Name { what: "node", .. })
         ));
+    }
+
+    /// One case per rule of SPIFFE-ID sections 2 to 2.3, each refused with that rule.
+    #[test]
+    fn spiffe_id_syntax_rules_each_refused_by_name() {
+        let long_path = format!("spiffe://td/{}", "a".repeat(MAX_ID_LEN));
+        let long_td = format!("spiffe://{}/agent/a", "a".repeat(256));
+        let cases: &[(&str, &str)] = &[
+            (
+                "https://td/agent/a",
+                "SPIFFE-ID 2: a SPIFFE ID must use the spiffe scheme",
+            ),
+            (
+                "spiffe:/td/agent/a",
+                "SPIFFE-ID 2: a SPIFFE ID must use the spiffe scheme",
+            ),
+            (
+                "spiffe://td/agent/a?x=1",
+                "must not include a query or fragment",
+            ),
+            (
+                "spiffe://td/agent/a#frag",
+                "must not include a query or fragment",
+            ),
+            (
+                &long_path,
+                "SPIFFE-ID 2.3: a SPIFFE ID must not be longer than 2048 bytes",
+            ),
+            (
+                "spiffe:///agent/a",
+                "SPIFFE-ID 2.1: invalid trust domain \"\": must not be empty",
+            ),
+            ("spiffe://user@td/agent/a", "must not carry userinfo"),
+            ("spiffe://td:8443/agent/a", "must not carry a port"),
+            (
+                "spiffe://t%64/agent/a",
+                "SPIFFE-ID 2.1: invalid trust domain \"t%64\": must not contain percent-encoded",
+            ),
+            (
+                "spiffe://Td/agent/a",
+                "SPIFFE-ID 2.1: invalid trust domain \"Td\": must be lowercase",
+            ),
+            (
+                "spiffe://t*d/agent/a",
+                "may contain only lowercase letters, digits",
+            ),
+            ("spiffe://[::1]/agent/a", "SPIFFE-ID 2.1"),
+            (&long_td, "must not be longer than 255 bytes"),
+            (
+                "spiffe://td/agent/%61",
+                "SPIFFE-ID 2.2: invalid path \"/agent/%61\": must not contain percent-encoded",
+            ),
+            ("spiffe://td/agent//a", "must not contain empty segments"),
+            ("spiffe://td/agent/a/", "must not end with '/'"),
+            ("spiffe://td/", "must not end with '/'"),
+            (
+                "spiffe://td/agent/./a",
+                "must not contain '.' or '..' segments",
+            ),
+            (
+                "spiffe://td/ns/../agent/a",
+                "must not contain '.' or '..' segments",
+            ),
+            (
+                "spiffe://td/agent/a b",
+                "segments may contain only letters, digits",
+            ),
+            (
+                "spiffe://td/agent/é",
+                "segments may contain only letters, digits",
+            ),
+        ];
+        for (uri, rule) in cases {
+            let err = uri.parse::<SpiffeId>().unwrap_err().to_string();
+            assert!(err.contains(rule), "{uri}: {err} (expected: {rule})");
+            assert!(split_spiffe_id(uri).is_err(), "{uri}");
+        }
+        // Valid generic SPIFFE IDs that are not mesh identities are refused as such.
+        let (td, path) = split_spiffe_id("spiffe://td/Some/Path_1.x-y").unwrap();
+        assert_eq!((td.as_str(), path), ("td", "/Some/Path_1.x-y"));
+        assert!(matches!(
+            "spiffe://td/Some/Path_1.x-y".parse::<SpiffeId>(),
+            Err(IdError::Path(_))
+        ));
+        // Exactly 2048 bytes is supported (SPIFFE-ID 2.3: MUST support up to 2048).
+        let max = format!(
+            "spiffe://td/{}",
+            "a".repeat(MAX_ID_LEN - "spiffe://td/".len())
+        );
+        assert_eq!(max.len(), MAX_ID_LEN);
+        assert!(split_spiffe_id(&max).is_ok());
+    }
+
+    #[test]
+    fn trust_domain_ids_have_no_path() {
+        assert_eq!(
+            TrustDomain::from_id_uri("spiffe://td").unwrap().as_str(),
+            "td"
+        );
+        assert!(matches!(
+            TrustDomain::from_id_uri("spiffe://td/agent/n1"),
+            Err(IdError::UnexpectedPath(_))
+        ));
+        assert!(TrustDomain::from_id_uri("spiffe://td/").is_err());
+        assert!(TrustDomain::from_id_uri("spiffe://TD").is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
 use crate::extension;
-use crate::id::{ServiceName, SpiffeId, TrustDomain};
+use crate::id::{NodeName, ServiceName, SpiffeId, TrustDomain};
 use crate::renewal;
 
 /// Why a certificate could not be described (the fault of whoever supplied the bytes).
@@ -20,10 +20,15 @@ pub enum InfoError {
 /// What the agent shows about each certificate it holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
-    /// The SPIFFE id of a leaf or agent intermediate (None for roots and foreign certs).
+    /// The SPIFFE id of a leaf (None for signing certificates, whose id is `spiffe://<td>`,
+    /// and for foreign certificates). Agent intermediates issued before X509-SVID 3.2 was
+    /// enforced show their old `spiffe://<td>/agent/<node>` here.
     pub spiffe_id: Option<SpiffeId>,
-    /// The trust domain, from the SPIFFE id or a root's `spiffe://<td>` URI.
+    /// The trust domain, from the SPIFFE id or a signing certificate's `spiffe://<td>` URI.
     pub trust_domain: Option<TrustDomain>,
+    /// The node an agent intermediate is bound to (its agent-node extension); `None` for
+    /// every other certificate, and for a malformed extension.
+    pub agent_node: Option<NodeName>,
     /// Whether it is a CA certificate (root, cross-signed root, agent intermediate).
     pub is_ca: bool,
     /// Subject DN, RFC 4514 style.
@@ -59,6 +64,10 @@ impl CertInfo {
         Ok(Self {
             spiffe_id,
             trust_domain,
+            agent_node: crate::svid::agent_binding(&cert)
+                .ok()
+                .flatten()
+                .map(|b| b.node),
             is_ca: cert.is_ca(),
             subject: cert.subject().to_string(),
             issuer: cert.issuer().to_string(),

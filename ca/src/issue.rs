@@ -44,6 +44,16 @@ pub enum IssueError {
     /// A certificate being loaded lacks what its role needs (the file's fault).
     #[error("unusable certificate: {0}")]
     Unusable(&'static str),
+    /// An agent intermediate of the format used before rhizome followed X509-SVID 3.2: its
+    /// SPIFFE id `spiffe://<td>/agent/<node>` has a path, which signing certificates must
+    /// not have, so every up-to-date verifier refuses the chains it issues. The file's (or
+    /// store's) fault; nothing changed. Fix: issue a new one.
+    #[error(
+        "agent intermediate for node {0} is in the old format (its SPIFFE id has a path, which \
+         X509-SVID 3.2 forbids on signing certificates, so peers refuse it): issue a new one \
+         with `rhizome ca issue-agent`, or join again with a token"
+    )]
+    LegacyIntermediate(String),
     /// The private key does not belong to the certificate (the files' fault).
     #[error("private key does not match the certificate")]
     KeyMismatch,
@@ -119,14 +129,14 @@ pub(crate) fn make_ca(p: &mut CertificateParams, path_len: Option<u8>) {
         BasicConstraints::Unconstrained,
         BasicConstraints::Constrained,
     ));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    // X509-SVID 4.3 and its Appendix A: keyCertSign (and cRLSign) on signing certificates,
+    // digitalSignature only on leaves.
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
 }
 
-/// Parameters of an end-entity certificate for `id` (URI SAN, DNS SAN, both EKUs).
+/// Parameters of an end-entity certificate for `id`: one URI SAN (critical, since the subject
+/// is empty), DNS SAN, cA false, critical key usage `digitalSignature` only, both TLS EKUs
+/// (X509-SVID 2, 3.1, 4.1, 4.3, 4.4).
 pub(crate) fn leaf_params(
     id: &SpiffeId,
     validity: (OffsetDateTime, OffsetDateTime),

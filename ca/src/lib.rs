@@ -13,6 +13,12 @@
 //! ([`token::Claims`], [`verify_token`]) let a new agent get its intermediate from a signer;
 //! [`join`] has the TLS configs for that exchange, pinning the root by fingerprint.
 //!
+//! Certificates follow the SPIFFE X509-SVID and SPIFFE-ID standards, both when issued and
+//! when verified ([`svid`], [`id`]): leaves carry exactly one URI SAN, a critical key usage
+//! with `digitalSignature` only, `cA` false and both TLS EKUs; signing certificates (roots,
+//! cross certificates, agent intermediates) carry `spiffe://<td>` with no path, so an agent
+//! intermediate names its node in a private extension ([`extension`]), not in its id.
+//!
 //! Typical agent use: load [`AgentCa`] (`agent.pem`/`agent.key`) and [`TrustBundle`]
 //! (`bundle.pem`); issue leaves with [`AgentCa::issue_workload`]; serve them through a
 //! [`SniResolver`] in [`server_config`], present one per source with [`ClientCredential`] in
@@ -37,6 +43,7 @@ pub mod key;
 pub mod pem;
 pub mod renewal;
 pub mod root;
+pub mod svid;
 pub mod tls;
 pub mod token;
 pub mod verify;
@@ -44,7 +51,8 @@ pub mod verify;
 pub use agent::{AgentCa, AgentCsr};
 pub use bundle::{BundleError, SharedBundle, TrustBundle};
 pub use id::{
-    CertKind, IdError, Namespace, NodeName, OperatorName, ServiceName, SpiffeId, TrustDomain,
+    CertKind, IdError, MAX_ID_LEN, Namespace, NodeName, OperatorName, ServiceName, SpiffeId,
+    TrustDomain, split_spiffe_id,
 };
 pub use info::{CertInfo, InfoError};
 pub use issue::{
@@ -55,6 +63,7 @@ pub use key::{KeyError, PrivateKey, sign, verify_signature};
 pub use pem::{PemError, certs_from_pem, certs_to_pem};
 pub use renewal::{fraction_of_life_used, renewal_at};
 pub use root::{Fingerprint, RootCa};
+pub use svid::SvidRule;
 pub use tls::{
     ClientCredential, FixedClock, SniResolver, SpiffeVerifier, client_config, peer_spiffe_id,
     server_config,

@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
 use crate::agent::AgentCa;
-use crate::extension::allowed_services_extension;
+use crate::extension::{agent_node_extension, allowed_services_extension};
 use crate::id::{NodeName, OperatorName, ServiceName, SpiffeId, TrustDomain};
 use crate::info::CertInfo;
 use crate::issue::{self, Credential, IssueError};
@@ -108,7 +108,7 @@ impl RootCa {
     fn from_parts(cert: CertificateDer<'static>, key: PrivateKey) -> Result<Self, IssueError> {
         issue::check_key_matches(&cert, &key)?;
         let info = CertInfo::from_der(&cert)?;
-        if !info.is_ca || info.spiffe_id.is_some() {
+        if !info.is_ca || info.spiffe_id.is_some() || info.agent_node.is_some() {
             return Err(IssueError::Unusable("not a root CA certificate"));
         }
         let td = info
@@ -182,7 +182,8 @@ impl RootCa {
     }
 
     /// Issues an agent intermediate with a fresh key (CLI `issue-agent`): pathLen 0,
-    /// `spiffe://<td>/agent/<node>`, optionally limited to `services`.
+    /// `spiffe://<td>` (no path, X509-SVID 3.2), bound to `node` by the agent-node extension,
+    /// optionally limited to `services`.
     pub fn issue_agent(
         &self,
         node: &NodeName,
@@ -243,14 +244,11 @@ impl RootCa {
         now: OffsetDateTime,
         ttl: Duration,
     ) -> Result<rcgen::CertificateParams, IssueError> {
-        let id = SpiffeId::Agent {
-            td: self.td.clone(),
-            node: node.clone(),
-        };
         let cn = format!("rhizome agent {node}");
         let window = issue::window(now, ttl, Some(self.not_after))?;
-        let mut params = issue::base_params(Some(&cn), id.to_string(), window)?;
+        let mut params = issue::base_params(Some(&cn), self.td.id_uri(), window)?;
         issue::make_ca(&mut params, Some(0));
+        params.custom_extensions.push(agent_node_extension(node));
         if let Some(services) = services {
             params
                 .custom_extensions

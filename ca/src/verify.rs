@@ -1,13 +1,15 @@
-//! The one verification core: chain to the bundle, validity, SPIFFE id, and the mesh's
-//! issuance rules that X.509 alone cannot express. The rustls verifiers, the CLI's
-//! `ca verify` and gossip signature checks all call [`verify_chain`].
+//! The one verification core: chain to the bundle, validity, the X509-SVID and SPIFFE-ID
+//! rules ([`crate::svid`], [`crate::id`]), and the mesh's issuance rules that X.509 alone
+//! cannot express. The rustls verifiers, the CLI's `ca verify` and gossip signature checks
+//! all call [`verify_chain`]. Errors that break a rule of the SPIFFE standards name it
+//! ([`VerifyError::rule`]).
 
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use time::OffsetDateTime;
 
 use crate::bundle::TrustBundle;
 use crate::id::{CertKind, IdError, NodeName, ServiceName, SpiffeId, TrustDomain};
-use crate::info;
+use crate::svid::{self, BindingError, SvidRule};
 
 /// Our PKI is ECDSA P-256 only; nothing else is accepted in a chain.
 static ALGS: &[&dyn SignatureVerificationAlgorithm] = &[webpki::ring::ECDSA_P256_SHA256];
@@ -35,24 +37,33 @@ pub enum VerifyError {
     /// A signature in the chain does not verify.
     #[error("bad signature in the chain")]
     BadSignature,
-    /// A CA certificate was presented as the end entity.
-    #[error("a CA certificate was presented as the end-entity certificate")]
+    /// A CA certificate was presented as the end entity (X509-SVID 4.1 and 5.2).
+    #[error(
+        "X509-SVID 4.1: a leaf SVID must set cA to false (a CA certificate was presented as \
+         the end entity)"
+    )]
     CaAsEndEntity,
-    /// The leaf's extended key usage does not allow this TLS role.
-    #[error("certificate not valid for this usage (extended key usage)")]
+    /// The leaf's extended key usage does not allow this TLS role (X509-SVID 4.4).
+    #[error(
+        "X509-SVID 4.4: the leaf's extended key usage lacks this TLS role (id-kp-serverAuth \
+         and id-kp-clientAuth must both be set)"
+    )]
     WrongUsage,
     /// Another chain-building failure reported by webpki.
     #[error("chain rejected: {0}")]
     Chain(String),
-    /// The leaf carries no `spiffe://` URI SAN.
-    #[error("leaf has no SPIFFE id")]
+    /// The leaf carries no `spiffe://` URI SAN (X509-SVID 2 and 5.2).
+    #[error("X509-SVID 2: the leaf has no SPIFFE ID (a spiffe:// URI SAN)")]
     NoSpiffeId,
-    /// The leaf carries several `spiffe://` URI SANs.
-    #[error("leaf has {0} SPIFFE ids, exactly one is allowed")]
+    /// The leaf carries several `spiffe://` URI SANs (X509-SVID 2 and 5.2).
+    #[error("X509-SVID 2: the leaf has {0} SPIFFE IDs, exactly one URI SAN is allowed")]
     MultipleSpiffeIds(usize),
-    /// A SPIFFE URI in the chain does not parse.
+    /// A SPIFFE URI in the chain does not parse (its message names the SPIFFE-ID rule).
     #[error("bad SPIFFE id: {0}")]
     BadSpiffeId(#[from] IdError),
+    /// A certificate breaks a rule of X509-SVID that path validation does not check.
+    #[error(transparent)]
+    Svid(#[from] SvidRule),
     /// A certificate names another trust domain than the bundle's.
     #[error("foreign trust domain {found} (expected {expected})")]
     ForeignTrustDomain {
@@ -94,6 +105,9 @@ pub enum VerifyError {
     /// The issuing intermediate's allowed-services extension is unreadable.
     #[error("malformed allowed-services extension in the issuing intermediate")]
     MalformedAllowedServices,
+    /// An intermediate's agent-node extension is not one node name.
+    #[error("malformed agent-node extension in an intermediate")]
+    MalformedAgentNode,
     /// An operator certificate was not issued by a root (agents must not mint operators).
     #[error("operator certificate not issued by a root")]
     OperatorNotRootIssued,
@@ -112,6 +126,39 @@ pub enum VerifyError {
         /// Identity the server proved.
         found: Box<SpiffeId>,
     },
+}
+
+impl VerifyError {
+    /// The section of the SPIFFE standards this refusal enforces (`"X509-SVID 4.3"`,
+    /// `"SPIFFE-ID 2.2"`), or `None` for the mesh's own rules and plain X.509 failures.
+    pub fn rule(&self) -> Option<&'static str> {
+        use SvidRule as R;
+        Some(match self {
+            Self::CaAsEndEntity => "X509-SVID 4.1",
+            Self::WrongUsage => "X509-SVID 4.4",
+            Self::NoSpiffeId | Self::MultipleSpiffeIds(_) => "X509-SVID 2",
+            Self::Svid(R::UriSanCount(_)) => "X509-SVID 2",
+            Self::Svid(R::LeafIdWithoutPath | R::SanNotCritical) => "X509-SVID 3.1",
+            Self::Svid(R::SigningIdWithPath) | Self::BadSpiffeId(IdError::UnexpectedPath(_)) => {
+                "X509-SVID 3.2"
+            }
+            Self::Svid(R::LeafIsCa | R::SigningNotCa) => "X509-SVID 4.1",
+            Self::Svid(
+                R::KeyUsageMissing
+                | R::KeyUsageNotCritical
+                | R::SigningWithoutKeyCertSign
+                | R::LeafWithoutDigitalSignature
+                | R::LeafKeyCertSign
+                | R::LeafCrlSign,
+            ) => "X509-SVID 4.3",
+            Self::Svid(R::LeafEkuIncomplete) => "X509-SVID 4.4",
+            Self::BadSpiffeId(IdError::NotSpiffe(_) | IdError::QueryOrFragment(_)) => "SPIFFE-ID 2",
+            Self::BadSpiffeId(IdError::TrustDomain { .. }) => "SPIFFE-ID 2.1",
+            Self::BadSpiffeId(IdError::PathSyntax { .. }) => "SPIFFE-ID 2.2",
+            Self::BadSpiffeId(IdError::TooLong(_)) => "SPIFFE-ID 2.3",
+            _ => return None,
+        })
+    }
 }
 
 /// Which TLS role the leaf is checked for (our leaves carry both EKUs).
@@ -175,15 +222,21 @@ pub fn verify_chain_with(
         )
         .map_err(from_webpki)?;
     let td = bundle.trust_domain();
-    let uris: Vec<&str> = ee
-        .valid_uri_names()
+    let (_, leaf) = x509_parser::parse_x509_certificate(end_entity)
+        .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let uris = svid::uri_sans(&leaf);
+    let spiffe: Vec<&str> = uris
+        .iter()
+        .copied()
         .filter(|u| u.starts_with("spiffe://"))
         .collect();
-    let id: SpiffeId = match uris.as_slice() {
+    let uri = match spiffe.as_slice() {
         [] => return Err(VerifyError::NoSpiffeId),
-        [one] => one.parse()?,
+        [one] => *one,
         many => return Err(VerifyError::MultipleSpiffeIds(many.len())),
     };
+    svid::check_leaf(&leaf)?;
+    let id: SpiffeId = uri.parse()?;
     check_td(td, id.trust_domain())?;
     if !accept.contains(&id.kind()) {
         let expected = accept.first().copied().unwrap_or(CertKind::Workload);
@@ -200,11 +253,13 @@ pub fn verify_chain_with(
     Ok(id)
 }
 
-/// What a CA certificate of a verified path is, by its SPIFFE URI.
+/// What a CA certificate of a verified path is. Every one carries `spiffe://<td>` (a
+/// signing certificate's id has no path, X509-SVID 3.2); agent intermediates are told apart
+/// by their agent-node extension.
 enum CaRole {
-    /// `spiffe://<td>`: a root or a cross-signed root.
+    /// A root or a cross-signed root.
     Root,
-    /// `spiffe://<td>/agent/<node>`: an agent intermediate and its allowed services.
+    /// An agent intermediate: its node and allowed services.
     Agent {
         node: NodeName,
         allowed: Option<Vec<ServiceName>>,
@@ -214,22 +269,27 @@ enum CaRole {
 fn ca_role(der: &CertificateDer<'_>, td: &TrustDomain) -> Result<CaRole, VerifyError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| VerifyError::Malformed(e.to_string()))?;
-    let uris = info::spiffe_uris(&cert);
-    let [uri] = uris.as_slice() else {
+    svid::check_signing(&cert)?;
+    let uris = svid::uri_sans(&cert);
+    let Some(uri) = uris.iter().find(|u| u.starts_with("spiffe://")) else {
         return Err(VerifyError::IssuerMissingId);
     };
-    if let Ok(found) = TrustDomain::from_id_uri(uri) {
-        check_td(td, &found)?;
-        return Ok(CaRole::Root);
+    if uris.len() > 1 {
+        return Err(SvidRule::UriSanCount(uris.len()).into());
     }
-    match uri.parse::<SpiffeId>()? {
-        SpiffeId::Agent { td: found, node } => {
-            check_td(td, &found)?;
-            let allowed = info::allowed_services(&cert)
-                .map_err(|()| VerifyError::MalformedAllowedServices)?;
-            Ok(CaRole::Agent { node, allowed })
-        }
-        _ => Err(VerifyError::IssuerNotAgent),
+    let found = TrustDomain::from_id_uri(uri).map_err(|e| match e {
+        IdError::UnexpectedPath(_) => VerifyError::Svid(SvidRule::SigningIdWithPath),
+        other => VerifyError::BadSpiffeId(other),
+    })?;
+    check_td(td, &found)?;
+    match svid::agent_binding(&cert) {
+        Ok(None) => Ok(CaRole::Root),
+        Ok(Some(b)) => Ok(CaRole::Agent {
+            node: b.node,
+            allowed: b.allowed,
+        }),
+        Err(BindingError::MalformedNode) => Err(VerifyError::MalformedAgentNode),
+        Err(BindingError::MalformedServices) => Err(VerifyError::MalformedAllowedServices),
     }
 }
 
@@ -293,6 +353,7 @@ fn from_webpki(e: webpki::Error) -> VerifyError {
         W::PathLenConstraintViolated => VerifyError::PathLenViolated,
         W::InvalidSignatureForPublicKey => VerifyError::BadSignature,
         W::CaUsedAsEndEntity => VerifyError::CaAsEndEntity,
+        W::EndEntityUsedAsCa => VerifyError::Svid(SvidRule::SigningNotCa),
         W::RequiredEkuNotFoundContext(_) => VerifyError::WrongUsage,
         W::BadDer | W::BadDerTime | W::TrailingData(_) => VerifyError::Malformed(format!("{e:?}")),
         other => VerifyError::Chain(format!("{other:?}")),

@@ -150,6 +150,15 @@ fn cert_info_reports_identity_issuer_and_expiry() {
     assert!(info.fraction_of_life_used(t0() + Duration::hours(65)) > 0.9);
     let a = CertInfo::from_der(agent.cert()).unwrap();
     assert!(a.is_ca);
+    assert_eq!(
+        a.spiffe_id, None,
+        "a signing certificate's id is spiffe://<td>"
+    );
+    assert_eq!(
+        a.trust_domain.map(|t| t.to_string()),
+        Some("rhizome.local".into())
+    );
+    assert_eq!(a.agent_node, Some("node-1".parse().unwrap()));
     assert_eq!(a.allowed_services, Some(vec!["web".parse().unwrap()]));
     let r = CertInfo::from_der(mesh.root.cert()).unwrap();
     assert_eq!(
@@ -362,10 +371,12 @@ fn openssl_accepts_our_chain_files() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("URI:spiffe://rhizome.local/agent/node-1"),
-        "{text}"
-    );
+    // A signing certificate's SPIFFE id has no path (X509-SVID 3.2): the node it is bound
+    // to is in the agent-node extension (and, for people, the subject).
+    assert!(text.contains("URI:spiffe://rhizome.local\n"), "{text}");
+    assert!(!text.contains("URI:spiffe://rhizome.local/"), "{text}");
+    assert!(text.contains("rhizome agent node-1"), "{text}");
+    assert!(text.contains("1.3.6.1.4.1.32473.7.2"), "{text}");
     assert!(text.contains("pathlen:0"), "{text}");
     assert!(text.contains("1.3.6.1.4.1.32473.7.1"), "{text}");
 }

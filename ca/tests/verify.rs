@@ -160,7 +160,7 @@ fn service_outside_the_allowed_list_is_rejected() {
 #[test]
 fn malformed_allowed_services_extension_is_rejected() {
     let mesh = Mesh::new(TD);
-    let mut bad = Forge::ca(&["spiffe://rhizome.local/agent/n"], 0, "bad agent");
+    let mut bad = Forge::agent("spiffe://rhizome.local", "n", 0, "bad agent");
     bad.extensions
         .push(rcgen::CustomExtension::from_oid_content(
             ALLOWED_SERVICES_OID,
@@ -206,7 +206,7 @@ fn wrong_kinds_are_rejected_both_ways() {
 fn rogue_sub_ca_under_an_agent_violates_path_length() {
     let mesh = Mesh::new(TD);
     let agent = mesh.agent("n", None);
-    let (rogue, rogue_key) = Forge::ca(&["spiffe://rhizome.local/agent/n"], 0, "rogue")
+    let (rogue, rogue_key) = Forge::agent("spiffe://rhizome.local", "n", 0, "rogue")
         .sign(agent.cert(), &agent_key(&agent));
     let (leaf, _) =
         Forge::leaf(&["spiffe://rhizome.local/ns/default/svc/web"]).sign(&rogue, &rogue_key);
@@ -232,12 +232,21 @@ fn intermediate_without_agent_id_is_rejected() {
         verify_chain(&mesh.bundle, &leaf, &[anon], now(), CertKind::Workload),
         Err(VerifyError::IssuerMissingId)
     );
-    // A CA carrying a workload id instead of an agent id.
+    // A CA carrying a workload id instead of an agent binding: a signing certificate's id
+    // must not have a path (X509-SVID 3.2).
     let (odd, odd_key) =
         Forge::ca(&[web_uri], 0, "odd sub-ca").sign(mesh.root.cert(), mesh.root.key());
     let (leaf, _) = Forge::leaf(&[web_uri]).sign(&odd, &odd_key);
     assert_eq!(
         verify_chain(&mesh.bundle, &leaf, &[odd], now(), CertKind::Workload),
+        Err(VerifyError::Svid(rhizome_ca::SvidRule::SigningIdWithPath))
+    );
+    // A CA with the trust domain's id but no agent binding (a sub-root) is no agent.
+    let (sub, sub_key) = Forge::ca(&["spiffe://rhizome.local"], 0, "sub-root")
+        .sign(mesh.root.cert(), mesh.root.key());
+    let (leaf, _) = Forge::leaf(&[web_uri]).sign(&sub, &sub_key);
+    assert_eq!(
+        verify_chain(&mesh.bundle, &leaf, &[sub], now(), CertKind::Workload),
         Err(VerifyError::IssuerNotAgent)
     );
     // A workload leaf straight from the root.
@@ -330,10 +339,10 @@ fn ca_presented_as_end_entity_and_tampered_chain_are_rejected() {
 fn agent_under_another_agent_is_an_unexpected_ca() {
     let mesh = Mesh::new(TD);
     // A forged "agent" allowed one CA below it, issuing a real-looking agent intermediate.
-    let (upper, upper_key) = Forge::ca(&["spiffe://rhizome.local/agent/upper"], 1, "upper")
+    let (upper, upper_key) = Forge::agent("spiffe://rhizome.local", "upper", 1, "upper")
         .sign(mesh.root.cert(), mesh.root.key());
     let (lower, lower_key) =
-        Forge::ca(&["spiffe://rhizome.local/agent/lower"], 0, "lower").sign(&upper, &upper_key);
+        Forge::agent("spiffe://rhizome.local", "lower", 0, "lower").sign(&upper, &upper_key);
     let (leaf, _) =
         Forge::leaf(&["spiffe://rhizome.local/ns/default/svc/web"]).sign(&lower, &lower_key);
     let err = verify_chain(

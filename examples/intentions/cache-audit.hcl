@@ -1,5 +1,5 @@
 # Trying a default-deny rollout safely: in audit mode a deny is only logged and counted
-# (rhizome_intention_decisions_total{decision="audit_deny"}), the connection goes through.
+# (rhizome_intention_decisions_total{...,decision="audit_deny"}, per rule), the connection goes through.
 Kind = "service-intentions"
 Name = "cache"
 Mode = "audit"

@@ -329,8 +329,12 @@ impl Host {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `tc qdisc show` of both ends of the link (host `eth0`, then its switch port).
+    /// `tc qdisc show` of both ends of the link (host `eth0`, then its switch port); empty
+    /// without `tc`.
     pub fn qdisc_show(&self) -> Result<String> {
+        if !cmd::exists("tc") {
+            return Ok(String::new());
+        }
         let host = cmd::run("tc", ["-n", &self.ns, "qdisc", "show", "dev", "eth0"])?;
         let port = cmd::run(
             "tc",

@@ -3,7 +3,9 @@
 //! The first choice is `tc netem` on both ends of the host's veth (the host's `eth0` and its
 //! switch port). Kernels built without `sch_netem` (as some CI machines are) fall back to
 //! nftables: a `numgen random` drop rule on the host's input and output. That backend can
-//! drop but not delay; asking it for delay is [`HarnessError::Unsupported`].
+//! drop but not delay; asking it for delay is [`HarnessError::Unsupported`], and so is any
+//! impairment on a machine with neither (no `tc`, or no sch_netem, and no `nft`): tests skip
+//! with [`crate::impair_or_skip!`] then.
 
 use crate::cmd;
 use crate::error::{HarnessError, Result};
@@ -82,24 +84,28 @@ pub(crate) fn apply(link: &Link<'_>, imp: Impairment) -> Result<Backend> {
         ));
     }
     clear(link)?;
-    match apply_netem(link, imp) {
-        Ok(()) => return Ok(Backend::Netem),
-        Err(HarnessError::Command { stderr, .. }) if stderr.contains("unknown") => {}
-        Err(e) => return Err(e),
-    }
-    clear(link)?;
+    // Why netem cannot carry it: `tc` missing, or a kernel without sch_netem.
+    let no_netem = if cmd::exists("tc") {
+        match apply_netem(link, imp) {
+            Ok(()) => return Ok(Backend::Netem),
+            Err(HarnessError::Command { stderr, .. }) if stderr.contains("unknown") => {}
+            Err(e) => return Err(e),
+        }
+        clear(link)?;
+        "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM)"
+    } else {
+        "`tc` (Debian package iproute2) is not installed"
+    };
     if !imp.delay.is_zero() {
-        return Err(HarnessError::Unsupported(
-            "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM), so packet delay cannot be \
-             emulated; packet loss still can (nftables)"
-                .into(),
-        ));
+        return Err(HarnessError::Unsupported(format!(
+            "{no_netem}, so packet delay cannot be emulated; packet loss still can (nftables)"
+        )));
     }
     if !cmd::exists("nft") {
-        return Err(HarnessError::Unsupported(
-            "this kernel has no sch_netem and `nft` (Debian package nftables) is not installed"
-                .into(),
-        ));
+        return Err(HarnessError::Unsupported(format!(
+            "{no_netem} and `nft` (Debian package nftables) is not installed, so packet loss \
+             cannot be emulated"
+        )));
     }
     apply_nft(link, imp.loss_percent)?;
     Ok(Backend::Nftables)
@@ -151,7 +157,7 @@ fn apply_nft(link: &Link<'_>, percent: u8) -> Result<()> {
 
 /// Removes whatever impairment the link has (both backends); a clean link stays clean.
 pub(crate) fn clear(link: &Link<'_>) -> Result<()> {
-    for (ns, dev) in link.ends() {
+    for (ns, dev) in link.ends().into_iter().filter(|_| cmd::exists("tc")) {
         let shown = cmd::run("tc", ["-n", ns, "qdisc", "show", "dev", dev, "root"])?;
         if shown.contains("netem") {
             cmd::run("tc", ["-n", ns, "qdisc", "del", "dev", dev, "root"])?;

@@ -43,6 +43,56 @@ pub use net::Net;
 pub use process::Proc;
 pub use wait::wait_until;
 
+/// Prints the one line a skipped test (or part of one) leaves: `SKIPPED file:line: reason`,
+/// straight to stderr, past the test harness's capture, so a skip is seen.
+#[doc(hidden)]
+pub fn print_skip(file: &str, line: u32, reason: &dyn std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {file}:{line}: {reason}");
+}
+
+/// Whether `program` is on `PATH` (the tools the harness and scenarios drive: `ip`, `tc`,
+/// `nft`).
+pub fn has_tool(program: &str) -> bool {
+    cmd::exists(program)
+}
+
+/// `return`s from the calling test with one `SKIPPED file:line: ...` line unless tool
+/// `$program` (from Debian package `$package`) is on `PATH`.
+#[macro_export]
+macro_rules! tool_or_skip {
+    ($program:expr, $package:expr) => {
+        if !$crate::has_tool($program) {
+            $crate::print_skip(
+                file!(),
+                line!(),
+                &format!(
+                    "`{}` is not installed (Debian package {})",
+                    $program, $package
+                ),
+            );
+            return;
+        }
+    };
+}
+
+/// Applies impairment `$imp` to host `$host` and yields the [`Backend`] carrying it, or
+/// prints what this machine lacks to impair a link (no `tc`/sch_netem and no `nft`) and
+/// `return`s from the calling test. Any other failure panics.
+#[macro_export]
+macro_rules! impair_or_skip {
+    ($host:expr, $imp:expr) => {
+        match $host.impair($imp) {
+            Ok(backend) => backend,
+            Err($crate::HarnessError::Unsupported(reason)) => {
+                $crate::print_skip(file!(), line!(), &reason);
+                return;
+            }
+            Err(e) => panic!("cannot impair the link of {}: {e}", $host.name()),
+        }
+    };
+}
+
 /// Builds a [`Net`] of `$hosts` hosts, or prints why namespace tests cannot run here and
 /// `return`s from the calling test. Any other failure panics.
 #[macro_export]
@@ -51,14 +101,7 @@ macro_rules! net_or_skip {
         match $crate::Net::new($hosts) {
             Ok(net) => net,
             Err($crate::HarnessError::Skip(reason)) => {
-                // Straight to stderr, past the test harness's capture, so a skip is seen.
-                use ::std::io::Write as _;
-                let _ = writeln!(
-                    ::std::io::stderr(),
-                    "SKIPPED {}:{}: {reason}",
-                    file!(),
-                    line!()
-                );
+                $crate::print_skip(file!(), line!(), &reason);
                 return;
             }
             Err(e) => panic!("cannot build the test network: {e}"),

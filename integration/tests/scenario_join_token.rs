@@ -90,8 +90,10 @@ fn a_new_host_joins_with_a_token_through_a_signer() {
         joiner.log()
     );
 
-    // Its certificates: an intermediate for spiffe://TD/agent/web-1 under the same root as
-    // the signer's, and its own agent leaf.
+    // Its certificates: an intermediate for node web-1 under the same root as the signer's,
+    // and its own agent leaf spiffe://TD/agent/web-1. (A signing certificate's SPIFFE id has
+    // no path, X509-SVID 3.2: the intermediate carries spiffe://TD and names its node in its
+    // subject and agent-node extension.)
     let rows = ca_status(&joiner);
     let signer_rows = ca_status(&signer);
     let root = one_of(&rows, "root");
@@ -101,7 +103,14 @@ fn a_new_host_joins_with_a_token_through_a_signer() {
         "joiner trusts the signer's root"
     );
     let inter = one_of(&rows, "intermediate");
-    assert_eq!(inter["spiffe_id"], format!("spiffe://{TD}/agent/web-1"));
+    assert_eq!(inter["spiffe_id"], format!("spiffe://{TD}"));
+    assert!(
+        inter["subject"]
+            .as_str()
+            .unwrap()
+            .contains("rhizome agent web-1"),
+        "{inter:#?}"
+    );
     assert_eq!(inter["issuer"], root["subject"], "{inter:#?} vs {root:#?}");
     let agent_leaf = one_of(&rows, "agent");
     assert_eq!(

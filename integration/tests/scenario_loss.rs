@@ -17,7 +17,7 @@
 mod common;
 
 use common::{FAILED_LINE, encrypt, gossip_key, members, wait_all_alive};
-use rhizome_integration::{AgentSpec, Backend, Impairment, net_or_skip};
+use rhizome_integration::{AgentSpec, Backend, Impairment, impair_or_skip, net_or_skip};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ const LOSS_FOR: Duration = Duration::from_secs(60);
 #[test]
 fn twenty_percent_loss_on_one_link_gives_no_false_failures() {
     let net = net_or_skip!(5);
+    // Before starting anything: can this machine drop packets at all (tc + sch_netem, or nft)?
+    impair_or_skip!(net.host(4), Impairment::loss(20));
+    net.host(4).clear_impairment().unwrap();
     let key = gossip_key(net.host(0));
     let seed = net.host(0).socket(7946);
     let agents = net

@@ -16,7 +16,7 @@ use common::{
     gossip_key, instances, members, metric_sum, operator, passing_nodes, service, status_of,
     unblock, upstream, wait_all_alive, wait_decision, wait_reach,
 };
-use rhizome_integration::{AgentSpec, net_or_skip, wait_until};
+use rhizome_integration::{AgentSpec, net_or_skip, tool_or_skip, wait_until};
 use std::time::Duration;
 
 const DB_PORT: u16 = 5432;
@@ -29,6 +29,8 @@ const PROBE: Duration = Duration::from_secs(5);
 #[test]
 fn a_restarted_agent_comes_back_from_its_store_and_peers_accept_it() {
     let net = net_or_skip!(3);
+    // Cutting h2 off from gossip (`block_port`) needs nftables.
+    tool_or_skip!("nft", "nftables");
     let key = gossip_key(net.host(0));
     let seed = net.host(0).socket(7946);
     let _db = net.host(1).start_echo(DB_PORT).unwrap();

@@ -6,7 +6,7 @@
 //! to [`RuleSet::load`] (or parses one with [`Entry::parse`]), keeps the resulting
 //! [`RuleSet`] behind an `Arc`, and swaps it only when a new one builds without error,
 //! so a bad file never replaces the rules in force. Non-goals for now: L7 (`Permissions`
-//! are refused), peers, partitions, JWT.
+//! are refused), peers, sameness groups, partitions, JWT.
 //!
 //! # Files
 //!
@@ -17,6 +17,7 @@
 //! Kind      = "service-intentions"
 //! Name      = "db"            # destination: exact, prefix (`db-*`) or `*`
 //! Namespace = "default"       # optional, `default` when omitted; exact or `*`
+//!                             # (sources without one take the destination's)
 //! Mode      = "audit"         # optional rhizome extension: "enforce" (default) or "audit"
 //! Sources = [
 //!   { Name = "web", Action = "allow", Description = "the shop" },
@@ -24,11 +25,23 @@
 //! ]
 //! ```
 //!
-//! `Sources` may also be written as repeated `Sources { ... }` blocks. Keys may be
-//! PascalCase (Consul's documents) or snake_case (Consul's API). Unknown keys are errors.
-//! `Precedence` on a source is accepted and ignored, as Consul does, so the output of
-//! `consul config read` loads: precedence is always computed. `Type = "consul"` is
-//! accepted for the same reason. Every error is `file:line:column: message`.
+//! Files are read as Consul reads them (`consul config write`): Consul's HCL 1 dialect
+//! (blocks inside objects, quoted keys such as `Meta { "k" = "v" }`, heredocs), or the JSON
+//! that `consul config read` prints. Keys match Consul's field names ignoring case and
+//! underscores (`Sources`, `sources`, `sameness_group`); unknown keys are errors. A key given
+//! more than once is merged in file order where it takes a list (`Sources = [...]` beside
+//! `Sources { }` blocks keeps every source, as in Consul) and refused, naming every position,
+//! where it takes one value (Consul lets the last one win; rhizome does not guess).
+//!
+//! A source without `Namespace` is in the destination entry's namespace (Consul's rule); with a
+//! `*` destination namespace it is in `default`. `Precedence`, `Type = "consul"`,
+//! `CreateIndex`/`ModifyIndex` and the `Legacy*` fields that Consul clears are accepted and
+//! ignored, so read-back files load. Consul's validation applies with Consul's messages
+//! (`Meta`: 64 pairs, keys up to 128 and values up to 512 bytes; `Description` up to 512
+//! bytes; `Action` exactly `allow` or `deny`). Refused with their reason: L7 `Permissions`
+//! (an empty `Permissions = []` beside an `Action` is L4 and accepted), `JWT`, `Peer`,
+//! `SamenessGroup`, partitions other than `default`. Every error is
+//! `file:line:column: message`.
 //!
 //! # Precedence
 //!

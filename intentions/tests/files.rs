@@ -67,8 +67,9 @@ Sources {
     let e = Entry::parse(many, "db.hcl").unwrap();
     assert_eq!(e.destination.to_string(), "pay/db");
     assert_eq!(e.mode, Mode::Audit);
+    // As in Consul, a source without a namespace is in the destination's namespace.
     let pats: Vec<String> = e.sources.iter().map(|s| s.pattern.to_string()).collect();
-    assert_eq!(pats, ["default/web-*", "pay/*"]);
+    assert_eq!(pats, ["pay/web-*", "pay/*"]);
     assert_eq!(e.sources[1].origin.to_string(), "db.hcl:9:1");
 
     let one = "kind = \"service-intentions\"\nname = \"db\"\nsources {\n  name = \"web\"\n  action = \"deny\"\n}\n";
@@ -79,10 +80,14 @@ Sources {
 
 #[test]
 fn syntax_error() {
+    // Consul's HCL 1 needs no comma between object items, but strings need quotes.
     let e = err(
-        "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  { Name = \"web\" Action = \"allow\" },\n]\n",
+        "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  { Name = \"web\" Action = allow },\n]\n",
     );
-    assert_at(&e, 4, 18, "syntax error");
+    assert_at(&e, 4, 27, "syntax error");
+    let e =
+        err("Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  { Name = \"web\" }\n");
+    assert_at(&e, 5, 1, "syntax error");
 }
 
 #[test]
@@ -110,15 +115,20 @@ fn bad_action_is_named() {
     let e = err(
         "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  { Name = \"web\", Action = \"permit\" },\n]\n",
     );
-    assert_at(&e, 4, 19, "unknown variant `permit`");
+    assert_at(
+        &e,
+        4,
+        19,
+        "Sources[0].Action must be set to 'allow' or 'deny'",
+    );
 }
 
 #[test]
 fn l7_permissions_are_refused_in_both_forms() {
     let list = "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  {\n    Name = \"web\"\n    Permissions = [\n      { Action = \"allow\", HTTP = { PathPrefix = \"/v2\" } },\n    ]\n  },\n]\n";
-    assert_at(&err(list), 6, 5, "L7 `Permissions` are not supported");
+    assert_at(&err(list), 6, 5, "L7 Permissions are not supported");
     let blocks = "Kind = \"service-intentions\"\nName = \"db\"\nSources {\n  Name = \"web\"\n  Permissions {\n    Action = \"allow\"\n    HTTP {\n      PathPrefix = \"/v2\"\n    }\n  }\n}\n";
-    assert_at(&err(blocks), 5, 3, "L7 `Permissions` are not supported");
+    assert_at(&err(blocks), 5, 3, "L7 Permissions are not supported");
 }
 
 #[test]
@@ -155,9 +165,14 @@ fn wrong_kind_missing_action_and_empty_sources() {
     let e = err(
         "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  { Name = \"web\" },\n]\n",
     );
-    assert_at(&e, 4, 3, "missing field `Action`");
+    assert_at(
+        &e,
+        4,
+        3,
+        "Sources[0].Action must be set to 'allow' or 'deny'",
+    );
     let e = err("Kind = \"service-intentions\"\nName = \"db\"\nSources = []\n");
-    assert_at(&e, 2, 1, "at least one source");
+    assert_at(&e, 2, 1, "At least one source is required");
 }
 
 #[test]

@@ -42,6 +42,68 @@ fn to_map(raw: &[RawRule], into: &mut BTreeMap<(String, String), bool>) {
 }
 
 fn build(rules: &BTreeMap<(String, String), bool>) -> RuleSet {
+    load_with(rules, |d, s| entry_hcl(d, s, false))
+}
+
+/// One entry whose sources are written in a mix of forms: `form[i] % 3` is 0 for "item of
+/// the current `Sources = [...]` list", 1 for "a `Sources { }` block", 2 for "item of a new
+/// `Sources = [...]` list". Keys are spelled CamelCase or snake_case by `snake`.
+fn entry_mixed(dst: &str, sources: &[(&str, &str)], form: &[u8], snake: bool) -> String {
+    let key = |k: &str| {
+        if snake {
+            k.to_lowercase()
+        } else {
+            k.to_owned()
+        }
+    };
+    let (dns, dname) = dst.split_once('/').unwrap();
+    let mut out = format!(
+        "{} = \"service-intentions\"\n{} = \"{dname}\"\n{} = \"{dns}\"\n",
+        key("Kind"),
+        key("Name"),
+        key("Namespace")
+    );
+    let mut list: Vec<String> = Vec::new();
+    let flush = |list: &mut Vec<String>, out: &mut String| {
+        if !list.is_empty() {
+            out.push_str(&format!("{} = [\n{}]\n", key("Sources"), list.join("")));
+            list.clear();
+        }
+    };
+    for (i, (src, action)) in sources.iter().enumerate() {
+        let (ns, name) = src.split_once('/').unwrap();
+        let fields = format!(
+            "{} = \"{name}\"\n{} = \"{ns}\"\n{} = \"{action}\"\n",
+            key("Name"),
+            key("Namespace"),
+            key("Action")
+        );
+        match form.get(i).copied().unwrap_or(0) % 3 {
+            1 => {
+                flush(&mut list, &mut out);
+                out.push_str(&format!("{} {{\n{fields}}}\n", key("Sources")));
+            }
+            f => {
+                if f == 2 {
+                    flush(&mut list, &mut out);
+                }
+                list.push(format!("  {{\n{fields}  }},\n"));
+            }
+        }
+    }
+    flush(&mut list, &mut out);
+    out
+}
+
+fn build_with(rules: &BTreeMap<(String, String), bool>, form: &[u8], snake: bool) -> RuleSet {
+    load_with(rules, |d, s| entry_mixed(d, s, form, snake))
+}
+
+/// One file per destination, written by `write(destination, sources)`, loaded together.
+fn load_with(
+    rules: &BTreeMap<(String, String), bool>,
+    write: impl Fn(&str, &[(&str, &str)]) -> String,
+) -> RuleSet {
     let mut by_dst: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for ((dst, src), allow) in rules {
         by_dst
@@ -51,9 +113,10 @@ fn build(rules: &BTreeMap<(String, String), bool>) -> RuleSet {
     }
     let files: Vec<(String, String)> = by_dst
         .iter()
-        .map(|(d, s)| (format!("{d}.hcl"), entry_hcl(d, s, false)))
+        .map(|(d, s)| (format!("{d}.hcl"), write(d, s)))
         .collect();
-    RuleSet::load(files.iter().map(|(f, s)| (f.as_str(), s.as_str()))).unwrap()
+    RuleSet::load(files.iter().map(|(f, s)| (f.as_str(), s.as_str())))
+        .unwrap_or_else(|e| panic!("{e}\n{files:?}"))
 }
 
 fn prec(src: &str, dst: &str) -> Precedence {
@@ -110,6 +173,37 @@ proptest! {
             .into_iter()
             .find(|r| r.source.matches(src.namespace.as_str(), src.name.as_str()));
         prop_assert_eq!(set.decide(&src, &dst, Policy::DENY).rule(), scanned);
+    }
+
+    /// A rule set written as lists, as blocks, or as any mix of them (in either spelling of
+    /// the keys) holds the same rules and decides every connection identically.
+    #[test]
+    fn lists_blocks_and_mixes_decide_identically(
+        base in raw_rules(16),
+        form in prop::collection::vec(any::<u8>(), 16),
+        snake in any::<bool>(),
+    ) {
+        let mut rules = BTreeMap::new();
+        to_map(&base, &mut rules);
+        let lists = build(&rules);
+        let blocks = build_with(&rules, &[1; 16], false);
+        let mixed = build_with(&rules, &form, snake);
+        prop_assert_eq!(lists.rules().len(), rules.len());
+        for set in [&blocks, &mixed] {
+            prop_assert_eq!(set.version(), lists.version());
+            prop_assert_eq!(set.rules().len(), lists.rules().len());
+            for src in SERVICES {
+                for dst in SERVICES {
+                    let (s, d) = (svc(src), svc(dst));
+                    let (a, b) = (lists.decide(&s, &d, Policy::DENY), set.decide(&s, &d, Policy::DENY));
+                    prop_assert_eq!((a.allowed, a.action), (b.allowed, b.action));
+                    prop_assert_eq!(
+                        a.rule().map(|r| (&r.source, &r.destination)),
+                        b.rule().map(|r| (&r.source, &r.destination))
+                    );
+                }
+            }
+        }
     }
 
     /// Parsing never panics, and every refusal carries a position inside the file.

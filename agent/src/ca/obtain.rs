@@ -160,7 +160,17 @@ pub fn stored_credentials(
     ) else {
         return Ok(None);
     };
-    let agent = AgentCa::from_pem(&chain, &key).context("the intermediate kept in the store")?;
+    let agent = match AgentCa::from_pem(&chain, &key) {
+        Ok(agent) => agent,
+        // Issued before signing certificates lost their path (X509-SVID 3.2): peers refuse
+        // it, so obtain a new one as if none were kept (signers issue themselves one, joiners
+        // join again with their token).
+        Err(e @ rhizome_ca::IssueError::LegacyIntermediate(_)) => {
+            tracing::error!(error = %e, "ignoring the intermediate kept in the store");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).context("the intermediate kept in the store"),
+    };
     if agent.node() != node {
         tracing::warn!(stored = %agent.node(), node = %node, "ignoring the stored intermediate of another node name");
         return Ok(None);

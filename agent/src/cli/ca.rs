@@ -47,7 +47,8 @@ pub enum CaCommand {
     /// chain, without the root).
     IssueLeaf(IssueLeafArgs),
     /// Verify a certificate chain against a trust bundle and print its SPIFFE id; exits
-    /// non-zero with the reason when it is refused.
+    /// non-zero with the reason when it is refused, naming the X509-SVID or SPIFFE-ID rule
+    /// the certificate breaks (e.g. "X509-SVID 4.3: a leaf SVID must not set keyCertSign").
     Verify(VerifyArgs),
     /// Join tokens: let a new agent obtain its intermediate from a signer agent.
     #[command(subcommand)]
@@ -205,7 +206,7 @@ fn now() -> OffsetDateTime {
 
 fn report(paths: &[PathBuf]) {
     for p in paths {
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
 }
 
@@ -219,8 +220,8 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     report(&written);
-    println!("trust domain: {}", root.trust_domain());
-    println!("root fingerprint (sha256): {}", root.fingerprint());
+    outln!("trust domain: {}", root.trust_domain());
+    outln!("root fingerprint (sha256): {}", root.fingerprint());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -237,7 +238,7 @@ fn issue_agent(a: IssueAgentArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     report(&written);
-    println!("agent: {}", agent.id());
+    outln!("agent: {}", agent.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -245,7 +246,7 @@ fn issue_operator(a: IssueOperatorArgs) -> anyhow::Result<ExitCode> {
     let root = files::load_root(&a.ca_dir)?;
     let cred = root.issue_operator(&a.name, now(), ttl(a.ttl)?)?;
     write_leaf(&a.out, &cred)?;
-    println!("operator: {}", cred.id());
+    outln!("operator: {}", cred.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -257,7 +258,7 @@ fn issue_leaf(a: IssueLeafArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("loading the intermediate from {}", a.agent_dir.display()))?;
     let cred = agent.issue_workload(&a.namespace, &a.service, now(), ttl(a.ttl)?)?;
     write_leaf(&a.out, &cred)?;
-    println!("workload: {}", cred.id());
+    outln!("workload: {}", cred.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -298,7 +299,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         rhizome_ca::Usage::Client,
     ) {
         Ok(id) => {
-            println!("{id}");
+            outln!("{id}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -326,7 +327,7 @@ fn token_create(a: TokenCreateArgs) -> anyhow::Result<ExitCode> {
         claims.expires,
         claims.root
     );
-    println!("{token}");
+    outln!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -334,7 +335,7 @@ fn status(http_addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(http_addr);
     if f.format == Format::Json {
         let v: serde_json::Value = client.get("/v1/ca/status")?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let certs: Vec<CertStatus> = client.get("/v1/ca/status")?;

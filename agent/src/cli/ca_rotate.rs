@@ -122,11 +122,11 @@ fn new_root(a: NewRootArgs) -> anyhow::Result<ExitCode> {
         ],
     )?;
     for p in &written {
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
-    println!("old root: {}", old.fingerprint());
-    println!("new root: {}", new.fingerprint());
-    println!(
+    outln!("old root: {}", old.fingerprint());
+    outln!("new root: {}", new.fingerprint());
+    outln!(
         "next: `rhizome ca rotate bundle-add --bundle <agent dir>/bundle.pem --root {}` on every agent",
         a.out.join(files::ROOT_CERT).display()
     );
@@ -152,7 +152,7 @@ fn bundle_add(a: BundleAddArgs) -> anyhow::Result<ExitCode> {
     let fp = Fingerprint::of(&root);
     let updated = bundle.with_root(root)?;
     files::replace(&a.bundle, &updated.to_pem())?;
-    println!(
+    outln!(
         "{}: {} root(s), added {fp}",
         a.bundle.display(),
         updated.roots().len()
@@ -176,7 +176,7 @@ fn bundle_remove(a: BundleRemoveArgs) -> anyhow::Result<ExitCode> {
         .without_root(&fp)
         .context("the bundle would have no root left")?;
     files::replace(&a.bundle, &updated.to_pem())?;
-    println!(
+    outln!(
         "{}: {} root(s), removed {fp}",
         a.bundle.display(),
         updated.roots().len()
@@ -198,7 +198,7 @@ fn bundle_show(path: &Path) -> anyhow::Result<ExitCode> {
             ])
         })
         .collect::<anyhow::Result<_>>()?;
-    println!("trust domain: {}", bundle.trust_domain());
+    outln!("trust domain: {}", bundle.trust_domain());
     super::status::print_table(&["FINGERPRINT", "SUBJECT", "EXPIRES"], &rows);
     Ok(ExitCode::SUCCESS)
 }
@@ -211,9 +211,9 @@ fn finish(dir: &Path) -> anyhow::Result<ExitCode> {
     let cross = dir.join(files::CROSS_CERT);
     if cross.exists() {
         std::fs::remove_file(&cross).with_context(|| format!("removing {}", cross.display()))?;
-        println!("removed {}", cross.display());
+        outln!("removed {}", cross.display());
     }
-    println!(
+    outln!(
         "{}: only root {}",
         bundle_path.display(),
         root.fingerprint()

@@ -67,7 +67,7 @@ pub struct KeyArgs {
 pub fn members(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let rows: Vec<MemberRow> = Client::new(addr).get("/v1/members")?;
     if f.format == Format::Json {
-        println!("{}", serde_json::to_string(&rows)?);
+        outln!("{}", serde_json::to_string(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     let cells: Vec<Vec<String>> = rows
@@ -92,7 +92,7 @@ pub fn catalog(addr: &str, cmd: &CatalogCommand) -> anyhow::Result<ExitCode> {
         CatalogCommand::Services(f) => {
             let rows: Vec<ServiceSummary> = client.get("/v1/catalog/services")?;
             if f.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let cells: Vec<Vec<String>> = rows
@@ -116,7 +116,7 @@ pub fn catalog(addr: &str, cmd: &CatalogCommand) -> anyhow::Result<ExitCode> {
             let path = format!("/v1/catalog/service/{name}?ns={namespace}");
             let rows: Vec<serde_json::Value> = client.get(&path)?;
             if format.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let text = |v: &serde_json::Value, k: &str| {
@@ -147,7 +147,7 @@ pub fn join(addr: &str, args: &JoinArgs) -> anyhow::Result<ExitCode> {
         address: args.address.clone(),
     };
     let answer: serde_json::Value = Client::new(addr).send("PUT", "/v1/join", &req)?;
-    println!(
+    outln!(
         "joined {} ({} members known)",
         args.address,
         answer.get("members").and_then(|m| m.as_u64()).unwrap_or(0)
@@ -159,7 +159,7 @@ pub fn join(addr: &str, args: &JoinArgs) -> anyhow::Result<ExitCode> {
 pub fn leave(addr: &str) -> anyhow::Result<ExitCode> {
     let _: serde_json::Value =
         Client::new(addr).send("PUT", "/v1/leave", &serde_json::json!({}))?;
-    println!("left the mesh gracefully");
+    outln!("left the mesh gracefully");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -167,7 +167,7 @@ pub fn leave(addr: &str) -> anyhow::Result<ExitCode> {
 pub fn keyring(addr: &str, cmd: &KeyringCommand) -> anyhow::Result<ExitCode> {
     let (op, args) = match cmd {
         KeyringCommand::Generate => {
-            println!("{}", crate::gossip::keys::generate_key()?.to_base64());
+            outln!("{}", crate::gossip::keys::generate_key()?.to_base64());
             return Ok(ExitCode::SUCCESS);
         }
         KeyringCommand::List(f) => {
@@ -226,11 +226,11 @@ pub fn load_operator(dir: &Path) -> anyhow::Result<rhizome_ca::Credential> {
 
 fn print_keyring(view: &KeyringView, format: Format) -> anyhow::Result<()> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(view)?);
+        outln!("{}", serde_json::to_string_pretty(view)?);
         return Ok(());
     }
     if !view.encrypted {
-        println!("gossip is not encrypted (no key installed)");
+        outln!("gossip is not encrypted (no key installed)");
     }
     let cells: Vec<Vec<String>> = view
         .keys

@@ -29,9 +29,9 @@ pub fn run(addr: &str, args: &GraphArgs) -> anyhow::Result<ExitCode> {
     };
     let body = Client::new(addr).get_raw(&format!("/v1/graph?format={format}"))?;
     let text = String::from_utf8_lossy(&body);
-    print!("{text}");
+    crate::cli::write_out(format_args!("{text}"));
     if !text.ends_with('\n') {
-        println!();
+        outln!("");
     }
     Ok(ExitCode::SUCCESS)
 }

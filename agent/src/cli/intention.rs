@@ -26,8 +26,9 @@ pub enum IntentionCommand {
         files: Vec<PathBuf>,
     },
     /// Decide whether SRC may connect to DST: prints `Allowed` or `Denied` and the rule
-    /// that decided. Exit code 0 allowed, 2 denied, 1 error. With --file it evaluates the
-    /// files offline; otherwise it asks the agent (its rules, default and audit mode).
+    /// that decided. Exit code 0 allowed, 2 denied, 1 error, 64 usage error. With --file it
+    /// evaluates the files offline; otherwise it asks the agent (its rules, default and audit
+    /// mode).
     Check(CheckArgs),
     /// The rules that apply to DST, highest precedence first (the first whose source
     /// matches a connection decides it).
@@ -64,6 +65,10 @@ pub struct CheckArgs {
     pub src: String,
     /// Destination service: NAME or NAMESPACE/NAME.
     pub dst: String,
+    /// Output format: `table` prints the verdict and the rule; `json` prints the decision
+    /// (allowed, action, decision, the rule with its entry and file:line, the rule-set version).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 /// Arguments of `rhizome intention match`.
@@ -144,7 +149,7 @@ fn validate(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
         Ok(set) => set,
         Err(code) => return Ok(code),
     };
-    println!(
+    outln!(
         "{} file(s) valid: {} rule(s), version {}",
         files.len(),
         set.rules().len(),
@@ -193,13 +198,17 @@ fn check(addr: &str, args: &CheckArgs) -> anyhow::Result<ExitCode> {
             version: set.version().to_string(),
         }
     };
-    let verdict = match (view.allowed, view.audit) {
-        (true, true) => "Allowed (audit mode: would deny)",
-        (true, false) => "Allowed",
-        (false, _) => "Denied",
-    };
-    println!("{verdict}");
-    println!("rule: {}", view.rule_line());
+    if args.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        let verdict = match (view.allowed, view.audit) {
+            (true, true) => "Allowed (audit mode: would deny)",
+            (true, false) => "Allowed",
+            (false, _) => "Denied",
+        };
+        outln!("{verdict}");
+        outln!("rule: {}", view.rule_line());
+    }
     Ok(if view.allowed {
         ExitCode::SUCCESS
     } else {
@@ -248,7 +257,7 @@ fn matching(addr: &str, args: &MatchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
     } else {
         print_table(&RULE_HEADER, &rule_rows(&view.rules));
     }
@@ -258,10 +267,10 @@ fn matching(addr: &str, args: &MatchArgs) -> anyhow::Result<ExitCode> {
 fn list(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let view: ListView = Client::new(addr).get("/v1/intentions")?;
     if f.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&view)?);
+        outln!("{}", serde_json::to_string_pretty(&view)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "version {}, default {}{}, {} entries",
         view.version,
         view.default,
@@ -327,9 +336,11 @@ fn apply(addr: &str, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         let answer: SubmitView = client
             .send("POST", "/v1/intentions", &request)
             .with_context(|| format!("applying {file}"))?;
-        println!(
+        outln!(
             "applied {} ({}), signed by {}",
-            answer.key, file, answer.signer
+            answer.key,
+            file,
+            answer.signer
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -357,7 +368,7 @@ fn delete(addr: &str, args: &DeleteArgs) -> anyhow::Result<ExitCode> {
         encode(&dst.name().to_string())
     );
     let answer: SubmitView = client.send("DELETE", &path, &request)?;
-    println!("deleted {}, signed by {}", answer.key, answer.signer);
+    outln!("deleted {}, signed by {}", answer.key, answer.signer);
     Ok(ExitCode::SUCCESS)
 }
 

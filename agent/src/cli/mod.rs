@@ -1,5 +1,13 @@
 //! The `rhizome` command line: one binary for the agent and every operator command.
 
+/// Prints a line on standard output; a closed pipe (`rhizome members | head -1`) ends the
+/// process quietly with [`EXIT_PIPE`] instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod args;
 mod ca;
 mod ca_rotate;
@@ -75,6 +83,43 @@ pub enum Command {
     Ca(ca::CaArgs),
 }
 
+/// Exit code of a command that failed (agent unreachable, bad file, refused request).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code of a usage error (unknown flag, missing argument): `EX_USAGE` from sysexits.h,
+/// so it never collides with a verdict (`intention check` exits 2 for "Denied").
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when standard output is a closed pipe: what a shell reports for a process
+/// ended by SIGPIPE (128 + 13), as `yes | head -1` would.
+pub const EXIT_PIPE: u8 = 141;
+
+/// Writes to standard output; on a closed pipe the process exits with [`EXIT_PIPE`] (there
+/// is no one left to read the rest), on any other error with [`EXIT_ERROR`].
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(EXIT_PIPE));
+        }
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(i32::from(EXIT_ERROR));
+    }
+}
+
+/// Parses the command line; on a usage error prints it and returns [`EXIT_USAGE`] (`--help`
+/// and `--version` print and return success).
+pub fn parse() -> Result<Cli, ExitCode> {
+    use clap::Parser as _;
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_USAGE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
 /// Runs the parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
@@ -94,7 +139,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

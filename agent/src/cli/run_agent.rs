@@ -45,7 +45,7 @@ pub fn run(args: AgentArgs, log_level: Option<&str>, log_json: bool) -> anyhow::
         }
     };
     if args.validate {
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        outln!("{}", serde_json::to_string_pretty(&config)?);
         return Ok(ExitCode::SUCCESS);
     }
     crate::logging::init(log_level.or(config.log_level.as_deref()), log_json)?;

@@ -25,26 +25,26 @@ pub fn info(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let client = Client::new(addr);
     if f.format == Format::Json {
         let v: serde_json::Value = client.get("/v1/agent/self")?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let s: AgentSelf = client.get("/v1/agent/self")?;
-    println!("node_name:  {}", s.node_name);
-    println!("version:    {}", s.version);
-    println!("gossip:     {}", s.addresses.gossip);
-    println!("data:       {}", s.addresses.data);
-    println!("http:       {}", s.addresses.http);
-    println!("uptime:     {}s", s.uptime_seconds);
-    println!("boot_count: {}", s.boot_count);
-    println!("data_dir:   {}", s.data_dir);
-    println!("dev:        {}", s.dev);
+    outln!("node_name:  {}", s.node_name);
+    outln!("version:    {}", s.version);
+    outln!("gossip:     {}", s.addresses.gossip);
+    outln!("data:       {}", s.addresses.data);
+    outln!("http:       {}", s.addresses.http);
+    outln!("uptime:     {}s", s.uptime_seconds);
+    outln!("boot_count: {}", s.boot_count);
+    outln!("data_dir:   {}", s.data_dir);
+    outln!("dev:        {}", s.dev);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn services(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
     let v: Vec<serde_json::Value> = Client::new(addr).get("/v1/agent/services")?;
     if f.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = v
@@ -81,7 +81,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in rows {

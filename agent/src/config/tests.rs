@@ -231,3 +231,47 @@ fn proxy_quic_timers_default_to_a_lan_and_are_checked() {
         err(&bad)
     );
 }
+
+/// Regression: a `service = [...]` list beside a `service { }` block kept only the last form,
+/// so a service silently disappeared. Both are kept now, in file order; a block that takes one
+/// value (`ports`) given twice is refused naming both places.
+#[test]
+fn repeated_keys_merge_into_lists_or_are_refused_with_both_positions() {
+    let src = r#"node_name = "a"
+data_dir = "/x"
+bind_addr = "127.0.0.1"
+service {
+  name = "web"
+  port = 80
+}
+service = [
+  { name = "db", port = 5432 },
+]
+service {
+  name = "cache"
+  port = 6379
+  check { tcp = "127.0.0.1:6379" }
+  check = [{ tcp = "127.0.0.1:6380" }]
+}
+"#;
+    let c = AgentConfig::from_str(src, "agent.hcl").unwrap();
+    let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "db", "cache"]);
+    assert_eq!(c.services[2].checks.len(), 2);
+
+    let e = err(
+        "node_name = \"a\"\ndata_dir = \"/x\"\nports {\n  http = 1\n}\nports {\n  data = 2\n}\n",
+    );
+    assert!(e.starts_with("agent.hcl:6:1:"), "{e}");
+    assert!(
+        e.contains("`ports` is given 2 times (at 3:1 and 6:1)"),
+        "{e}"
+    );
+    // HCL 2 itself refuses a repeated attribute; both places are named.
+    let e = err("node_name = \"a\"\nnode_name = \"b\"\ndata_dir = \"/x\"\n");
+    assert!(e.starts_with("agent.hcl:2:1:"), "{e}");
+    assert!(
+        e.contains("redefined attribute (first defined at 1:1)"),
+        "{e}"
+    );
+}

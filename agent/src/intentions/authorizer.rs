@@ -86,13 +86,14 @@ impl Authorizer {
     /// Call it once for every inbound stream. It never blocks (a read of the current rule
     /// set), logs every deny and every audited deny with its rule (`src.service`,
     /// `dst.service`, `rule` fields), and counts every decision in
-    /// `rhizome_intention_decisions_total{decision}`. A source that is not a workload SPIFFE
-    /// id of this agent's trust domain is denied (counted as `deny`), whatever the policy.
+    /// `rhizome_intention_decisions_total{source,destination,rule,decision}`. A source that is
+    /// not a workload SPIFFE id of this agent's trust domain is denied (counted as `deny`),
+    /// whatever the policy.
     /// To re-check open connections when the rules change, use [`Authorizer::verdict`]
     /// (same decision, not counted again) and log what you close.
     pub fn authorize(&self, src_spiffe: &str, dst: &ServiceRef) -> Verdict {
         let verdict = self.verdict(src_spiffe, dst);
-        self.counters.count(verdict.outcome);
+        self.counters.count(&verdict);
         match verdict.outcome {
             Outcome::Allow => tracing::debug!(
                 src.service = src_spiffe, dst.service = %dst, rule = %verdict.rule_text(),

@@ -1,13 +1,12 @@
-//! `intentions_dir`: every `*.hcl` file in it is one entry, signed with the operator of
-//! `operator_dir` (or, on a `--dev` agent without one, with the agent's own certificate)
-//! and submitted like an entry from the API. The directory is polled every
-//! [`POLL_INTERVAL`]; when a file's name, size or modification time changes, all files are
-//! read and checked together first: if any fails (syntax, unknown key, conflict...), each
-//! error is logged with its file:line:column and nothing is submitted, so the rules in
-//! force stay. Entries whose file disappeared are deleted (signed tombstones), but only if
-//! the version held is still the one written from the directory (recorded by its content
-//! digest): an entry applied through the API, or received from elsewhere, for the same
-//! destination is left alone.
+//! `intentions_dir`: every `*.hcl` file (or `*.json`, as `consul config read` prints) in it is one
+//! entry, signed with the operator of `operator_dir` (or, on a `--dev` agent without one, with the
+//! agent's own certificate) and submitted like an entry from the API. The directory is polled every
+//! [`POLL_INTERVAL`]; when a file's name, size or modification time changes, all files are read and
+//! checked together first: if any fails (syntax, unknown key, conflict...), each error is logged
+//! with its file:line:column and nothing is submitted, so the rules in force stay. Entries whose
+//! file disappeared are deleted (signed tombstones), but only if the version held is still the one
+//! written from the directory (recorded by its content digest): an entry applied through the API,
+//! or received from elsewhere, for the same destination is left alone.
 
 use super::Intentions;
 use super::signed::{self, Author};
@@ -109,7 +108,7 @@ fn read_if_changed(
     let mut snapshot: Snapshot = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().is_some_and(|x| x == "hcl") && path.is_file() {
+        if path.extension().is_some_and(|x| x == "hcl" || x == "json") && path.is_file() {
             let meta = std::fs::metadata(&path)?;
             snapshot.push((path, meta.modified().ok(), meta.len()));
         }

@@ -38,41 +38,90 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
-/// Labels of the decisions counter.
+/// Labels of the decisions counter: the deciding rule (its source and destination patterns
+/// and where it was written, `entry:line:column`) and the outcome. A decision left to the
+/// default has `rule="default"` and empty patterns; a source that could not be evaluated
+/// (not a workload of this trust domain) has `rule="invalid_source"`. So the label sets are
+/// bounded by the rules loaded since the agent started, times three outcomes, plus six.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
+    /// The rule's source pattern (`default/web`, `*/*`), empty for the default.
+    pub source: String,
+    /// The rule's destination pattern, empty for the default.
+    pub destination: String,
+    /// Where the rule was written (`intentions/default/db:4:3`), or `default`.
+    pub rule: String,
     /// allow, deny or audit_deny.
     pub decision: Outcome,
 }
 
-/// The counter family `rhizome_intention_decisions_total{decision}`.
+impl DecisionLabels {
+    /// The labels of `verdict`.
+    pub fn of(verdict: &Verdict) -> DecisionLabels {
+        let (source, destination, rule) = match (&verdict.rule, &verdict.error) {
+            (Some(r), _) => (
+                r.source.to_string(),
+                r.destination.to_string(),
+                r.origin.to_string(),
+            ),
+            (None, Some(_)) => (String::new(), String::new(), "invalid_source".to_owned()),
+            (None, None) => (String::new(), String::new(), "default".to_owned()),
+        };
+        DecisionLabels {
+            source,
+            destination,
+            rule,
+            decision: verdict.outcome,
+        }
+    }
+}
+
+/// The counter family `rhizome_intention_decisions_total{source,destination,rule,decision}`,
+/// with running totals per outcome (the family has no sum).
 #[derive(Clone, Default)]
-pub struct DecisionCounters(Family<DecisionLabels, Counter>);
+pub struct DecisionCounters {
+    family: Family<DecisionLabels, Counter>,
+    totals: std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>,
+}
 
 impl DecisionCounters {
     /// A new family registered in `metrics`.
     pub fn register(metrics: &crate::metrics::Metrics) -> DecisionCounters {
-        let family = Family::<DecisionLabels, Counter>::default();
+        let counters = DecisionCounters::default();
         metrics.register(
             "intention_decisions",
-            "Connections decided by intentions, by outcome (audit_deny: let through by audit mode)",
-            family.clone(),
+            "Connections decided by intentions, by deciding rule (source and destination \
+             patterns, entry:line:column, or default) and outcome (audit_deny: let through by \
+             audit mode)",
+            counters.family.clone(),
         );
-        DecisionCounters(family)
+        counters
     }
 
-    /// Counts one decision.
-    pub fn count(&self, outcome: Outcome) {
-        self.0
-            .get_or_create(&DecisionLabels { decision: outcome })
+    /// Counts one decision under its rule.
+    pub fn count(&self, verdict: &Verdict) {
+        self.family
+            .get_or_create(&DecisionLabels::of(verdict))
             .inc();
+        self.totals[slot(verdict.outcome)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The current count of `outcome` (for tests and the API).
+    /// How many decisions had `outcome`, whatever the rule (for tests and the API).
     pub fn get(&self, outcome: Outcome) -> u64 {
-        self.0
-            .get_or_create(&DecisionLabels { decision: outcome })
-            .get()
+        self.totals[slot(outcome)].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many decisions `labels` counted.
+    pub fn get_labeled(&self, labels: &DecisionLabels) -> u64 {
+        self.family.get_or_create(labels).get()
+    }
+}
+
+fn slot(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Allow => 0,
+        Outcome::Deny => 1,
+        Outcome::AuditDeny => 2,
     }
 }
 

@@ -200,12 +200,13 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         destination: dst.to_string(),
     };
     let instance = format!("{}/{}", proxy.config.node_name, request.instance);
-    let log = |decision: &str, end: &str, out: u64, inn: u64| {
+    let log = |decision: &str, rule: &str, end: &str, out: u64, inn: u64| {
         AccessLog {
             direction: Direction::Inbound,
             pair: &pair,
             instance: &instance,
             decision,
+            rule,
             end,
             bytes_out: out,
             bytes_in: inn,
@@ -222,14 +223,15 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         destination: dst.clone(),
     }));
     let verdict = proxy.authz.authorize(&peer.source.to_string(), &dst);
+    let rule = verdict.rule_text();
     if !verdict.allowed {
         proxy.metrics.denied(&pair);
-        log(verdict.outcome.as_str(), "denied", 0, 0);
+        log(verdict.outcome.as_str(), &rule, "denied", 0, 0);
         return answer(&mut tx, Status::Denied).await;
     }
     let Some(addr) = proxy.local_instance(&dst, &request.instance) else {
         proxy.metrics.failed(&pair);
-        log(verdict.outcome.as_str(), "no_instance", 0, 0);
+        log(verdict.outcome.as_str(), &rule, "no_instance", 0, 0);
         return answer(&mut tx, Status::NoInstance).await;
     };
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -237,7 +239,7 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         _ => {
             tracing::info!(dst = %dst, addr = %addr, "local instance unreachable");
             proxy.metrics.failed(&pair);
-            log(verdict.outcome.as_str(), "unreachable", 0, 0);
+            log(verdict.outcome.as_str(), &rule, "unreachable", 0, 0);
             return answer(&mut tx, Status::Unreachable).await;
         }
     };
@@ -262,5 +264,11 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
     .await;
     proxy.metrics.close(&pair, outcome.end);
     let (out, inn) = dst_bytes(&outcome, Side::Server);
-    log(verdict.outcome.as_str(), outcome.end.as_str(), out, inn);
+    log(
+        verdict.outcome.as_str(),
+        &rule,
+        outcome.end.as_str(),
+        out,
+        inn,
+    );
 }

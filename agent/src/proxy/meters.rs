@@ -202,6 +202,10 @@ pub struct AccessLog<'a> {
     pub instance: &'a str,
     /// `allow`, `deny`, `audit_deny` (allowed, would deny) or `error`.
     pub decision: &'a str,
+    /// The intention that decided: `SRC => DST (action, precedence P, entry:line:column)`,
+    /// or `default`. Inbound it is the rule that decided; outbound, the rule that decides in
+    /// this agent's copy of the (replicated) rules, since the destination's agent enforces.
+    pub rule: &'a str,
     /// How it ended (`closed`, `denied`, `cut_denied`, `idle_timeout`, ...).
     pub end: &'a str,
     /// Bytes toward the destination.
@@ -222,6 +226,7 @@ impl AccessLog<'_> {
             destination = %self.pair.destination,
             instance = self.instance,
             decision = self.decision,
+            rule = self.rule,
             end = self.end,
             bytes_out = self.bytes_out,
             bytes_in = self.bytes_in,

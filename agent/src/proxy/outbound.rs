@@ -131,12 +131,21 @@ enum Refused {
 async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
     let started = Instant::now();
     let pair = pair(route);
+    // The destination's agent decides; this names the rule its (replicated) copy holds.
+    let source_id = route
+        .source
+        .spiffe_id(proxy.identity.trust_domain().as_str());
+    let rule = proxy
+        .authz
+        .verdict(&source_id, &route.destination)
+        .rule_text();
     let log = |instance: &str, decision: &str, end: &str, out: u64, inn: u64| {
         AccessLog {
             direction: Direction::Outbound,
             pair: &pair,
             instance,
             decision,
+            rule: &rule,
             end,
             bytes_out: out,
             bytes_in: inn,

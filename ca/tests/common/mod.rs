@@ -81,12 +81,20 @@ pub fn check(
     rhizome_ca::verify_chain(bundle, cred.leaf(), &cred.chain()[1..], now(), kind)
 }
 
-/// What a forged certificate should look like.
+/// What a forged certificate should look like. By default a leaf is a well-formed X509-SVID
+/// (cA false, critical key usage digitalSignature, both TLS EKUs) and a CA has keyCertSign;
+/// the knobs below break one rule at a time.
 pub struct Forge<'a> {
     pub uris: Vec<&'a str>,
     pub ca: Option<u8>,
     pub cn: Option<&'a str>,
     pub extensions: Vec<rcgen::CustomExtension>,
+    /// Replaces the default key usages (empty: no key usage extension from rcgen).
+    pub key_usages: Option<Vec<KeyUsagePurpose>>,
+    /// Replaces the default extended key usages of a leaf (empty: none).
+    pub ekus: Option<Vec<ExtendedKeyUsagePurpose>>,
+    /// Marks a "leaf" (no `ca`) as a CA anyway.
+    pub leaf_is_ca: bool,
 }
 
 impl<'a> Forge<'a> {
@@ -96,6 +104,9 @@ impl<'a> Forge<'a> {
             ca: None,
             cn: None,
             extensions: Vec::new(),
+            key_usages: None,
+            ekus: None,
+            leaf_is_ca: false,
         }
     }
 
@@ -105,7 +116,18 @@ impl<'a> Forge<'a> {
             ca: Some(path_len),
             cn: Some(cn),
             extensions: Vec::new(),
+            key_usages: None,
+            ekus: None,
+            leaf_is_ca: false,
         }
+    }
+
+    /// An agent intermediate in the X509-SVID format: `td_uri` (`spiffe://<td>`), the
+    /// agent-node extension naming `node`, pathLen `path_len`.
+    pub fn agent(td_uri: &'a str, node: &str, path_len: u8, cn: &'a str) -> Self {
+        let mut f = Self::ca(&[td_uri], path_len, cn);
+        f.extensions.push(agent_node_ext(node));
+        f
     }
 
     /// Signs the certificate with `issuer_cert`/`issuer_key`; returns it and its new key.
@@ -140,17 +162,35 @@ impl<'a> Forge<'a> {
                 ];
             }
             None => {
-                p.is_ca = IsCa::ExplicitNoCa;
+                p.is_ca = if self.leaf_is_ca {
+                    IsCa::Ca(BasicConstraints::Unconstrained)
+                } else {
+                    IsCa::ExplicitNoCa
+                };
+                p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
                 p.extended_key_usages = vec![
                     ExtendedKeyUsagePurpose::ServerAuth,
                     ExtendedKeyUsagePurpose::ClientAuth,
                 ];
             }
         }
+        if let Some(ku) = self.key_usages {
+            p.key_usages = ku;
+        }
+        if let Some(ekus) = self.ekus {
+            p.extended_key_usages = ekus;
+        }
         let issuer = Issuer::from_ca_cert_der(issuer_cert, issuer_key.clone()).unwrap();
         let cert = p.signed_by(&key, &issuer).unwrap().der().clone();
         (cert, key)
     }
+}
+
+/// The agent-node extension (DER UTF8String) naming `node`, as our CA writes it.
+pub fn agent_node_ext(node: &str) -> rcgen::CustomExtension {
+    let mut der = vec![0x0c, node.len() as u8];
+    der.extend_from_slice(node.as_bytes());
+    rcgen::CustomExtension::from_oid_content(rhizome_ca::extension::AGENT_NODE_OID, der)
 }
 
 fn rand_serial() -> rcgen::SerialNumber {

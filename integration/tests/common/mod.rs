@@ -182,7 +182,8 @@ service {{
 const BLOCK_TABLE: &str = "rhizome_scenario_block";
 
 /// Drops every packet (UDP and TCP, both ways) to `port` on `host`: with the gossip port,
-/// the agent is cut off from gossip while its data plane still works.
+/// the agent is cut off from gossip while its data plane still works. Needs `nft`: call
+/// `tool_or_skip!("nft", "nftables")` first.
 pub fn block_port(host: &Host, port: u16) {
     let script = format!(
         "table inet {BLOCK_TABLE} {{\n\

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::intentions::verdict::DecisionLabels;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -130,6 +131,35 @@ fn authorize_counts_and_verdict_does_not() {
     assert_eq!(authz.counters().get(Outcome::Allow), 1);
     assert_eq!(authz.counters().get(Outcome::Deny), 3);
     assert_eq!(authz.counters().get(Outcome::AuditDeny), 0);
+}
+
+/// Every decision is counted under the rule that made it: its patterns and `entry:line:col`.
+#[test]
+fn decisions_are_counted_per_rule() {
+    let (authz, _writer) = Authorizer::for_test(rules(), policy(Action::Deny, false), td());
+    let db: ServiceRef = "db".parse().unwrap();
+    authz.authorize(&src("web"), &db);
+    authz.authorize(&src("web"), &db);
+    authz.authorize(&src("batch"), &db);
+    authz.authorize(&src("api"), &db);
+    authz.authorize("spiffe://other.test/ns/default/svc/web", &db);
+    let labels = |s: &str, d: &str, rule: &str, decision| DecisionLabels {
+        source: s.into(),
+        destination: d.into(),
+        rule: rule.into(),
+        decision,
+    };
+    let c = authz.counters();
+    let web = labels("default/web", "default/db", "db.hcl:4:3", Outcome::Allow);
+    assert_eq!(c.get_labeled(&web), 2);
+    let batch = labels("default/batch", "default/db", "db.hcl:5:3", Outcome::Deny);
+    assert_eq!(c.get_labeled(&batch), 1);
+    assert_eq!(c.get_labeled(&labels("", "", "default", Outcome::Deny)), 1);
+    assert_eq!(
+        c.get_labeled(&labels("", "", "invalid_source", Outcome::Deny)),
+        1
+    );
+    assert_eq!(c.get(Outcome::Deny), 3);
 }
 
 #[test]
