@@ -101,6 +101,7 @@ impl Agent {
         source: Option<ConfigSource>,
     ) -> anyhow::Result<Agent> {
         let loaded = config.clone();
+        crate::accept::raise_open_files_limit();
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
@@ -195,6 +196,7 @@ impl Agent {
                 catalog: catalog.clone(),
                 authz: authorizer.clone(),
                 pods: kube_pods.clone(),
+                members: gossip.subscribe_members(),
                 metrics: metrics.clone(),
                 shutdown: shutdown.clone(),
             },
@@ -244,7 +246,12 @@ impl Agent {
             ],
         );
         tasks.spawn(api::serve(http, router, shutdown.clone()));
-        tasks.spawn(dataport::serve(data.tcp, tcp_services, shutdown.clone()));
+        tasks.spawn(dataport::serve(
+            data.tcp,
+            tcp_services,
+            metrics.accept_errors.clone(),
+            shutdown.clone(),
+        ));
         if let Some(kube) = kube {
             let kube_metrics = kube::KubeMetrics::register(&metrics);
             tasks.spawn(kube.run(kube_metrics, shutdown.clone()));

@@ -48,24 +48,20 @@ impl TcpServices {
     }
 }
 
-/// Accepts on `listener` until `stop` turns true, dispatching each connection by ALPN.
+/// Accepts on `listener` until `stop` turns true, dispatching each connection by ALPN;
+/// accept errors are counted in `errors` (listener `data`) and paused after.
 pub async fn serve(
     listener: TcpListener,
     services: TcpServices,
+    errors: crate::accept::AcceptErrors,
     stop: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let services = Arc::new(services);
+    let mut listener = crate::accept::Acceptor::new(listener, "data", errors);
     loop {
         tokio::select! {
             () = stop.wait() => return Ok(()),
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "data port: accept failed");
-                        continue;
-                    }
-                };
+            (tcp, peer) = listener.accept() => {
                 let _ = tcp.set_nodelay(true);
                 let services = services.clone();
                 tokio::spawn(async move {

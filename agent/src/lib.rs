@@ -4,6 +4,7 @@
 //! The three library crates (`rhizome-ca`, `rhizome-intentions`, `rhizome-gossip`) are pure
 //! state machines; this crate owns every socket, file, clock and task.
 
+pub(crate) mod accept;
 pub mod api;
 pub mod app;
 pub mod ca;

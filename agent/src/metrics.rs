@@ -11,6 +11,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// Seconds since the agent started, refreshed on each scrape.
     pub uptime_seconds: Gauge,
+    /// `rhizome_accept_errors_total{listener, kind}`, shared by every TCP listener.
+    pub accept_errors: crate::accept::AcceptErrors,
 }
 
 impl Metrics {
@@ -23,9 +25,16 @@ impl Metrics {
             "Seconds since this agent started",
             uptime_seconds.clone(),
         );
+        let accept_errors = crate::accept::AcceptErrors::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on TCP listeners, by listener and kind (emfile: out of file descriptors)",
+            accept_errors.family(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             uptime_seconds,
+            accept_errors,
         }
     }
 

@@ -74,7 +74,8 @@ pub struct GossipBlock {
     pub reap_after: Option<Dur>,
 }
 
-/// `proxy { connect_timeout = "5s", idle_timeout = "1h", max_connections = 1024 }`.
+/// `proxy { connect_timeout = "5s", idle_timeout = "1h", max_connections = 1024,
+/// quic_keep_alive = "1s", quic_idle_timeout = "5s" }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyBlock {
@@ -82,6 +83,8 @@ pub struct ProxyBlock {
     pub idle_timeout: Option<Dur>,
     pub max_connections: Option<u32>,
     pub drain_timeout: Option<Dur>,
+    pub quic_keep_alive: Option<Dur>,
+    pub quic_idle_timeout: Option<Dur>,
 }
 
 /// `kubernetes { enabled = true, node_name = env("NODE_NAME") }`.

@@ -120,6 +120,8 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             proxy.idle_timeout = p.idle_timeout.unwrap_or(proxy.idle_timeout);
             proxy.max_connections = p.max_connections.unwrap_or(proxy.max_connections);
             proxy.drain_timeout = p.drain_timeout.unwrap_or(proxy.drain_timeout);
+            proxy.quic_keep_alive = p.quic_keep_alive.unwrap_or(proxy.quic_keep_alive);
+            proxy.quic_idle_timeout = p.quic_idle_timeout.unwrap_or(proxy.quic_idle_timeout);
         }
         if let Some(k) = f.kubernetes {
             kube.enabled = k.enabled.unwrap_or(kube.enabled);
@@ -212,6 +214,15 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             format!(
                 "ca {{ leaf_ttl = \"{}\" }} is too short: at least 10m (leaves are renewed at 60-90% of their life)",
                 ca.leaf_ttl
+            ),
+        ));
+    }
+    if proxy.quic_keep_alive.0.is_zero() || proxy.quic_keep_alive.0 >= proxy.quic_idle_timeout.0 {
+        return Err(invalid(
+            "<config>",
+            format!(
+                "proxy {{ quic_keep_alive = \"{}\" }} must be above 0 and below quic_idle_timeout (\"{}\")",
+                proxy.quic_keep_alive, proxy.quic_idle_timeout
             ),
         ));
     }

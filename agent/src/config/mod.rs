@@ -212,6 +212,13 @@ pub struct ProxyConfig {
     pub max_connections: u32,
     /// On SIGTERM, time given to open connections to finish.
     pub drain_timeout: Dur,
+    /// Interval of QUIC keep-alive packets on pooled connections to peer agents: a peer that
+    /// stops answering is noticed within `quic_idle_timeout` even when no stream is open.
+    pub quic_keep_alive: Dur,
+    /// A QUIC connection to a peer agent that received nothing for this long is closed (its
+    /// open streams fail, the next proxied connection dials afresh). Must exceed
+    /// `quic_keep_alive`.
+    pub quic_idle_timeout: Dur,
 }
 
 impl Default for ProxyConfig {
@@ -221,6 +228,8 @@ impl Default for ProxyConfig {
             idle_timeout: Dur(Duration::from_secs(3600)),
             max_connections: 1024,
             drain_timeout: Dur(Duration::from_secs(15)),
+            quic_keep_alive: Dur(Duration::from_secs(1)),
+            quic_idle_timeout: Dur(Duration::from_secs(5)),
         }
     }
 }

@@ -255,6 +255,24 @@ fn dev_defaults_take_a_config_dir_merged_over_them() {
     assert!(err.contains("bad.hcl:2:"), "{err}");
 }
 
+#[test]
+fn proxy_quic_timers_default_to_a_lan_and_are_checked() {
+    let base = "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+    let c = AgentConfig::from_str(base, "agent.hcl").unwrap();
+    assert_eq!(c.proxy.quic_keep_alive.0, Duration::from_secs(1));
+    assert_eq!(c.proxy.quic_idle_timeout.0, Duration::from_secs(5));
+    let set =
+        format!("{base}proxy {{\n  quic_keep_alive = \"2s\"\n  quic_idle_timeout = \"20s\"\n}}\n");
+    let c = AgentConfig::from_str(&set, "agent.hcl").unwrap();
+    assert_eq!(c.proxy.quic_idle_timeout.0, Duration::from_secs(20));
+    let bad = format!("{base}proxy {{\n  quic_keep_alive = \"10s\"\n}}\n");
+    assert!(
+        err(&bad).contains("below quic_idle_timeout"),
+        "{}",
+        err(&bad)
+    );
+}
+
 /// Regression: a `service = [...]` list beside a `service { }` block kept only the last form,
 /// so a service silently disappeared. Both are kept now, in file order; a block that takes one
 /// value (`ports`) given twice is refused naming both places.

@@ -135,14 +135,17 @@ pub async fn exchange(
     Ok(())
 }
 
-/// Serves inbound exchanges until shutdown.
+/// Serves inbound exchanges until shutdown (accept errors counted in `errors`, listener
+/// `gossip`, and paused after).
 pub async fn serve(
     listener: TcpListener,
     replica: Arc<Replica>,
     keys: Arc<Keys>,
     metrics: Arc<GossipMetrics>,
+    errors: crate::accept::AcceptErrors,
     shutdown: crate::runtime::Shutdown,
 ) -> anyhow::Result<()> {
+    let mut listener = crate::accept::Acceptor::new(listener, "gossip", errors);
     let slots = Arc::new(Semaphore::new(MAX_INBOUND));
     // Exchanges in flight hold the replica (and so the store): end them with the agent.
     let mut conns = tokio::task::JoinSet::new();
@@ -150,13 +153,7 @@ pub async fn serve(
         let (stream, peer) = tokio::select! {
             () = shutdown.wait() => break,
             Some(_) = conns.join_next() => continue,
-            got = listener.accept() => match got {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "anti-entropy accept failed");
-                    continue;
-                }
-            },
+            got = listener.accept() => got,
         };
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;

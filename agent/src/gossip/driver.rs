@@ -5,7 +5,10 @@
 //! events and republishes the member table.
 //!
 //! Seeds (`retry_join`) are retried with exponential backoff (from the probe interval, doubled
-//! up to [`MAX_JOIN_BACKOFF`]) until one answers. On shutdown the node leaves gracefully
+//! up to [`MAX_JOIN_BACKOFF`]) until one answers. An agent that lost every member (they
+//! failed, left, or restarted as seeds do) goes back to that: it announces itself to its
+//! seeds and to the members it knew, with the same backoff, for as long as it stays alone,
+//! so a mesh never stays split for want of a manual `rhizome join`. On shutdown the node leaves gracefully
 //! before the task ends. Each process takes a new generation from the store, so peers tell a
 //! restarted agent from its previous life.
 
@@ -36,6 +39,12 @@ pub const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
 /// member it learns of, so members that missed the epidemic news of its arrival learn it at
 /// once instead of at the next member-table exchange.
 const JOIN_WINDOW_PROBES: u32 = 10;
+
+/// Most member addresses remembered for rejoining after isolation.
+const MAX_KNOWN: usize = 256;
+
+/// Most remembered member addresses announced to per rejoin attempt (taken in turn).
+const KNOWN_PER_ATTEMPT: usize = 16;
 
 /// Store key of the last generation used (in the `Meta` tree).
 const GENERATION_KEY: &[u8] = b"gossip_generation";
@@ -99,13 +108,14 @@ struct Retry {
     backoff: Duration,
 }
 
-/// The next generation for this node, persisted so it only grows.
+/// The next generation for this node, persisted (flushed to disk before it is used) so it
+/// only grows: an agent killed moments after starting must not come back under the same
+/// generation, or peers would not see it restarted (and keep their connections to the dead
+/// process).
 pub fn next_generation(store: &Store) -> anyhow::Result<Generation> {
-    Ok(Generation(store.increment(
-        TreeName::Meta,
-        GENERATION_KEY,
-        1,
-    )?))
+    let generation = Generation(store.increment(TreeName::Meta, GENERATION_KEY, 1)?);
+    store.flush()?;
+    Ok(generation)
 }
 
 struct Running {
@@ -115,6 +125,11 @@ struct Running {
     left: bool,
     /// Until when members we learn of get a direct announce (see [`JOIN_WINDOW_PROBES`]).
     greet_until: Option<Instant>,
+    /// Gossip addresses of members seen up (at most [`MAX_KNOWN`]): tried again, with the
+    /// seeds, when this agent is left alone.
+    known: std::collections::BTreeSet<SocketAddr>,
+    /// Rejoin attempts so far (which slice of `known` the next one announces to).
+    attempts: usize,
 }
 
 impl Driver {
@@ -131,6 +146,8 @@ impl Driver {
             retry,
             left: false,
             greet_until: None,
+            known: std::collections::BTreeSet::new(),
+            attempts: 0,
         };
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -272,12 +289,56 @@ impl Running {
                 Err(e) => tracing::warn!(seed = %seed, error = %e, "cannot resolve seed"),
             }
         }
+        let known = self.known_slice();
         tracing::info!(
             seeds = ?self.d.seeds,
+            known = ?known,
             next_attempt_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
             "joining the gossip cluster"
         );
+        for addr in known {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
         self.on_command(Command::Join(addrs)).await;
+    }
+
+    /// The remembered members to announce to in this attempt: all of them, or the next
+    /// [`KNOWN_PER_ATTEMPT`] in turn.
+    fn known_slice(&mut self) -> Vec<SocketAddr> {
+        let all: Vec<SocketAddr> = self.known.iter().copied().collect();
+        if all.len() <= KNOWN_PER_ATTEMPT {
+            return all;
+        }
+        let start = (self.attempts * KNOWN_PER_ATTEMPT) % all.len();
+        self.attempts = self.attempts.wrapping_add(1);
+        all.iter()
+            .cycle()
+            .skip(start)
+            .take(KNOWN_PER_ATTEMPT)
+            .copied()
+            .collect()
+    }
+
+    /// Starts the join retries if this agent, not leaving, knows no active member and has
+    /// someone to ask (seeds or members it knew). Retries stop when it is `Joined` again.
+    fn retry_if_alone(&mut self) {
+        let alone = self.d.membership.num_members() == 0;
+        let has_targets = !self.d.seeds.is_empty() || !self.known.is_empty();
+        if self.left || self.retry.is_some() || !alone || !has_targets {
+            return;
+        }
+        let first = Duration::from_millis(self.d.config.probe_interval_ms);
+        tracing::warn!(
+            seeds = self.d.seeds.len(),
+            known = self.known.len(),
+            "no gossip member left: trying seeds and known members again"
+        );
+        self.retry = Some(Retry {
+            at: Instant::now() + first,
+            backoff: first,
+        });
     }
 
     /// Seals and sends every queued packet, handles events (which may queue more packets),
@@ -320,6 +381,9 @@ impl Running {
         match event {
             MemberEvent::Up(id) => {
                 tracing::info!(peer.node = %id.name, peer.addr = %id.addr, incarnation = id.generation.0, "member up");
+                if self.known.len() < MAX_KNOWN && id.addr != self.d.id.addr {
+                    self.known.insert(id.addr);
+                }
                 if let Ok(node) = id.name.as_str().parse() {
                     let cert = Key::Certs(node);
                     if self.d.replica.get(&cert).is_none() {
@@ -371,7 +435,10 @@ impl Running {
                     self.greet(addr);
                 }
             }
-            MemberEvent::Isolated => tracing::warn!("no other gossip member is reachable"),
+            MemberEvent::Isolated => {
+                tracing::warn!("no other gossip member is reachable");
+                self.retry_if_alone();
+            }
             MemberEvent::Rejoined(id) => {
                 tracing::warn!(
                     incarnation = id.generation.0,
@@ -434,6 +501,7 @@ impl Running {
     }
 
     fn upkeep(&mut self) {
+        self.retry_if_alone();
         let rows = self.d.members.borrow().clone();
         let (counters, len) = self
             .d

@@ -261,6 +261,7 @@ pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Resul
         replica.clone(),
         gossip.keys.clone(),
         gossip.metrics.clone(),
+        metrics.accept_errors.clone(),
         stop.clone(),
     ));
     let initiator = antientropy::Initiator {

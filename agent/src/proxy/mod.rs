@@ -87,6 +87,9 @@ pub struct Inputs {
     pub authz: Authorizer,
     /// Pods of this node (`None`: `kubernetes` disabled).
     pub pods: Option<PodRegistryRx>,
+    /// The gossip member table: pooled connections to a peer that restarted or failed are
+    /// dropped on the change.
+    pub members: pool::MembersRx,
     /// The registry the proxy's families are added to.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Starts the drain.
@@ -104,6 +107,7 @@ pub struct Proxy {
     registry: Arc<registry::Registry>,
     metrics: meters::ProxyMetrics,
     picker: picker::Picker,
+    accept_errors: crate::accept::AcceptErrors,
     endpoint: quinn::Endpoint,
     /// Server settings for IPv4 loopback peers (larger datagrams; see [`transport`]).
     loopback_server: Arc<quinn::ServerConfig>,
@@ -189,10 +193,14 @@ pub async fn start(
         catalog,
         authz,
         pods,
+        members,
         metrics,
         shutdown,
     } = inputs;
-    let transports = Arc::new(transport::Transports::new(quic_tuned()));
+    let transports = Arc::new(transport::Transports::new(
+        quic_tuned(),
+        transport::Liveness::of(&config.proxy),
+    ));
     let tls = identity.server_config(vec![wire::ALPN_QUIC.to_vec()])?;
     let crypto = Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls)?);
     let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
@@ -208,12 +216,14 @@ pub async fn start(
         udp,
         Arc::new(quinn::TokioRuntime),
     )?;
+    let accept_errors = metrics.accept_errors.clone();
     let metrics = meters::ProxyMetrics::register(&metrics);
     let proxy = Arc::new(Proxy {
         pool: pool::Pool::new(
             endpoint.clone(),
             identity.clone(),
             transports,
+            members.clone(),
             config.proxy.connect_timeout.0,
             metrics.clone(),
         ),
@@ -225,6 +235,7 @@ pub async fn start(
         registry: registry::Registry::new(),
         metrics,
         picker: picker::Picker::default(),
+        accept_errors,
         endpoint: endpoint.clone(),
         loopback_server: Arc::new(loopback_server),
         loopback6_server: Arc::new(loopback6_server),
@@ -245,6 +256,7 @@ pub async fn start(
     }
     tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
     tasks.spawn(watch_rules(proxy.clone(), shutdown.clone()));
+    tasks.spawn(watch_members(proxy.clone(), members, shutdown.clone()));
     tasks.spawn(drain(proxy.clone(), shutdown));
     Ok(upstreams)
 }
@@ -265,6 +277,29 @@ async fn watch_rules(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyho
                 if cut > 0 {
                     tracing::info!(cut, "intentions changed: open connections now denied were cut");
                 }
+            }
+        }
+    }
+}
+
+/// Drops pooled connections to peers that restarted or failed as soon as the member table
+/// says so (open streams on them fail at once instead of at the idle timeout).
+async fn watch_members(
+    proxy: Arc<Proxy>,
+    mut members: pool::MembersRx,
+    stop: crate::runtime::Shutdown,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = stop.wait() => return Ok(()),
+            changed = members.changed() => {
+                if changed.is_err() {
+                    // Gossip stopped (the agent is stopping): nothing more to watch.
+                    stop.wait().await;
+                    return Ok(());
+                }
+                let rows = members.borrow_and_update().clone();
+                proxy.pool.drop_stale(&rows);
             }
         }
     }

@@ -8,6 +8,7 @@ use super::picker::InstanceKey;
 use super::pool::PoolKey;
 use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
+use crate::accept::Acceptor;
 use crate::config::Transport;
 use bytes::Bytes;
 use rhizome_intentions::ServiceRef;
@@ -71,19 +72,13 @@ pub async fn serve_upstream(
     let max = usize::try_from(proxy.config.proxy.max_connections).unwrap_or(usize::MAX);
     let limit = Arc::new(Semaphore::new(max));
     let local = listener.local_addr()?;
+    let mut listener = Acceptor::new(listener, "upstream", proxy.accept_errors.clone());
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             () = stop.wait() => break,
             Some(_) = conns.join_next() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "upstream listener: accept failed");
-                        continue;
-                    }
-                };
+            (tcp, peer) = listener.accept() => {
                 let Some(route) = routing.route(peer, local) else {
                     relay::reset_tcp(tcp);
                     continue;
@@ -220,6 +215,7 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
         };
         let key = PoolKey {
             agent: inst.agent_addr,
+            node: inst.node.clone(),
             source: route.source.clone(),
             destination: route.destination.clone(),
         };
@@ -253,26 +249,85 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
     Err(Refused::Failed { reason: last })
 }
 
-/// Opens a tunnel, sends the request, reads the status.
+/// Opens a tunnel, sends the request, reads the status. Over QUIC, a pooled connection that
+/// turns out dead (closed, or silent: see [`exchange_quic`]) is dropped and the request is
+/// sent once more over a fresh connection, so a peer that restarted serves this very
+/// connection.
 async fn attempt(
     proxy: &Proxy,
     key: &PoolKey,
     request: &Request,
 ) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
-    let (mut tx, mut rx) = match proxy.config.transport {
-        Transport::Quic => proxy.pool.open_quic(key).await?,
-        Transport::Tls => proxy.pool.open_tls(key).await?,
-    };
+    if proxy.config.transport == Transport::Tls {
+        let (tx, rx) = proxy.pool.open_tls(key).await?;
+        let timeout = proxy.config.proxy.connect_timeout.0;
+        return tokio::time::timeout(timeout, exchange(tx, rx, request))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))?;
+    }
+    let lease = proxy.pool.connection(key).await?;
+    match exchange_quic(proxy, key, &lease.conn, request).await {
+        Err(e) if lease.reused && lease.conn.close_reason().is_some() => {
+            tracing::debug!(peer.node = %key.node, peer.addr = %key.agent, error = %e,
+                "pooled QUIC connection dead: trying a fresh one");
+            let lease = proxy.pool.connection(key).await?;
+            exchange_quic(proxy, key, &lease.conn, request).await
+        }
+        other => other,
+    }
+}
+
+/// Sends the request on a new stream of `conn` and reads the status, within
+/// `connect_timeout`. A peer that sent nothing at all for twice the keep-alive interval
+/// (a live one answers keep-alives and acknowledges the request at once) is gone: the
+/// connection is discarded then, without waiting for the rest of the timeout.
+async fn exchange_quic(
+    proxy: &Proxy,
+    key: &PoolKey,
+    conn: &quinn::Connection,
+    request: &Request,
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
     let timeout = proxy.config.proxy.connect_timeout.0;
-    let status = tokio::time::timeout(timeout, async {
-        tx.send(Bytes::from(request.encode()?)).await?;
-        let mut resp = [0u8; 2];
-        rx.read_exact(&mut resp).await?;
-        Ok::<_, anyhow::Error>(Status::decode(resp)?)
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))??;
-    Ok((status, tx, rx))
+    let silence = (proxy.config.proxy.quic_keep_alive.0 * 2)
+        .min(timeout)
+        .max(std::time::Duration::from_millis(10));
+    let heard = || conn.stats().udp_rx.datagrams;
+    let before = heard();
+    let answer = async {
+        let (tx, rx) = proxy.pool.open_quic(key, conn).await?;
+        exchange(tx, rx, request).await
+    };
+    tokio::pin!(answer);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + silence, silence);
+    loop {
+        tokio::select! {
+            got = &mut answer => return got,
+            () = &mut deadline => break,
+            _ = check.tick() => {
+                if heard() == before {
+                    break;
+                }
+            }
+        }
+    }
+    if heard() == before {
+        proxy.pool.discard(key, conn);
+    }
+    Err(anyhow::anyhow!("no answer from {} in time", key.agent))
+}
+
+/// Sends the request and reads the status.
+async fn exchange(
+    mut tx: TunnelTx,
+    mut rx: TunnelRx,
+    request: &Request,
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
+    tx.send(Bytes::from(request.encode()?)).await?;
+    let mut resp = [0u8; 2];
+    rx.read_exact(&mut resp).await?;
+    Ok((Status::decode(resp)?, tx, rx))
 }
 
 fn random_below(n: usize) -> usize {

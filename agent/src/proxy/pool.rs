@@ -4,11 +4,20 @@
 //! client presents the source workload's leaf and dials the destination's mesh DNS name as
 //! SNI, so the peer serves — and we verify — the destination service's leaf. TLS: a new
 //! connection per proxied connection on the peer's TCP data port, same certificates.
+//!
+//! A pooled connection never outlives its peer's process: each remembers the peer's
+//! generation (from the member table) when it was opened, and is dropped — closed, so its
+//! streams fail at once — when the member table shows the peer restarted (a new generation)
+//! or failed ([`Pool::drop_stale`]), when the next proxied connection finds the generation
+//! changed ([`Pool::connection`]), or when a stream on it heard nothing from the peer in time
+//! ([`Pool::discard`]). quinn alone would keep a connection to a killed-and-restarted peer
+//! until its idle timeout: the new process cannot answer for the old one's connection ids.
 
 use super::meters::{ProxyMetrics, TransportLabel};
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
 use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
+use crate::api::types::{MemberRow, Status};
 use crate::ca::identity::Identity;
 use crate::readahead::ReadAhead;
 use anyhow::Context as _;
@@ -19,19 +28,46 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 /// Who talks to whom over one pooled connection.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     /// The peer agent's data-plane address.
     pub agent: SocketAddr,
+    /// The peer agent's node name (its member row tells when it restarted or failed).
+    pub node: String,
     /// The local source service whose leaf is presented.
     pub source: ServiceRef,
     /// The destination service whose leaf the peer must present.
     pub destination: ServiceRef,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+/// A pooled connection and the peer's generation when it was opened (`None`: the member
+/// table did not know the peer then).
+struct Pooled {
+    conn: quinn::Connection,
+    generation: Option<u64>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
+
+/// The member table as gossip publishes it.
+pub type MembersRx = watch::Receiver<Arc<Vec<MemberRow>>>;
+
+/// A connection handed out by [`Pool::connection`].
+pub struct Lease {
+    /// The connection.
+    pub conn: quinn::Connection,
+    /// Whether it was already pooled (it may have died with its peer unnoticed), rather than
+    /// opened for this call.
+    pub reused: bool,
+}
+
+/// QUIC application close code: the peer restarted or failed (the connection leads nowhere).
+const CLOSE_PEER_GONE: u32 = 2;
+/// QUIC application close code: a stream heard nothing from the peer in time.
+const CLOSE_SILENT: u32 = 3;
 
 /// Outbound tunnel factory of one agent.
 pub struct Pool {
@@ -41,6 +77,7 @@ pub struct Pool {
     quic_clients: Mutex<HashMap<ServiceRef, quinn::ClientConfig>>,
     tls_clients: Mutex<HashMap<ServiceRef, Arc<rustls::ClientConfig>>>,
     slots: Arc<Mutex<HashMap<PoolKey, Slot>>>,
+    members: MembersRx,
     connect_timeout: Duration,
     metrics: ProxyMetrics,
     /// Agents a connection attempt failed to recently, and when.
@@ -69,6 +106,7 @@ impl Pool {
         endpoint: quinn::Endpoint,
         identity: Arc<Identity>,
         transports: Arc<Transports>,
+        members: MembersRx,
         connect_timeout: Duration,
         metrics: ProxyMetrics,
     ) -> Pool {
@@ -79,6 +117,7 @@ impl Pool {
             quic_clients: Mutex::new(HashMap::new()),
             tls_clients: Mutex::new(HashMap::new()),
             slots: Arc::new(Mutex::new(HashMap::new())),
+            members,
             connect_timeout,
             metrics,
             failures: Mutex::new(HashMap::new()),
@@ -113,22 +152,91 @@ impl Pool {
         Ok(cfg)
     }
 
-    /// The pooled connection for `key`, connecting if there is none (one attempt at a time
-    /// per key; concurrent callers wait for it and share the result).
-    pub async fn connection(&self, key: &PoolKey) -> anyhow::Result<quinn::Connection> {
+    /// The pooled connection for `key`, connecting if there is none, or if the one pooled
+    /// is closed or leads to an earlier generation of the peer (one attempt at a time per
+    /// key; concurrent callers wait for it and share the result).
+    pub async fn connection(&self, key: &PoolKey) -> anyhow::Result<Lease> {
         let slot = lock(&self.slots).entry(key.clone()).or_default().clone();
         let mut guard = slot.lock().await;
-        if let Some(conn) = guard.as_ref()
-            && conn.close_reason().is_none()
+        let generation = self.generation_of(&key.node);
+        if let Some(pooled) = guard.as_mut()
+            && pooled.conn.close_reason().is_none()
         {
-            return Ok(conn.clone());
+            match (pooled.generation, generation) {
+                (Some(then), Some(now)) if then != now => {
+                    tracing::info!(peer.node = %key.node, peer.addr = %key.agent, then, now,
+                        "pooled QUIC connection dropped: the peer restarted");
+                    pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer restarted");
+                }
+                _ => {
+                    pooled.generation = pooled.generation.or(generation);
+                    return Ok(Lease {
+                        conn: pooled.conn.clone(),
+                        reused: true,
+                    });
+                }
+            }
         }
         *guard = None;
         let conn = self.connect(key).await?;
-        *guard = Some(conn.clone());
+        *guard = Some(Pooled {
+            conn: conn.clone(),
+            generation,
+        });
         drop(guard);
         self.evict_on_close(key.clone(), slot, conn.clone());
-        Ok(conn)
+        Ok(Lease {
+            conn,
+            reused: false,
+        })
+    }
+
+    /// The generation of `node` in the member table, if it is listed.
+    fn generation_of(&self, node: &str) -> Option<u64> {
+        self.members
+            .borrow()
+            .iter()
+            .find(|m| m.node == node)
+            .map(|m| m.incarnation)
+    }
+
+    /// Closes every pooled connection whose peer, by `rows`, restarted (another generation)
+    /// or failed; returns how many. A peer that left gracefully keeps its connections: it
+    /// drains them and closes them itself. Connections being opened are left alone.
+    pub fn drop_stale(&self, rows: &[MemberRow]) -> usize {
+        let slots: Vec<(PoolKey, Slot)> = lock(&self.slots)
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let mut dropped = 0;
+        for (key, slot) in slots {
+            let Some(row) = rows.iter().find(|m| m.node == key.node) else {
+                continue;
+            };
+            let Ok(guard) = slot.try_lock() else { continue };
+            let Some(pooled) = guard.as_ref() else {
+                continue;
+            };
+            let restarted = pooled.generation.is_some_and(|g| g != row.incarnation);
+            let failed = row.status == Status::Failed && pooled.generation == Some(row.incarnation);
+            if (restarted || failed) && pooled.conn.close_reason().is_none() {
+                tracing::info!(peer.node = %key.node, peer.addr = %key.agent, status = %row.status,
+                    generation = row.incarnation, "pooled QUIC connection dropped: the peer is gone");
+                pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer gone");
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Closes `conn` (pooled for `key`): a stream on it heard nothing from the peer in time,
+    /// so the peer is gone or unreachable, and the next proxied connection dials afresh.
+    pub fn discard(&self, key: &PoolKey, conn: &quinn::Connection) {
+        if conn.close_reason().is_none() {
+            tracing::info!(peer.node = %key.node, peer.addr = %key.agent,
+                "pooled QUIC connection dropped: the peer went silent");
+            conn.close(CLOSE_SILENT.into(), b"peer silent");
+        }
     }
 
     async fn connect(&self, key: &PoolKey) -> anyhow::Result<quinn::Connection> {
@@ -154,7 +262,7 @@ impl Pool {
             let mut guard = slot.lock().await;
             if guard
                 .as_ref()
-                .is_some_and(|c| c.stable_id() == conn.stable_id())
+                .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
             {
                 *guard = None;
                 drop(guard);
@@ -185,9 +293,12 @@ impl Pool {
             .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
     }
 
-    /// Opens one stream on the pooled connection for `key`.
-    pub async fn open_quic(&self, key: &PoolKey) -> anyhow::Result<(TunnelTx, TunnelRx)> {
-        let conn = self.connection(key).await?;
+    /// Opens one stream on `conn`.
+    pub async fn open_quic(
+        &self,
+        key: &PoolKey,
+        conn: &quinn::Connection,
+    ) -> anyhow::Result<(TunnelTx, TunnelRx)> {
         let (send, recv) = tokio::time::timeout(self.connect_timeout, conn.open_bi())
             .await
             .map_err(|_| anyhow::anyhow!("no stream credit from {} in time", key.agent))??;
