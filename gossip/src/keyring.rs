@@ -21,7 +21,9 @@
 //! The opened nonce names the sender (epoch) and a packet number (counter); the sealed header
 //! carries the sender's wall-clock timestamp. A packet is accepted only if its timestamp is
 //! within `max_skew` of the receiver's clock and, per sender epoch, its counter is new within a
-//! 128-packet sliding window (IPsec/WireGuard style, so UDP reordering is tolerated). A sender's
+//! sliding window of [`REPLAY_WINDOW`] packets (IPsec/WireGuard style, RFC 6479's ring of
+//! bitmap words, so UDP reordering is tolerated: a full-state push of a 10,000-member table is
+//! ~160 packets sent back to back, and a 128-packet window refused the reordered ones). A sender's
 //! window is forgotten once its newest timestamp is older than `max_skew`: any replay of its
 //! packets would then fail the timestamp check anyway, so memory stays bounded by the number
 //! of recently active senders. The window is updated only after the AEAD check succeeded, so
@@ -54,8 +56,12 @@ const TS_LEN: usize = 8;
 const CIPHER_AT: usize = 1 + HINT_LEN + NONCE_LEN;
 /// Bytes that sealing adds to a payload: version, hint, nonce, timestamp and tag.
 pub const SEAL_OVERHEAD: usize = CIPHER_AT + TS_LEN + TAG_LEN;
-/// Width of the per-sender replay window, in packets.
-const WINDOW: u32 = 128;
+/// Words in a sender's replay bitmap (64 packets each): 33 words, 2,112 bits.
+const WINDOW_WORDS: usize = 33;
+/// How far behind the newest packet of a sender an older packet is still accepted, in packets.
+/// One word of the ring is always being refilled, so the guaranteed width is one word short of
+/// the bitmap (RFC 6479). 2,048 packets cover a full-state push of ~128,000 members.
+pub const REPLAY_WINDOW: u32 = ((WINDOW_WORDS - 1) * 64) as u32;
 /// Default tolerated clock difference between sender and receiver.
 pub const DEFAULT_MAX_SKEW_MS: u64 = 120_000;
 
@@ -203,12 +209,63 @@ impl Installed {
     }
 }
 
-/// Replay state of one sender epoch.
-#[derive(Clone, Copy, Debug)]
+/// Replay state of one sender epoch: bit `c % bits` of the ring says whether packet `c` was
+/// seen, for `c` within [`REPLAY_WINDOW`] of `highest`.
+#[derive(Clone, Debug)]
 struct SenderWindow {
     highest: u32,
-    seen: u128,
+    ring: [u64; WINDOW_WORDS],
     newest_ts: u64,
+}
+
+impl SenderWindow {
+    /// A window whose first packet is `counter`.
+    fn starting_at(counter: u32, ts: u64) -> Self {
+        let mut w = Self {
+            highest: counter,
+            ring: [0; WINDOW_WORDS],
+            newest_ts: ts,
+        };
+        w.mark(counter);
+        w
+    }
+
+    /// Word index and bit mask of a packet number in the ring.
+    fn slot(counter: u32) -> (usize, u64) {
+        let block = (counter / 64) as usize % WINDOW_WORDS;
+        (block, 1u64 << (counter % 64))
+    }
+
+    fn mark(&mut self, counter: u32) {
+        let (word, bit) = Self::slot(counter);
+        self.ring[word] |= bit;
+    }
+
+    /// Records `counter` if it is new and within the window; false for a replay or a packet
+    /// too far behind.
+    fn accept(&mut self, counter: u32) -> bool {
+        if counter > self.highest {
+            // Clear the words that the ring advances over (all of them after a long jump).
+            let from = self.highest / 64;
+            let to = counter / 64;
+            let steps = (to - from).min(WINDOW_WORDS as u32);
+            for i in 1..=steps {
+                self.ring[(from + i) as usize % WINDOW_WORDS] = 0;
+            }
+            self.highest = counter;
+            self.mark(counter);
+            return true;
+        }
+        if self.highest - counter >= REPLAY_WINDOW {
+            return false;
+        }
+        let (word, bit) = Self::slot(counter);
+        if self.ring[word] & bit != 0 {
+            return false;
+        }
+        self.ring[word] |= bit;
+        true
+    }
 }
 
 /// What `rhizome keyring list` shows for one key.
@@ -438,22 +495,15 @@ impl Keyring {
         if !self.windows.contains_key(&epoch) {
             self.forget_stale_senders(now_ms);
         }
-        let w = self.windows.entry(epoch).or_insert(SenderWindow {
-            highest: counter,
-            seen: 0,
-            newest_ts: ts,
-        });
-        if counter > w.highest {
-            let shift = counter - w.highest;
-            w.seen = if shift >= WINDOW { 0 } else { w.seen << shift };
-            w.highest = counter;
-            w.seen |= 1;
-        } else {
-            let back = w.highest - counter;
-            if back >= WINDOW || w.seen & (1u128 << back) != 0 {
-                return Err(OpenError::Replayed);
+        let w = match self.windows.entry(epoch) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(SenderWindow::starting_at(counter, ts));
+                return Ok(());
             }
-            w.seen |= 1u128 << back;
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+        };
+        if !w.accept(counter) {
+            return Err(OpenError::Replayed);
         }
         w.newest_ts = w.newest_ts.max(ts);
         Ok(())

@@ -79,11 +79,69 @@ fn replayed_packets_are_rejected_but_reordering_is_fine() {
     }
     // Far behind the window: rejected even though never seen.
     let old = a.seal(T0, b"old").unwrap();
-    for _ in 0..200 {
+    for _ in 0..REPLAY_WINDOW + 10 {
         let p = a.seal(T0, b"n").unwrap();
         b.open(T0, &p).unwrap();
     }
     assert_eq!(b.open(T0, &old), Err(OpenError::Replayed));
+}
+
+#[test]
+fn a_reordered_burst_as_long_as_a_large_table_push_is_accepted() {
+    // A 10,000-member full-state push is ~160 packets back to back; the receiver may see
+    // them in any order. Every one must open, once, and the replays must not.
+    let mut a = Keyring::new(key(1), 1);
+    let mut b = Keyring::new(key(1), 2);
+    let burst: Vec<_> = (0..1000).map(|_| a.seal(T0, b"m").unwrap()).collect();
+    // Newest first, then the rest oldest first: the oldest is 999 behind when it arrives.
+    assert!(b.open(T0, &burst[999]).is_ok());
+    for (i, p) in burst[..999].iter().enumerate() {
+        assert!(b.open(T0, p).is_ok(), "packet {i} of a reordered burst");
+    }
+    for (i, p) in burst.iter().enumerate() {
+        assert_eq!(
+            b.open(T0, p),
+            Err(OpenError::Replayed),
+            "replay of packet {i}"
+        );
+    }
+}
+
+#[test]
+fn the_window_ring_wraps_without_forgetting_or_inventing() {
+    // Counters far past the ring's size, with gaps and late arrivals: each number opens once
+    // iff it is within the window of the newest seen, in a model kept beside it.
+    let mut a = Keyring::new(key(1), 1);
+    let mut b = Keyring::new(key(1), 2);
+    let sealed: Vec<_> = (0..6000u32).map(|_| a.seal(T0, b"w").unwrap()).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut highest: Option<u32> = None;
+    let (mut late_accepted, mut late_refused) = (0, 0);
+    // Mostly forward, each number displaced by a pseudo-random 0..2,500 ahead: late arrivals
+    // both within and beyond the window.
+    let order = (0..6000u32).map(|i| (i + (i.wrapping_mul(2_654_435_761) >> 20) % 2500) % 6000);
+    for c in order.chain(0..6000) {
+        let expect_ok = match highest {
+            None => true,
+            Some(h) => !seen.contains(&c) && (c > h || h - c < REPLAY_WINDOW),
+        };
+        let got = b.open(T0, &sealed[c as usize]).is_ok();
+        assert_eq!(got, expect_ok, "counter {c}, newest {highest:?}");
+        match highest {
+            Some(h) if c < h && !seen.contains(&c) && got => late_accepted += 1,
+            Some(h) if c < h && !seen.contains(&c) => late_refused += 1,
+            _ => {}
+        }
+        if got {
+            seen.insert(c);
+            highest = Some(highest.map_or(c, |h| h.max(c)));
+        }
+    }
+    // The order exercised both sides of the window's edge.
+    assert!(
+        late_accepted > 100 && late_refused > 100,
+        "{late_accepted} {late_refused}"
+    );
 }
 
 #[test]
