@@ -78,12 +78,30 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
     let log_len = || std::fs::metadata(agent.log()).map_or(0, |m| m.len());
     let before = log_len();
     cut_open_files_limit(pid, open_fds(pid) + HEADROOM);
+    let cut_at = std::time::Instant::now();
+    // Once the listener's backlog is full the kernel drops further SYNs and a plain connect
+    // retries them for minutes: each connect gets a short deadline, the whole flood a bound.
     let mut flood = Vec::new();
+    let mut unanswered = 0;
+    let flood_until = std::time::Instant::now() + Duration::from_secs(10);
     for _ in 0..FLOOD {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
-            flood.push(s);
+        if std::time::Instant::now() > flood_until {
+            break;
+        }
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => flood.push(s),
+            _ => unanswered += 1,
         }
     }
+    println!(
+        "flood: {} connections held, {unanswered} not answered (backlog full)",
+        flood.len()
+    );
     // The flood is held a while: long enough for a hot accept loop to log megabytes.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let grown = log_len() - before;
@@ -96,6 +114,7 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
         .lines()
         .filter(|l| l.contains("accept failed"))
         .count();
+    let exhausted_secs = cut_at.elapsed().as_secs() as usize;
     drop(flood);
 
     rhizome_agent::testkit::wait_until_async(
@@ -114,11 +133,12 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
         .unwrap_or(0.0);
     println!(
         "{FLOOD} connections against {HEADROOM} spare descriptors for 3 s: log grew by {grown} \
-         bytes, {lines} \"accept failed\" lines, {emfile} EMFILE accept errors counted, served after"
+         bytes, {lines} \"accept failed\" lines in {exhausted_secs} s, {emfile} EMFILE accept \
+         errors counted, served after"
     );
     assert!(
-        lines <= 10,
-        "at most one line a second per listener, got {lines}"
+        lines <= exhausted_secs + 2,
+        "at most one line a second per listener, got {lines} in {exhausted_secs} s"
     );
     assert!(emfile > 0.0, "EMFILE counted:\n{metrics}");
     assert!(
