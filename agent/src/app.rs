@@ -227,6 +227,7 @@ impl Agent {
                 live: live.clone(),
             },
             [
+                crate::ui::routes(crate::ui::state(config.node_name.clone(), metrics.clone())),
                 reload::api::routes(reloader.clone()),
                 expiry::routes(identity.clone()),
                 kube::api::routes(kube::api::ApiState {

@@ -27,3 +27,4 @@ pub mod runtime;
 pub(crate) mod store;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod ui;
