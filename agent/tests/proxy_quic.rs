@@ -16,7 +16,15 @@ async fn pair(
     mesh: &Mesh,
     extra_a: &str,
 ) -> (rhizome_agent::app::Agent, rhizome_agent::app::Agent, u16) {
-    let echo = echo_server().await;
+    pair_with(mesh, extra_a, echo_server().await).await
+}
+
+/// [`pair`] with `b`'s db on `echo`.
+async fn pair_with(
+    mesh: &Mesh,
+    extra_a: &str,
+    echo: std::net::SocketAddr,
+) -> (rhizome_agent::app::Agent, rhizome_agent::app::Agent, u16) {
     let port = free_port();
     let b = mesh
         .start("b", &service("db", "db-1", echo.port(), &[]))
@@ -335,12 +343,37 @@ async fn a_hundred_mib_flows_byte_exact() {
 #[tokio::test]
 async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
     let mesh = Mesh::new("test.mesh");
-    let (a, b, port) = pair(&mesh, "proxy {\n  drain_timeout = \"20s\"\n}").await;
+    // A backend answering whole lines: a partial line is a request still being sent.
+    let lines = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = lines.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = lines.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut r = tokio::io::BufReader::new(r);
+                let mut line = Vec::new();
+                while tokio::io::AsyncBufReadExt::read_until(&mut r, b'\n', &mut line)
+                    .await
+                    .is_ok_and(|n| n > 0)
+                {
+                    if w.write_all(&line).await.is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    let (a, b, port) = pair_with(&mesh, "proxy {\n  drain_timeout = \"20s\"\n}", backend).await;
     rules(&b, &[&allow("db", "web")]);
     let mut open = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    open.write_all(b"before").await.unwrap();
+    open.write_all(b"befor\n").await.unwrap();
     let mut buf = [0u8; 6];
     open.read_exact(&mut buf).await.unwrap();
+    // A request half sent when the drain starts: the connection is busy, however long the
+    // pause (an idle one would be closed).
+    open.write_all(b"dur").await.unwrap();
 
     let stopping = tokio::spawn(a.shutdown());
     // The upstream listener closes at once...
@@ -353,10 +386,11 @@ async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(refused, "no new connections while draining");
-    // ...while the open connection keeps working until the app closes it.
-    open.write_all(b"during").await.unwrap();
+    // ...while the busy connection keeps working until the app closes it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    open.write_all(b"in\n").await.unwrap();
     open.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"during");
+    assert_eq!(&buf, b"durin\n");
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();
     open.read_to_end(&mut rest).await.unwrap();

@@ -126,7 +126,8 @@ pub struct UpstreamBlock {
     pub local_bind_address: Option<String>,
 }
 
-/// `check { tcp = "127.0.0.1:80" | http = "http://...", interval = "10s", timeout = "2s" }`.
+/// `check { tcp = "127.0.0.1:80" | http = "http://...", interval = "10s", timeout = "2s",
+/// success_before_passing = 0, failures_before_critical = 3 }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBlock {
@@ -134,4 +135,6 @@ pub struct CheckBlock {
     pub http: Option<String>,
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
+    pub success_before_passing: Option<u32>,
+    pub failures_before_critical: Option<u32>,
 }

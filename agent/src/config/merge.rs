@@ -343,6 +343,12 @@ fn check(c: CheckBlock, service: &str, file: &str) -> Result<Check, ConfigError>
         kind,
         interval,
         timeout,
+        success_before_passing: c
+            .success_before_passing
+            .unwrap_or(super::DEFAULT_SUCCESS_BEFORE_PASSING),
+        failures_before_critical: c
+            .failures_before_critical
+            .unwrap_or(super::DEFAULT_FAILURES_BEFORE_CRITICAL),
     })
 }
 

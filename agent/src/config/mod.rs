@@ -277,6 +277,17 @@ pub enum CheckKind {
     },
 }
 
+/// Default `failures_before_critical`: a passing check turns critical only after three
+/// failed probes in a row. Consul's default is 0 (one failure); one probe failing during a
+/// one-second restart of the service would then take the instance out for a whole interval
+/// (10 s by default), while an instance that really went away costs little until the third
+/// probe: the agent in front of it answers "unreachable" and the client's agent tries another
+/// instance before any byte is sent. Three, like Kubernetes' readiness `failureThreshold`.
+pub const DEFAULT_FAILURES_BEFORE_CRITICAL: u32 = 3;
+
+/// Default `success_before_passing`: Consul's, 0 (one success, like 1).
+pub const DEFAULT_SUCCESS_BEFORE_PASSING: u32 = 0;
+
 /// One health check of a service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
@@ -287,6 +298,12 @@ pub struct Check {
     pub interval: Dur,
     /// Time a probe may take.
     pub timeout: Dur,
+    /// Consecutive passing probes before a critical check turns passing (Consul's
+    /// `success_before_passing`; 0 and 1 both mean the first).
+    pub success_before_passing: u32,
+    /// Consecutive failing probes before a passing check turns critical (Consul's
+    /// `failures_before_critical`; 0 and 1 both mean the first).
+    pub failures_before_critical: u32,
 }
 
 /// A local service instance registered by this agent.

@@ -29,6 +29,8 @@ service {
     http     = "http://127.0.0.1:8080/health"
     interval = "5s"
     timeout  = "1s"
+    success_before_passing   = 2
+    failures_before_critical = 1
   }
 }
 service {
@@ -79,12 +81,22 @@ fn good_config_parses_with_defaults() {
     assert_eq!(web.meta.get("team").map(String::as_str), Some("edge"));
     assert_eq!(web.checks[0].interval.0, Duration::from_secs(5));
     assert!(matches!(web.checks[0].kind, CheckKind::Http { .. }));
+    assert_eq!(web.checks[0].success_before_passing, 2);
+    assert_eq!(web.checks[0].failures_before_critical, 1);
     let db = &c.services[1];
     assert_eq!(db.namespace, "data");
     assert_eq!(
         db.checks[0].interval.0,
         Duration::from_secs(10),
         "default interval"
+    );
+    assert_eq!(
+        (
+            db.checks[0].success_before_passing,
+            db.checks[0].failures_before_critical
+        ),
+        (0, 3),
+        "one success passes, three failures in a row turn critical"
     );
     assert_eq!(c.gossip.probe_interval.0, Duration::from_secs(1));
 }

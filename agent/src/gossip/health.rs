@@ -1,7 +1,12 @@
-//! Health checks of the local services (`check { tcp = ... | http = ..., interval, timeout }`):
-//! one task per check probing at its interval; a service is passing when all its checks
-//! passed their last probe. Results are published through a `watch` map keyed by instance id.
-//! The checks follow the services in force: a reload starts, stops or replaces them.
+//! Health checks of the local services (`check { tcp = ... | http = ..., interval, timeout,
+//! success_before_passing, failures_before_critical }`): one task per check probing at its
+//! interval. A check starts critical, turns passing after `success_before_passing`
+//! consecutive passing probes and critical again after `failures_before_critical`
+//! consecutive failing ones (Consul's semantics: between thresholds it keeps its status, so
+//! one failed probe during a quick restart of the service does not take the instance out).
+//! A service is passing when all its checks are. Statuses are published through a `watch`
+//! map keyed by instance id. The checks follow the services in force: a reload starts, stops
+//! or replaces them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,10 +19,10 @@ use tokio::task::JoinSet;
 use crate::config::{Check, CheckKind, ConfigReader, Service};
 use crate::runtime::{Shutdown, ShutdownTrigger};
 
-/// Last result of each check, by (instance id, check index).
+/// Status of each check (true: passing), by (instance id, check index).
 pub type CheckResults = BTreeMap<(String, usize), bool>;
 
-/// Whether instance `id` passes: every one of its checks passed (no checks: passing).
+/// Whether instance `id` passes: every one of its checks is passing (no checks: passing).
 pub fn is_passing(results: &CheckResults, service: &Service) -> bool {
     (0..service.checks.len()).all(|i| results.get(&(service.id.clone(), i)) == Some(&true))
 }
@@ -89,7 +94,54 @@ async fn supervise(
     Ok(())
 }
 
-/// Probes `check` at its interval, writing its result under `key`, until `stop`.
+/// The status of one check from its probes' results, with Consul's thresholds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Passing (else critical).
+    pub passing: bool,
+    /// Consecutive passing probes so far.
+    successes: u32,
+    /// Consecutive failing probes so far.
+    failures: u32,
+}
+
+impl Status {
+    /// A check before its first probe: critical (as in Consul).
+    pub fn new() -> Status {
+        Status {
+            passing: false,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// Counts one probe of `check`; returns whether the status changed.
+    pub fn record(&mut self, check: &Check, passed: bool) -> bool {
+        let before = self.passing;
+        if passed {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+            if self.successes >= check.success_before_passing {
+                self.passing = true;
+            }
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            if self.failures >= check.failures_before_critical {
+                self.passing = false;
+            }
+        }
+        self.passing != before
+    }
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status::new()
+    }
+}
+
+/// Probes `check` at its interval, writing its status under `key`, until `stop`.
 async fn probe_loop(
     key: (String, usize),
     check: Check,
@@ -98,6 +150,7 @@ async fn probe_loop(
 ) {
     let mut tick = tokio::time::interval(check.interval.0.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut status = Status::new();
     loop {
         tokio::select! {
             () = stop.wait() => return,
@@ -107,7 +160,17 @@ async fn probe_loop(
             () = stop.wait() => return,
             passed = probe(&check) => passed,
         };
-        results.send_if_modified(|m| m.insert(key.clone(), passed) != Some(passed));
+        let changed = status.record(&check, passed);
+        if changed {
+            tracing::info!(instance = %key.0, check = key.1, passing = status.passing,
+                "health check status changed");
+        } else if !passed && status.passing {
+            tracing::info!(instance = %key.0, check = key.1, failures = status.failures,
+                failures_before_critical = check.failures_before_critical,
+                "health check probe failed; still passing");
+        }
+        let passing = status.passing;
+        results.send_if_modified(|m| m.insert(key.clone(), passing) != Some(passing));
     }
 }
 
@@ -157,4 +220,55 @@ async fn http_get_ok(url: &str) -> std::io::Result<bool> {
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok());
     Ok(status.is_some_and(|s| (200..300).contains(&s)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::CheckKind;
+    use crate::duration::Dur;
+
+    fn check(success_before_passing: u32, failures_before_critical: u32) -> Check {
+        Check {
+            kind: CheckKind::Tcp {
+                target: "127.0.0.1:1".into(),
+            },
+            interval: Dur(Duration::from_secs(1)),
+            timeout: Dur(Duration::from_secs(1)),
+            success_before_passing,
+            failures_before_critical,
+        }
+    }
+
+    /// The status after each probe of `results` (true: passed).
+    fn run(check: &Check, results: &[bool]) -> Vec<bool> {
+        let mut status = Status::new();
+        results
+            .iter()
+            .map(|&passed| {
+                status.record(check, passed);
+                status.passing
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_follow_consul() {
+        // Consul's defaults (0, 0): every probe decides.
+        assert_eq!(run(&check(0, 0), &[true, false, true]), [true, false, true]);
+        assert_eq!(run(&check(1, 1), &[true, false]), [true, false]);
+        // Failures below the threshold keep it passing; a success resets the count.
+        let c = check(0, 3);
+        assert_eq!(
+            run(&c, &[true, false, false, true, false, false, false]),
+            [true, true, true, true, true, true, false]
+        );
+        // It starts critical and needs `success_before_passing` successes in a row.
+        let c = check(2, 1);
+        assert_eq!(
+            run(&c, &[true, false, true, true, false, true]),
+            [false, false, false, true, false, false]
+        );
+    }
 }

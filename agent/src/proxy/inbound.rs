@@ -6,6 +6,7 @@
 
 use super::Proxy;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
+use super::pool::CLOSE_DRAINING;
 use super::registry::Grant;
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
 use super::transport::PathKind;
@@ -56,7 +57,8 @@ impl Peer {
     }
 }
 
-/// Accepts QUIC connections until the endpoint is closed.
+/// Accepts QUIC connections until the endpoint is closed; refuses them while draining (the
+/// peer gets an immediate refusal and tries another instance).
 pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow::Result<()> {
     let mut conns = JoinSet::new();
     loop {
@@ -64,6 +66,10 @@ pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow:
             Some(_) = conns.join_next() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                if proxy.is_draining() {
+                    incoming.refuse();
+                    continue;
+                }
                 conns.spawn(handle_quic(proxy.clone(), incoming));
             }
         }
@@ -113,8 +119,16 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     };
     let peer = Arc::new(peer);
     let mut streams = JoinSet::new();
+    // On shutdown a connection without streams is closed at once (the peer's pool drops it
+    // and dials elsewhere); one with streams once they have ended.
+    let mut draining = false;
     loop {
+        if draining && streams.is_empty() {
+            conn.close(CLOSE_DRAINING.into(), b"draining");
+            break;
+        }
         tokio::select! {
+            () = proxy.shutdown.wait(), if !draining => draining = true,
             Some(_) = streams.join_next() => {}
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {

@@ -183,7 +183,7 @@ impl ProxyMetrics {
     pub fn close(&self, pair: &PairLabels, end: End) {
         self.active.get_or_create(pair).dec();
         match end {
-            End::Closed | End::Cut(super::wire::ResetCode::Idle) => {}
+            End::Closed | End::Drained | End::Cut(super::wire::ResetCode::Idle) => {}
             End::Cut(super::wire::ResetCode::Denied)
             | End::PeerReset(Some(super::wire::ResetCode::Denied)) => self.denied(pair),
             _ => self.failed(pair),

@@ -114,6 +114,8 @@ pub struct Proxy {
     /// Server settings for peers on `::1`.
     loopback6_server: Arc<quinn::ServerConfig>,
     draining: AtomicBool,
+    /// Fires when the agent stops: the drain starts.
+    shutdown: Shutdown,
 }
 
 impl Proxy {
@@ -240,6 +242,7 @@ pub async fn start(
         loopback_server: Arc::new(loopback_server),
         loopback6_server: Arc::new(loopback6_server),
         draining: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
     });
     let tls_config = identity.server_config(vec![wire::ALPN_TLS.to_vec()])?;
     tcp_services.register(
@@ -305,31 +308,67 @@ async fn watch_members(
     }
 }
 
-/// On shutdown: refuse new tunnels, let open connections finish for (nearly) the drain
-/// timeout, cut the rest, close the QUIC endpoint.
+/// How long a proxied connection must have been silent, its destination having spoken last,
+/// to count as at rest when the drain looks at it ([`relay::Cut::at_rest`]).
+pub const DRAIN_QUIET: Duration = Duration::from_millis(500);
+
+/// How often the drain looks for connections come to rest.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
+
+/// On shutdown (the upstream listeners close on the same signal, and gossip leaves, so peers
+/// stop picking this node): refuse new tunnels, close idle pooled connections, close each
+/// open connection gracefully as soon as it is at rest (at once for idle ones held by a
+/// client's pool), wait for the busy ones for (nearly) the drain timeout, cut the rest,
+/// close the QUIC endpoint. A restart is as long as the longest busy connection, not the
+/// drain timeout.
 async fn drain(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyhow::Result<()> {
     stop.wait().await;
     proxy.draining.store(true, Ordering::Release);
+    let started = tokio::time::Instant::now();
+    let deadline = started
+        + proxy
+            .config
+            .proxy
+            .drain_timeout
+            .0
+            .saturating_sub(Duration::from_millis(300));
+    let idle_pooled = proxy.pool.close_idle();
     let open = proxy.registry.len();
-    let grace = proxy
-        .config
-        .proxy
-        .drain_timeout
-        .0
-        .saturating_sub(Duration::from_millis(300));
-    if open > 0 {
-        tracing::info!(open, "draining proxied connections");
-    }
-    if tokio::time::timeout(grace, proxy.registry.wait_empty())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = proxy.registry.len(),
-            "drain timeout: cutting open connections"
+    let mut closed = 0;
+    if open > 0 || idle_pooled > 0 {
+        tracing::info!(
+            open,
+            idle_pooled,
+            "draining: idle connections close now, busy ones may finish"
         );
-        proxy.registry.cut_all(wire::ResetCode::Shutdown);
-        let _ = tokio::time::timeout(Duration::from_millis(100), proxy.registry.wait_empty()).await;
+    }
+    let mut tick = tokio::time::interval(DRAIN_TICK);
+    loop {
+        closed += proxy.registry.close_at_rest(DRAIN_QUIET);
+        if proxy.registry.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = proxy.registry.wait_empty() => break,
+            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    open = proxy.registry.len(),
+                    "drain timeout: cutting open connections"
+                );
+                proxy.registry.cut_all(wire::ResetCode::Shutdown);
+                let _ = tokio::time::timeout(Duration::from_millis(100), proxy.registry.wait_empty()).await;
+                break;
+            }
+        }
+    }
+    if open > 0 {
+        tracing::info!(
+            open,
+            closed_at_rest = closed,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "drained"
+        );
     }
     proxy
         .endpoint

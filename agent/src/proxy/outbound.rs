@@ -5,7 +5,7 @@
 use super::Proxy;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::picker::InstanceKey;
-use super::pool::PoolKey;
+use super::pool::{Lease, PoolKey, StreamUse};
 use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
 use crate::accept::Acceptor;
@@ -118,6 +118,8 @@ struct Established {
     rx: TunnelRx,
     instance: String,
     _inflight: super::picker::InFlight,
+    /// The pooled QUIC connection carries this stream (`None` over TLS).
+    _stream: Option<StreamUse>,
 }
 
 /// Why no tunnel was established.
@@ -222,19 +224,20 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
         let result = attempt(proxy, &key, &request).await;
         proxy.pool.record(inst.agent_addr, result.is_ok());
         match result {
-            Ok((Status::Connected, tx, rx)) => {
+            Ok((Status::Connected, tx, rx, stream)) => {
                 return Ok(Established {
                     tx,
                     rx,
                     instance,
                     _inflight: inflight,
+                    _stream: stream,
                 });
             }
-            Ok((Status::Denied, _, _)) => return Err(Refused::Denied { instance }),
-            Ok((status, _, _)) if status.is_retryable() => {
+            Ok((Status::Denied, ..)) => return Err(Refused::Denied { instance }),
+            Ok((status, ..)) if status.is_retryable() => {
                 last = format!("{instance}: {status}");
             }
-            Ok((status, _, _)) => {
+            Ok((status, ..)) => {
                 return Err(Refused::Failed {
                     reason: format!("{instance}: {status}"),
                 });
@@ -257,53 +260,59 @@ async fn attempt(
     proxy: &Proxy,
     key: &PoolKey,
     request: &Request,
-) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx, Option<StreamUse>)> {
     if proxy.config.transport == Transport::Tls {
         let (tx, rx) = proxy.pool.open_tls(key).await?;
         let timeout = proxy.config.proxy.connect_timeout.0;
-        return tokio::time::timeout(timeout, exchange(tx, rx, request))
+        let (status, tx, rx) = tokio::time::timeout(timeout, exchange(tx, rx, request))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))?;
+            .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))??;
+        return Ok((status, tx, rx, None));
     }
-    let lease = proxy.pool.connection(key).await?;
-    match exchange_quic(proxy, key, &lease.conn, request).await {
-        Err(e) if lease.reused && lease.conn.close_reason().is_some() => {
+    let lease = proxy.pool.stream(key).await?;
+    let (conn, reused) = (lease.conn.clone(), lease.reused);
+    match exchange_quic(proxy, key, lease, request).await {
+        Err(e) if reused && conn.close_reason().is_some() => {
             tracing::debug!(peer.node = %key.node, peer.addr = %key.agent, error = %e,
                 "pooled QUIC connection dead: trying a fresh one");
-            let lease = proxy.pool.connection(key).await?;
-            exchange_quic(proxy, key, &lease.conn, request).await
+            let lease = proxy.pool.stream(key).await?;
+            exchange_quic(proxy, key, lease, request).await
         }
         other => other,
     }
 }
 
-/// Sends the request on a new stream of `conn` and reads the status, within
-/// `connect_timeout`. A peer that sent nothing at all for twice the keep-alive interval
-/// (a live one answers keep-alives and acknowledges the request at once) is gone: the
-/// connection is discarded then, without waiting for the rest of the timeout.
+/// Sends the request on the leased stream and reads the status, within `connect_timeout`.
+/// A peer that sent nothing at all for twice the keep-alive interval (a live one answers
+/// keep-alives and acknowledges the request at once) is gone: the connection is discarded
+/// then, without waiting for the rest of the timeout.
 async fn exchange_quic(
     proxy: &Proxy,
     key: &PoolKey,
-    conn: &quinn::Connection,
+    lease: Lease,
     request: &Request,
-) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx, Option<StreamUse>)> {
+    let Lease {
+        conn,
+        tx,
+        rx,
+        in_use,
+        ..
+    } = lease;
     let timeout = proxy.config.proxy.connect_timeout.0;
     let silence = (proxy.config.proxy.quic_keep_alive.0 * 2)
         .min(timeout)
         .max(std::time::Duration::from_millis(10));
     let heard = || conn.stats().udp_rx.datagrams;
     let before = heard();
-    let answer = async {
-        let (tx, rx) = proxy.pool.open_quic(key, conn).await?;
-        exchange(tx, rx, request).await
-    };
+    let answer = exchange(tx, rx, request);
     tokio::pin!(answer);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + silence, silence);
     loop {
         tokio::select! {
-            got = &mut answer => return got,
+            got = &mut answer => return got.map(|(status, tx, rx)| (status, tx, rx, Some(in_use))),
             () = &mut deadline => break,
             _ = check.tick() => {
                 if heard() == before {
@@ -313,7 +322,7 @@ async fn exchange_quic(
         }
     }
     if heard() == before {
-        proxy.pool.discard(key, conn);
+        proxy.pool.discard(key, &conn);
     }
     Err(anyhow::anyhow!("no answer from {} in time", key.agent))
 }

@@ -1,9 +1,13 @@
-//! Tunnels to peer agents. QUIC: one long-lived connection per (peer agent, source
-//! service, destination service), reused by every proxied connection between them (one
-//! stream each), opened lazily with one attempt at a time and evicted when it closes. The
-//! client presents the source workload's leaf and dials the destination's mesh DNS name as
-//! SNI, so the peer serves — and we verify — the destination service's leaf. TLS: a new
-//! connection per proxied connection on the peer's TCP data port, same certificates.
+//! Tunnels to peer agents. QUIC: long-lived connections per (peer agent, source service,
+//! destination service), shared by every proxied connection between them (one stream each),
+//! opened lazily with one attempt at a time and evicted when they close. Usually one: a peer
+//! lets each connection carry a bounded number of concurrent streams
+//! ([`super::transport::MAX_STREAMS`]), and when every pooled connection has all of its
+//! streams in use another connection is opened, so the number of concurrent proxied
+//! connections is limited by `proxy.max_connections` alone. The client presents the source
+//! workload's leaf and dials the destination's mesh DNS name as SNI, so the peer serves — and
+//! we verify — the destination service's leaf. TLS: a new connection per proxied connection
+//! on the peer's TCP data port, same certificates (no stream limit to run into).
 //!
 //! A pooled connection never outlives its peer's process: each remembers the peer's
 //! generation (from the member table) when it was opened, and is dropped — closed, so its
@@ -21,6 +25,7 @@ use crate::api::types::{MemberRow, Status};
 use crate::ca::identity::Identity;
 use crate::readahead::ReadAhead;
 use anyhow::Context as _;
+use futures::FutureExt as _;
 use rhizome_intentions::ServiceRef;
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
@@ -48,26 +53,63 @@ pub struct PoolKey {
 struct Pooled {
     conn: quinn::Connection,
     generation: Option<u64>,
+    /// One clone per stream handed out and still in use (see [`StreamUse`]).
+    users: Arc<()>,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
+impl Pooled {
+    /// Whether this connection may carry another stream for `key`: not closed, and not to an
+    /// earlier generation of the peer (closed then). `now` is the peer's generation now.
+    fn keep(&mut self, key: &PoolKey, now: Option<u64>) -> bool {
+        if self.conn.close_reason().is_some() {
+            return false;
+        }
+        match (self.generation, now) {
+            (Some(then), Some(now)) if then != now => {
+                tracing::info!(peer.node = %key.node, peer.addr = %key.agent, then, now,
+                    "pooled QUIC connection dropped: the peer restarted");
+                self.conn.close(CLOSE_PEER_GONE.into(), b"peer restarted");
+                false
+            }
+            _ => {
+                self.generation = self.generation.or(now);
+                true
+            }
+        }
+    }
+}
+
+/// The pooled connections of one key, oldest first.
+type Slot = Arc<tokio::sync::Mutex<Vec<Pooled>>>;
+
+/// Marks a stream of a pooled connection as in use while it is held (a connection with none
+/// is idle: the drain closes it at once).
+pub struct StreamUse(#[allow(dead_code)] Arc<()>);
 
 /// The member table as gossip publishes it.
 pub type MembersRx = watch::Receiver<Arc<Vec<MemberRow>>>;
 
-/// A connection handed out by [`Pool::connection`].
+/// A new stream handed out by [`Pool::stream`], and the connection it is on.
 pub struct Lease {
     /// The connection.
     pub conn: quinn::Connection,
     /// Whether it was already pooled (it may have died with its peer unnoticed), rather than
     /// opened for this call.
     pub reused: bool,
+    /// The stream's sending half.
+    pub tx: TunnelTx,
+    /// The stream's receiving half.
+    pub rx: TunnelRx,
+    /// Keep while the stream is in use.
+    pub in_use: StreamUse,
 }
 
 /// QUIC application close code: the peer restarted or failed (the connection leads nowhere).
 const CLOSE_PEER_GONE: u32 = 2;
 /// QUIC application close code: a stream heard nothing from the peer in time.
 const CLOSE_SILENT: u32 = 3;
+/// QUIC application close code: this agent is draining and the connection carries no stream.
+pub const CLOSE_DRAINING: u32 = 4;
 
 /// Outbound tunnel factory of one agent.
 pub struct Pool {
@@ -152,42 +194,105 @@ impl Pool {
         Ok(cfg)
     }
 
-    /// The pooled connection for `key`, connecting if there is none, or if the one pooled
-    /// is closed or leads to an earlier generation of the peer (one attempt at a time per
-    /// key; concurrent callers wait for it and share the result).
-    pub async fn connection(&self, key: &PoolKey) -> anyhow::Result<Lease> {
-        let slot = lock(&self.slots).entry(key.clone()).or_default().clone();
-        let mut guard = slot.lock().await;
+    /// A new stream to the peer of `key`: on a pooled connection with a stream to spare,
+    /// else on a new connection, which joins the pool (one attempt at a time per key;
+    /// concurrent callers wait for it and share it). Pooled connections that are closed or
+    /// lead to an earlier generation of the peer are dropped first.
+    pub async fn stream(&self, key: &PoolKey) -> anyhow::Result<Lease> {
+        let (slot, mut pooled) = self.slot(key).await;
         let generation = self.generation_of(&key.node);
-        if let Some(pooled) = guard.as_mut()
-            && pooled.conn.close_reason().is_none()
-        {
-            match (pooled.generation, generation) {
-                (Some(then), Some(now)) if then != now => {
-                    tracing::info!(peer.node = %key.node, peer.addr = %key.agent, then, now,
-                        "pooled QUIC connection dropped: the peer restarted");
-                    pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer restarted");
-                }
-                _ => {
-                    pooled.generation = pooled.generation.or(generation);
-                    return Ok(Lease {
-                        conn: pooled.conn.clone(),
-                        reused: true,
-                    });
-                }
+        pooled.retain_mut(|p| p.keep(key, generation));
+        for p in pooled.iter() {
+            // Ready at once while the peer allows another stream on this connection;
+            // pending when all of them are in use.
+            if let Some(Ok((send, recv))) = p.conn.open_bi().now_or_never() {
+                return Ok(Lease {
+                    conn: p.conn.clone(),
+                    reused: true,
+                    tx: TunnelTx::Quic(send),
+                    rx: TunnelRx::Quic(recv),
+                    in_use: StreamUse(p.users.clone()),
+                });
             }
         }
-        *guard = None;
+        if !pooled.is_empty() {
+            tracing::info!(peer.node = %key.node, peer.addr = %key.agent, src = %key.source,
+                dst = %key.destination, connections = pooled.len(),
+                "every pooled QUIC connection to the peer has all its streams in use: opening another");
+        }
         let conn = self.connect(key).await?;
-        *guard = Some(Pooled {
+        let users = Arc::new(());
+        pooled.push(Pooled {
             conn: conn.clone(),
             generation,
+            users: users.clone(),
         });
-        drop(guard);
+        drop(pooled);
         self.evict_on_close(key.clone(), slot, conn.clone());
+        let (send, recv) = tokio::time::timeout(self.connect_timeout, conn.open_bi())
+            .await
+            .map_err(|_| anyhow::anyhow!("no stream credit from {} in time", key.agent))??;
         Ok(Lease {
             conn,
             reused: false,
+            tx: TunnelTx::Quic(send),
+            rx: TunnelRx::Quic(recv),
+            in_use: StreamUse(users),
+        })
+    }
+
+    /// The slot of `key`, locked. A slot whose last connection closed leaves the map (under
+    /// its lock); one taken from the map just before is not used, so no connection is added
+    /// to a slot nobody can find again.
+    async fn slot(&self, key: &PoolKey) -> (Slot, tokio::sync::OwnedMutexGuard<Vec<Pooled>>) {
+        let mut tries = 0;
+        loop {
+            let slot = lock(&self.slots).entry(key.clone()).or_default().clone();
+            let guard = slot.clone().lock_owned().await;
+            tries += 1;
+            // Evictions race with this at most once or twice in a row.
+            if tries >= 3
+                || lock(&self.slots)
+                    .get(key)
+                    .is_some_and(|s| Arc::ptr_eq(s, &slot))
+            {
+                return (slot, guard);
+            }
+        }
+    }
+
+    /// Runs `f` on every pooled connection whose slot is not busy (being dialled); returns
+    /// how many it returned true for.
+    fn each_pooled(&self, mut f: impl FnMut(&PoolKey, &Pooled) -> bool) -> usize {
+        let slots: Vec<(PoolKey, Slot)> = lock(&self.slots)
+            .iter()
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let mut hits = 0;
+        for (key, slot) in slots {
+            let Ok(pooled) = slot.try_lock() else {
+                continue;
+            };
+            for p in pooled.iter() {
+                if f(&key, p) {
+                    hits += 1;
+                }
+            }
+        }
+        hits
+    }
+
+    /// Closes every pooled connection that carries no stream (the drain: no new stream will
+    /// be opened); returns how many.
+    pub fn close_idle(&self) -> usize {
+        self.each_pooled(|key, p| {
+            let idle = Arc::strong_count(&p.users) == 1 && p.conn.close_reason().is_none();
+            if idle {
+                tracing::debug!(peer.node = %key.node, peer.addr = %key.agent,
+                    "idle pooled QUIC connection closed: draining");
+                p.conn.close(CLOSE_DRAINING.into(), b"draining");
+            }
+            idle
         })
     }
 
@@ -204,29 +309,20 @@ impl Pool {
     /// or failed; returns how many. A peer that left gracefully keeps its connections: it
     /// drains them and closes them itself. Connections being opened are left alone.
     pub fn drop_stale(&self, rows: &[MemberRow]) -> usize {
-        let slots: Vec<(PoolKey, Slot)> = lock(&self.slots)
-            .iter()
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
-        let mut dropped = 0;
-        for (key, slot) in slots {
+        self.each_pooled(|key, pooled| {
             let Some(row) = rows.iter().find(|m| m.node == key.node) else {
-                continue;
-            };
-            let Ok(guard) = slot.try_lock() else { continue };
-            let Some(pooled) = guard.as_ref() else {
-                continue;
+                return false;
             };
             let restarted = pooled.generation.is_some_and(|g| g != row.incarnation);
             let failed = row.status == Status::Failed && pooled.generation == Some(row.incarnation);
-            if (restarted || failed) && pooled.conn.close_reason().is_none() {
+            let stale = (restarted || failed) && pooled.conn.close_reason().is_none();
+            if stale {
                 tracing::info!(peer.node = %key.node, peer.addr = %key.agent, status = %row.status,
                     generation = row.incarnation, "pooled QUIC connection dropped: the peer is gone");
                 pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer gone");
-                dropped += 1;
             }
-        }
-        dropped
+            stale
+        })
     }
 
     /// Closes `conn` (pooled for `key`): a stream on it heard nothing from the peer in time,
@@ -259,18 +355,16 @@ impl Pool {
         tokio::spawn(async move {
             let reason = conn.closed().await;
             tracing::debug!(peer = %key.agent, reason = %reason, "quic connection closed");
-            let mut guard = slot.lock().await;
-            if guard
-                .as_ref()
-                .is_some_and(|p| p.conn.stable_id() == conn.stable_id())
+            let mut pooled = slot.lock().await;
+            pooled.retain(|p| p.conn.stable_id() != conn.stable_id());
+            // The slot leaves the map under its own lock: no caller can have added a
+            // connection to it in between.
+            if pooled.is_empty()
+                && let Some(slots) = slots.upgrade()
             {
-                *guard = None;
-                drop(guard);
-                if let Some(slots) = slots.upgrade() {
-                    let mut map = lock(&slots);
-                    if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                        map.remove(&key);
-                    }
+                let mut map = lock(&slots);
+                if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    map.remove(&key);
                 }
             }
         });
@@ -291,18 +385,6 @@ impl Pool {
         lock(&self.failures)
             .get(&agent)
             .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
-    }
-
-    /// Opens one stream on `conn`.
-    pub async fn open_quic(
-        &self,
-        key: &PoolKey,
-        conn: &quinn::Connection,
-    ) -> anyhow::Result<(TunnelTx, TunnelRx)> {
-        let (send, recv) = tokio::time::timeout(self.connect_timeout, conn.open_bi())
-            .await
-            .map_err(|_| anyhow::anyhow!("no stream credit from {} in time", key.agent))??;
-        Ok((TunnelTx::Quic(send), TunnelRx::Quic(recv)))
     }
 
     /// Opens a TLS connection for one proxied connection.

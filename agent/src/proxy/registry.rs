@@ -1,6 +1,7 @@
 //! Every open proxied connection of this agent, so they can be cut from outside: inbound
-//! ones are re-decided whenever the intentions change (and cut if now denied), all of them
-//! are counted for the drain on shutdown and cut when the drain time is up.
+//! ones are re-decided whenever the intentions change (and cut if now denied); on shutdown
+//! the drain closes each one gracefully once it is at rest, waits for the others, and cuts
+//! what is left when the drain time is up.
 
 use super::relay::Cut;
 use super::wire::ResetCode;
@@ -96,7 +97,6 @@ impl Registry {
     }
 
     /// Whether no connection is open.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -121,6 +121,21 @@ impl Registry {
         for cut in all {
             cut.cut(code);
         }
+    }
+
+    /// Closes gracefully every connection at rest for `quiet` ([`Cut::at_rest`]); returns
+    /// how many.
+    pub fn close_at_rest(&self, quiet: std::time::Duration) -> usize {
+        let resting: Vec<Arc<Cut>> = self.with(|m| {
+            m.values()
+                .filter(|e| !e.cut.is_cut() && e.cut.at_rest(quiet))
+                .map(|e| e.cut.clone())
+                .collect()
+        });
+        for cut in &resting {
+            cut.close();
+        }
+        resting.len()
     }
 
     /// Resolves once no connection is open.

@@ -9,7 +9,8 @@
 //! is in flight). Read buffers are recycled ([`super::buffers`]); an idle connection holds
 //! none. A TCP FIN becomes a stream FIN and back (half-close); any error or a [`Cut`]
 //! resets both sides: the TCP socket is closed with RST (SO_LINGER 0), the stream is reset
-//! with a [`ResetCode`].
+//! with a [`ResetCode`]. The drain may instead close a connection at rest gracefully
+//! ([`Cut::close`]): a FIN to the TCP side and the end of stream to the peer.
 
 use super::buffers::BUFFERS;
 use super::wire::ResetCode;
@@ -70,6 +71,20 @@ impl TunnelTx {
     pub async fn finish(&mut self) -> io::Result<()> {
         match self {
             TunnelTx::Quic(s) => s.finish().map_err(io::Error::other),
+            TunnelTx::Tls(w) => w.shutdown().await,
+        }
+    }
+}
+
+impl TunnelTx {
+    /// Sends the end of stream and waits until the peer has everything sent (QUIC: all
+    /// acknowledged; TLS: written), so the connection may close next without losing it.
+    pub async fn finish_delivered(&mut self) -> io::Result<()> {
+        match self {
+            TunnelTx::Quic(s) => {
+                s.finish().map_err(io::Error::other)?;
+                s.stopped().await.map(|_| ()).map_err(io::Error::other)
+            }
             TunnelTx::Tls(w) => w.shutdown().await,
         }
     }
@@ -180,37 +195,102 @@ pub fn reset_tcp(tcp: TcpStream) {
     drop(tcp);
 }
 
-/// A handle to cut one open connection from outside (rule change, drain).
-#[derive(Default)]
+/// A handle to one open connection from outside: cut it (rule change, drain timeout), close
+/// it gracefully (drain), and see when and in which direction it last moved bytes (the
+/// drain closes a connection at rest; the idle timer).
 pub struct Cut {
     token: CancellationToken,
     reason: AtomicU8,
+    /// When the connection was registered: the origin of `last_ms`.
+    base: Instant,
+    /// Milliseconds from `base` to the last byte either way.
+    last_ms: AtomicU64,
+    /// Who sent the last bytes: [`NOBODY`], [`SOURCE`] or [`DESTINATION`].
+    last_from: AtomicU8,
+}
+
+/// `Cut::last_from`: no byte moved yet.
+const NOBODY: u8 = 0;
+/// `Cut::last_from`: the last bytes went toward the destination service.
+const SOURCE: u8 = 1;
+/// `Cut::last_from`: the last bytes came from the destination service.
+const DESTINATION: u8 = 2;
+/// `Cut::reason` of a graceful close (not a [`ResetCode`]).
+const GRACEFUL: u8 = 255;
+
+impl Default for Cut {
+    fn default() -> Self {
+        Cut {
+            token: CancellationToken::new(),
+            reason: AtomicU8::new(0),
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            last_from: AtomicU8::new(NOBODY),
+        }
+    }
 }
 
 impl Cut {
-    /// Cuts the connection with `code` (the first reason wins).
+    /// Cuts the connection with `code` (the first reason wins): both sides are reset.
     pub fn cut(&self, code: ResetCode) {
+        self.end(code as u8);
+    }
+
+    /// Ends the connection gracefully (the first reason wins): a FIN to the TCP side and the
+    /// end of stream to the peer, as if both had closed their halves.
+    pub fn close(&self) {
+        self.end(GRACEFUL);
+    }
+
+    fn end(&self, reason: u8) {
         let _ = self
             .reason
-            .compare_exchange(0, code as u8, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(0, reason, Ordering::AcqRel, Ordering::Acquire);
         self.token.cancel();
     }
 
-    /// Whether it was cut.
-    #[cfg(test)]
+    /// Whether it was cut or closed.
     pub fn is_cut(&self) -> bool {
         self.token.is_cancelled()
     }
 
-    /// Resolves once cut, with the reason.
-    async fn cut_reason(&self) -> ResetCode {
+    /// Resolves once cut, with the reason (`None`: closed gracefully).
+    async fn cut_reason(&self) -> Option<ResetCode> {
         self.token.cancelled().await;
         match self.reason.load(Ordering::Acquire) {
-            2 => ResetCode::Denied,
-            3 => ResetCode::Idle,
-            4 => ResetCode::Shutdown,
-            _ => ResetCode::Aborted,
+            GRACEFUL => None,
+            2 => Some(ResetCode::Denied),
+            3 => Some(ResetCode::Idle),
+            4 => Some(ResetCode::Shutdown),
+            _ => Some(ResetCode::Aborted),
         }
+    }
+
+    /// Notes bytes moved now, toward the destination or from it.
+    fn touch(&self, from_destination: bool) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_from.store(
+            if from_destination {
+                DESTINATION
+            } else {
+                SOURCE
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// When the last byte moved (registration if none did).
+    fn last_activity(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection is at rest: nothing moved for `quiet`, and the last bytes came
+    /// from the destination (a request/response protocol between requests: the answer was
+    /// delivered) or nothing moved at all. A connection whose source spoke last may be
+    /// waiting for an answer, however long the silence: it is not at rest.
+    pub fn at_rest(&self, quiet: Duration) -> bool {
+        self.last_from.load(Ordering::Relaxed) != SOURCE && self.last_activity().elapsed() >= quiet
     }
 }
 
@@ -229,6 +309,8 @@ pub enum End {
     Closed,
     /// Cut from outside, or by the idle timer.
     Cut(ResetCode),
+    /// Closed gracefully by the drain while at rest (FIN both ways).
+    Drained,
     /// The TCP side failed or was reset.
     TcpError,
     /// The peer agent reset the stream.
@@ -246,6 +328,7 @@ impl End {
             End::Cut(ResetCode::Idle) => "idle_timeout",
             End::Cut(ResetCode::Shutdown) => "shutdown",
             End::Cut(ResetCode::Aborted) => "cut",
+            End::Drained => "drained",
             End::TcpError => "tcp_error",
             End::PeerReset(Some(ResetCode::Denied)) => "peer_denied",
             End::PeerReset(_) => "peer_reset",
@@ -275,6 +358,7 @@ pub enum Side {
 }
 
 /// Copies both ways until both halves closed, an error, `cut`, or `idle` without bytes.
+/// `cut` also records the connection's activity (see [`Cut::at_rest`]).
 pub async fn relay(
     tcp: TcpStream,
     mut tx: TunnelTx,
@@ -284,17 +368,14 @@ pub async fn relay(
     side: Side,
     meters: &ByteMeters,
 ) -> Outcome {
-    let base = Instant::now();
-    let last = AtomicU64::new(0);
     let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
     let (up_meter, down_meter) = match side {
         Side::Client => (&meters.to_dst, &meters.from_dst),
         Side::Server => (&meters.from_dst, &meters.to_dst),
     };
-    let touch = || {
-        let ms = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last.store(ms, Ordering::Relaxed);
-    };
+    // Bytes read from TCP come from the destination on the server side, from the source
+    // (the app) on the client side.
+    let tcp_is_destination = side == Side::Server;
     let end = {
         let tcp_to_tunnel = async {
             loop {
@@ -303,7 +384,7 @@ pub async fn relay(
                     Ok(None) => return tx.finish().await.map_err(|_| End::TunnelError),
                     Err(_) => return Err(End::TcpError),
                 };
-                touch();
+                cut.touch(tcp_is_destination);
                 let n = chunk.len() as u64;
                 tx.send(chunk).await.map_err(|_| End::TunnelError)?;
                 up.fetch_add(n, Ordering::Relaxed);
@@ -315,7 +396,7 @@ pub async fn relay(
             loop {
                 match rx.recv(&mut batch).await {
                     Ok(true) => {
-                        touch();
+                        cut.touch(!tcp_is_destination);
                         let n = batch.bytes() as u64;
                         write_tcp(&tcp, batch.chunks_mut())
                             .await
@@ -338,17 +419,25 @@ pub async fn relay(
                 Ok(_) => End::Closed,
                 Err(e) => e,
             },
-            code = cut.cut_reason() => End::Cut(code),
-            () = idle_timer(&last, base, idle) => End::Cut(ResetCode::Idle),
+            code = cut.cut_reason() => code.map_or(End::Drained, End::Cut),
+            () = idle_timer(cut, idle) => End::Cut(ResetCode::Idle),
         }
     };
-    if end != End::Closed {
-        let code = match end {
-            End::Cut(code) => code,
-            _ => ResetCode::Aborted,
-        };
-        abort_tunnel(tx, rx, code);
-        reset_tcp(tcp);
+    match end {
+        End::Closed => {}
+        End::Drained => {
+            // Both ends see an orderly end of stream; what they send after it is refused.
+            let _ = socket2::SockRef::from(&tcp).shutdown(std::net::Shutdown::Write);
+            let _ = tokio::time::timeout(FINISH_TIMEOUT, tx.finish_delivered()).await;
+        }
+        _ => {
+            let code = match end {
+                End::Cut(code) => code,
+                _ => ResetCode::Aborted,
+            };
+            abort_tunnel(tx, rx, code);
+            reset_tcp(tcp);
+        }
     }
     Outcome {
         end,
@@ -357,9 +446,12 @@ pub async fn relay(
     }
 }
 
-async fn idle_timer(last: &AtomicU64, base: Instant, idle: Duration) {
+/// Longest wait for the peer to receive the end of stream on a graceful close.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn idle_timer(cut: &Cut, idle: Duration) {
     loop {
-        let deadline = base + Duration::from_millis(last.load(Ordering::Relaxed)) + idle;
+        let deadline = cut.last_activity() + idle;
         if Instant::now() >= deadline {
             return;
         }

@@ -1,8 +1,10 @@
 //! QUIC transport settings of the data plane, per kind of path, and the UDP socket they run
 //! on (DEPENDENCIES §7).
 //!
-//! Every path: many concurrent streams per connection (quinn's default of 100 would make the
-//! 101st proxied connection wait), keep-alive and an idle timeout tuned for a LAN
+//! Every path: up to [`MAX_STREAMS`] concurrent streams per connection (quinn's default of
+//! 100 would make the pool open a connection per hundred proxied connections; beyond the
+//! limit the pool opens another connection to the same peer, so it bounds what one
+//! connection carries, never how many proxied connections there are), keep-alive and an idle timeout tuned for a LAN
 //! (`proxy { quic_keep_alive, quic_idle_timeout }`: 1 s and 5 s, so a peer that died is
 //! noticed in seconds, not quinn's 30 s, while a live pooled connection stays open), flow-control
 //! windows near quinn's defaults but bounded per connection (8 MiB / 64 MiB windows measured
@@ -63,6 +65,11 @@ pub const MAX_UDP_PAYLOAD: u16 = 65_527;
 /// UDP socket buffer size asked for; the kernel caps it at `net.core.rmem_max`/`wmem_max`.
 /// A burst of 64 KB loopback datagrams overflows the default 208 KiB at once.
 pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Concurrent bidirectional streams (proxied connections) a peer may open on one QUIC
+/// connection to this agent. A bound per connection (each stream costs buffers and a task),
+/// not on proxied connections: the pool opens another connection when all are in use.
+pub const MAX_STREAMS: u32 = 4096;
 
 /// Liveness timers of every QUIC connection (`proxy { quic_keep_alive, quic_idle_timeout }`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +171,7 @@ pub fn transport_config(
     loopback_mtu: Option<u16>,
 ) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(4096))
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
         .keep_alive_interval(Some(liveness.keep_alive));
     // Out of range only beyond 2^62 ms: quinn's default (30 s) is kept then.
     if let Ok(idle) = quinn::IdleTimeout::try_from(liveness.idle_timeout) {

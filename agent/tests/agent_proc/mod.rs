@@ -19,6 +19,26 @@ impl Proc {
         self.0.kill().unwrap();
         self.0.wait().unwrap();
     }
+
+    /// `kill -TERM` (what systemd and Kubernetes send to stop it), then waits (bounded by
+    /// `limit`, killed after it) for it to exit; returns how long that took and whether it
+    /// exited by itself with success.
+    pub fn terminate(&mut self, limit: std::time::Duration) -> (std::time::Duration, bool) {
+        let started = std::time::Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {}", self.pid());
+        while started.elapsed() < limit {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return (started.elapsed(), status.success());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.kill();
+        (started.elapsed(), false)
+    }
 }
 
 impl Drop for Proc {

@@ -103,6 +103,12 @@ pub fn service(name: &str, id: &str, port: u16, ups: &[Up]) -> String {
     s + "}\n"
 }
 
+/// HCL of the client service `web` (instance `web-1`) with one upstream listener to
+/// `destination` on `port`.
+pub fn web_to(destination: &'static str, port: u16) -> String {
+    service("web", "web-1", 1, &[Up { destination, port }])
+}
+
 /// Loads intentions (HCL entries) into `agent`.
 pub fn rules(agent: &Agent, files: &[&str]) {
     let named: Vec<(String, &str)> = files
