@@ -216,6 +216,11 @@ impl Agent {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
         }));
+        let traffic = crate::ui::state(config.node_name.clone(), metrics.clone(), replica.clone());
+        tasks.spawn(crate::ui::traffic::publisher(
+            traffic.clone(),
+            shutdown.clone(),
+        ));
         let router = api::router(
             api::AgentInfo {
                 config: config.clone(),
@@ -227,7 +232,7 @@ impl Agent {
                 live: live.clone(),
             },
             [
-                crate::ui::routes(crate::ui::state(config.node_name.clone(), metrics.clone())),
+                crate::ui::routes(traffic.clone()),
                 reload::api::routes(reloader.clone()),
                 expiry::routes(identity.clone()),
                 kube::api::routes(kube::api::ApiState {

@@ -169,7 +169,20 @@ async fn the_ui_shows_the_mesh_as_it_is() {
     let ui = |agent: &rhizome_agent::app::Agent, page: &str| {
         format!("http://{}/ui/#{page}", agent.http_addr())
     };
-    let (b_url, a_url) = (ui(&b, "topology"), ui(&a, "members"));
+    // The topology is opened at `a`, the source side: what `b` counted reaches it in b's
+    // replicated traffic summary.
+    rhizome_agent::testkit::wait_until(
+        "b's traffic summary reaches a",
+        Duration::from_secs(30),
+        || {
+            a.handles().replica.entries("traffic/b").iter().any(|e| {
+                postcard::from_bytes::<rhizome_agent::ui::traffic::Summary>(&e.value)
+                    .is_ok_and(|s| s.edges.len() == 2)
+            })
+        },
+    )
+    .await;
+    let (b_url, a_url) = (ui(&a, "topology"), ui(&a, "members"));
     let browser2 = browser.clone();
     let shots2 = shots.clone();
     let (topology, members_before) = tokio::task::spawn_blocking(move || {
@@ -181,7 +194,7 @@ async fn the_ui_shows_the_mesh_as_it_is() {
     .await
     .unwrap();
 
-    // Topology at the destination's agent: both edges, classed by decision, with traffic.
+    // Topology at the source's agent: both edges, classed by decision, with b's traffic.
     let web_edge = tags_with(&topology, "data-from=\"default/web\"");
     assert!(
         web_edge
@@ -202,6 +215,10 @@ async fn the_ui_shows_the_mesh_as_it_is() {
         "traffic labels on both edges:\n{topology}"
     );
     assert!(!topology.contains("id=\"error\""), "{topology}");
+    assert!(
+        topology.contains(">3 conn ("),
+        "web -> db: 3 connections, counted at b:\n{topology}"
+    );
     let c_row = |dom: &str| {
         tags_with(dom, "data-member=\"c\"")
             .first()

@@ -5,6 +5,7 @@
 
 pub mod traffic;
 
+use crate::gossip::replica::Replica;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -41,9 +42,9 @@ pub fn routes(traffic: traffic::TrafficState) -> Router {
         .merge(traffic::routes(traffic))
 }
 
-/// What [`routes`] needs from the agent.
-pub fn state(node: String, metrics: Arc<Metrics>) -> traffic::TrafficState {
-    traffic::TrafficState { node, metrics }
+/// What [`routes`] and [`traffic::publisher`] need from the agent.
+pub fn state(node: String, metrics: Arc<Metrics>, replica: Arc<Replica>) -> traffic::TrafficState {
+    traffic::TrafficState::new(node, metrics, replica)
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

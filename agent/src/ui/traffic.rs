@@ -1,27 +1,72 @@
 //! Per-edge traffic counters (`GET /v1/traffic`): what the destination side of each service
-//! pair counted (connections opened, denied, failed, active, bytes each way), and how often
-//! each intention decided. Read from this agent's own metrics registry, so the numbers are
-//! exactly those `/metrics` shows; the UI turns successive readings into rates.
+//! pair counted (connections opened, denied, failed, active, bytes each way), with rates, and
+//! how often each intention decided here.
+//!
+//! Mesh-wide without a controller: every [`PUBLISH_EVERY`] each agent reads its own counters
+//! (from its metrics registry, so they are exactly what `/metrics` shows), computes the rates
+//! since its last reading, and publishes the [`MAX_EDGES`] busiest pairs as its replicated
+//! `traffic/<node>` entry (postcard, at most ~10 KB; republished only when it changed). Any
+//! agent answers `/v1/traffic` with its own live counters plus every other agent's summary of
+//! the last [`STALE_AFTER`], summed per pair (each pair is counted where its destination runs,
+//! so nothing is counted twice).
 
+use crate::gossip::replica::Replica;
 use crate::metrics::Metrics;
+use crate::runtime::Shutdown;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use rhizome_gossip::state::Key;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// What `GET /v1/traffic` reads.
+/// How often an agent reads its counters, computes rates and publishes its summary.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
+/// The busiest pairs an agent publishes (by connections, then denials); the rest stay local.
+pub const MAX_EDGES: usize = 64;
+/// Summaries older than this are left out (their agent is gone or silent).
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// What `GET /v1/traffic` and the publisher read.
 #[derive(Clone)]
 pub struct TrafficState {
     /// This agent's node name.
     pub node: String,
     /// The registry `/metrics` encodes.
     pub metrics: Arc<Metrics>,
+    /// The replicated state the summaries travel in.
+    pub replica: Arc<Replica>,
+    /// The rates computed at the last reading, per (source, destination).
+    rates: Arc<Mutex<BTreeMap<(String, String), Rates>>>,
+}
+
+impl TrafficState {
+    /// State for `node`.
+    pub fn new(node: String, metrics: Arc<Metrics>, replica: Arc<Replica>) -> Self {
+        TrafficState {
+            node,
+            metrics,
+            replica,
+            rates: Arc::default(),
+        }
+    }
+}
+
+/// Per-second rates of one pair over the last reading interval.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq)]
+pub struct Rates {
+    /// Connections let through per second.
+    pub connections: f64,
+    /// Connections refused per second.
+    pub denied: f64,
+    /// Bytes per second, both directions.
+    pub bytes: f64,
 }
 
 /// Counters of one service pair, as its destination's agent counted them.
-#[derive(Serialize, Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
 pub struct EdgeCounters {
     /// Source service, `namespace/name`.
     pub source: String,
@@ -39,6 +84,21 @@ pub struct EdgeCounters {
     pub bytes_to_destination: u64,
     /// Bytes carried back from the destination.
     pub bytes_from_destination: u64,
+    /// Rates over the reporting agents' last reading interval.
+    #[serde(default)]
+    pub per_second: Rates,
+    /// The agents whose counts are summed here.
+    #[serde(default)]
+    pub reported_by: Vec<String>,
+}
+
+/// The value of a `traffic/<node>` entry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// When the agent read its counters (Unix milliseconds).
+    pub at_ms: u64,
+    /// Its busiest pairs (at most [`MAX_EDGES`]), `reported_by` left empty.
+    pub edges: Vec<EdgeCounters>,
 }
 
 /// How often one rule decided, and how.
@@ -53,13 +113,14 @@ pub struct RuleHits {
 }
 
 /// The body of `GET /v1/traffic`.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct TrafficView {
     /// The node that answered.
     pub node: String,
     /// When it read its counters (Unix milliseconds).
     pub at_ms: u64,
-    /// Service pairs with inbound traffic at this node, sorted.
+    /// Service pairs with traffic anywhere in the mesh (this node's live counters, the
+    /// others' last summaries), sorted.
     pub edges: Vec<EdgeCounters>,
     /// Intention decisions taken at this node, sorted.
     pub rules: Vec<RuleHits>,
@@ -73,10 +134,150 @@ pub fn routes(state: TrafficState) -> Router {
 }
 
 async fn traffic(State(s): State<TrafficState>) -> Json<TrafficView> {
-    let at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Json(read(&s.node, at_ms, &s.metrics.encode()))
+    let at_ms = crate::gossip::now_ms();
+    let mut view = read(&s.node, at_ms, &s.metrics.encode());
+    {
+        let rates = s
+            .rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in &mut view.edges {
+            e.per_second = rates
+                .get(&(e.source.clone(), e.destination.clone()))
+                .copied()
+                .unwrap_or_default();
+            e.reported_by = vec![s.node.clone()];
+        }
+    }
+    let others = s
+        .replica
+        .entries("traffic/")
+        .into_iter()
+        .filter_map(|e| match &e.key {
+            Key::Traffic(node) if node.as_str() != s.node => Some((
+                node.as_str().to_string(),
+                postcard::from_bytes::<Summary>(&e.value).ok()?,
+            )),
+            _ => None,
+        });
+    view.edges = merge(view.edges, others, at_ms);
+    Json(view)
+}
+
+/// Adds other agents' summaries (fresh ones only) to this agent's edges, summing per pair.
+pub fn merge(
+    own: Vec<EdgeCounters>,
+    others: impl IntoIterator<Item = (String, Summary)>,
+    now_ms: u64,
+) -> Vec<EdgeCounters> {
+    let stale_ms = u64::try_from(STALE_AFTER.as_millis()).unwrap_or(u64::MAX);
+    let mut by_pair: BTreeMap<(String, String), EdgeCounters> = own
+        .into_iter()
+        .map(|e| ((e.source.clone(), e.destination.clone()), e))
+        .collect();
+    for (node, summary) in others {
+        if summary.at_ms.saturating_add(stale_ms) < now_ms {
+            continue;
+        }
+        for e in summary.edges.into_iter().take(MAX_EDGES) {
+            let sum = by_pair
+                .entry((e.source.clone(), e.destination.clone()))
+                .or_insert_with(|| EdgeCounters {
+                    source: e.source.clone(),
+                    destination: e.destination.clone(),
+                    ..EdgeCounters::default()
+                });
+            sum.opened += e.opened;
+            sum.denied += e.denied;
+            sum.failed += e.failed;
+            sum.active += e.active;
+            sum.bytes_to_destination += e.bytes_to_destination;
+            sum.bytes_from_destination += e.bytes_from_destination;
+            sum.per_second.connections += e.per_second.connections;
+            sum.per_second.denied += e.per_second.denied;
+            sum.per_second.bytes += e.per_second.bytes;
+            sum.reported_by.push(node.clone());
+        }
+    }
+    by_pair.into_values().collect()
+}
+
+/// Every [`PUBLISH_EVERY`]: reads this agent's counters, keeps the rates since the last
+/// reading for `/v1/traffic`, and publishes the busiest pairs as `traffic/<node>` when they
+/// changed. Runs until `stop`.
+pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
+    let Ok(node) = s.node.parse() else {
+        return Ok(());
+    };
+    let key = Key::Traffic(node);
+    let mut last: Option<TrafficView> = None;
+    let mut published: Vec<EdgeCounters> = Vec::new();
+    let mut published_at = std::time::Instant::now();
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.wait() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let now = read(&s.node, crate::gossip::now_ms(), &s.metrics.encode());
+        let mut edges = with_rates(last.as_ref(), &now);
+        *s.rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = edges
+            .iter()
+            .map(|e| ((e.source.clone(), e.destination.clone()), e.per_second))
+            .collect();
+        edges.sort_by_key(|e| std::cmp::Reverse((e.opened, e.denied)));
+        edges.truncate(MAX_EDGES);
+        // Republished when it changed, and (when not empty) before others would call it stale.
+        let due = !edges.is_empty() && published_at.elapsed() >= STALE_AFTER / 2;
+        if edges != published || due {
+            let summary = Summary {
+                at_ms: now.at_ms,
+                edges: edges.clone(),
+            };
+            match postcard::to_allocvec(&summary) {
+                Ok(bytes) => match s.replica.write_local(key.clone(), bytes) {
+                    Ok(_) => {
+                        published = edges;
+                        published_at = std::time::Instant::now();
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot publish the traffic summary"),
+                },
+                Err(e) => tracing::debug!(error = %e, "cannot encode the traffic summary"),
+            }
+        }
+        last = Some(now);
+    }
+}
+
+/// `now`'s edges with the per-second rates since `before`.
+fn with_rates(before: Option<&TrafficView>, now: &TrafficView) -> Vec<EdgeCounters> {
+    let dt = before.map_or(0.0, |b| now.at_ms.saturating_sub(b.at_ms) as f64 / 1000.0);
+    now.edges
+        .iter()
+        .map(|e| {
+            let prev = before.and_then(|b| {
+                b.edges
+                    .iter()
+                    .find(|p| p.source == e.source && p.destination == e.destination)
+            });
+            let rate = |f: fn(&EdgeCounters) -> u64| match prev {
+                Some(p) if dt > 0.0 => f(e).saturating_sub(f(p)) as f64 / dt,
+                None if dt > 0.0 => f(e) as f64 / dt,
+                _ => 0.0,
+            };
+            EdgeCounters {
+                per_second: Rates {
+                    connections: rate(|e| e.opened),
+                    denied: rate(|e| e.denied),
+                    bytes: rate(|e| e.bytes_to_destination + e.bytes_from_destination),
+                },
+                ..e.clone()
+            }
+        })
+        .collect()
 }
 
 /// Builds the view from the registry's OpenMetrics text.
@@ -209,6 +410,7 @@ fn parse_value(v: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -239,6 +441,58 @@ rhizome_agent_uptime_seconds 12
         assert_eq!(v.rules.len(), 2);
         assert_eq!(v.rules[1].rule, r#"web => db (allow, "a\b")"#);
         assert_eq!(v.rules[1].hits, 7);
+    }
+
+    #[test]
+    fn summaries_of_other_agents_are_summed_per_pair_and_stale_ones_left_out() {
+        let own = read("n1", 5, TEXT).edges;
+        let edge = |src: &str, opened| EdgeCounters {
+            source: src.into(),
+            destination: "default/db".into(),
+            opened,
+            per_second: Rates {
+                connections: 2.0,
+                ..Rates::default()
+            },
+            ..EdgeCounters::default()
+        };
+        let now = 1_000_000_000;
+        let fresh = Summary {
+            at_ms: now - 1000,
+            edges: vec![edge("default/web", 10), edge("default/api", 4)],
+        };
+        let stale = Summary {
+            at_ms: now - 3 * 60 * 1000,
+            edges: vec![edge("default/web", 1000)],
+        };
+        let merged = merge(own, [("n2".into(), fresh), ("n3".into(), stale)], now);
+        let web = merged.iter().find(|e| e.source == "default/web").unwrap();
+        assert_eq!(web.opened, 17, "7 here + 10 at n2, not n3's stale 1000");
+        assert_eq!(web.reported_by, vec!["n2".to_string()]);
+        assert!((web.per_second.connections - 2.0).abs() < 1e-9);
+        assert!(
+            merged
+                .iter()
+                .any(|e| e.source == "default/api" && e.opened == 4)
+        );
+        assert_eq!(merged.len(), 3);
+    }
+
+    #[test]
+    fn rates_are_the_difference_over_the_interval() {
+        let before = read("n", 1_000, TEXT);
+        let later = TEXT.replace("} 7\n", "} 17\n").replace("} 1234", "} 3234");
+        let now = read("n", 3_000, &later);
+        let edges = with_rates(Some(&before), &now);
+        let web = edges.iter().find(|e| e.source == "default/web").unwrap();
+        assert!((web.per_second.connections - 5.0).abs() < 1e-9, "{web:?}");
+        assert!((web.per_second.bytes - 1000.0).abs() < 1e-9, "{web:?}");
+        let summary = Summary {
+            at_ms: 3_000,
+            edges,
+        };
+        let bytes = postcard::to_allocvec(&summary).unwrap();
+        assert_eq!(postcard::from_bytes::<Summary>(&bytes).unwrap(), summary);
     }
 
     #[test]

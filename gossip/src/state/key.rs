@@ -120,6 +120,9 @@ pub enum Key {
     Keyring(Segment),
     /// `revoked/<node>`: revocation of an agent's intermediate; operator-signed.
     Revoked(NodeName),
+    /// `traffic/<node>`: the per-service-pair traffic summary agent `<node>` counted as a
+    /// destination (what the web UI draws mesh-wide); written only by that agent.
+    Traffic(NodeName),
 }
 
 impl Key {
@@ -127,7 +130,7 @@ impl Key {
     /// `None` for operator keys.
     pub fn owner_node(&self) -> Option<&NodeName> {
         match self {
-            Key::Catalog { node, .. } | Key::Certs(node) => Some(node),
+            Key::Catalog { node, .. } | Key::Certs(node) | Key::Traffic(node) => Some(node),
             _ => None,
         }
     }
@@ -172,6 +175,7 @@ impl fmt::Display for Key {
             Key::Keyring(name) => write!(f, "keyring/{name}"),
             Key::Revoked(node) => write!(f, "revoked/{node}"),
             Key::Certs(node) => write!(f, "certs/{node}"),
+            Key::Traffic(node) => write!(f, "traffic/{node}"),
         }
     }
 }
@@ -195,8 +199,9 @@ impl FromStr for Key {
             ["keyring", name] => Ok(Key::Keyring(seg(name)?)),
             ["revoked", node] => Ok(Key::Revoked(seg(node)?)),
             ["certs", node] => Ok(Key::Certs(seg(node)?)),
+            ["traffic", node] => Ok(Key::Traffic(seg(node)?)),
             [
-                "catalog" | "intentions" | "ca" | "keyring" | "revoked" | "certs",
+                "catalog" | "intentions" | "ca" | "keyring" | "revoked" | "certs" | "traffic",
                 ..,
             ] => Err(shape()),
             _ => Err(KeyError::UnknownSpace(s.to_owned())),
@@ -231,6 +236,7 @@ mod tests {
             "keyring/primary",
             "revoked/node-9",
             "certs/node-1",
+            "traffic/node-1",
             "intentions/default/*",
         ] {
             let key: Key = text.parse().unwrap();
@@ -248,6 +254,7 @@ mod tests {
             ),
             ("catalog//a", KeyError::EmptySegment(String::new())),
             ("ca/other", KeyError::WrongShape("ca/other".into())),
+            ("traffic/a/b", KeyError::WrongShape("traffic/a/b".into())),
             ("nope/x", KeyError::UnknownSpace("nope/x".into())),
             ("revoked/a b", KeyError::InvalidChar("a b".into(), ' ')),
         ];

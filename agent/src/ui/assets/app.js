@@ -5,7 +5,6 @@
 const REFRESH_MS = 3000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 let timer = null;
-let lastTraffic = null; // previous /v1/traffic reading, for rates
 let selectedEdge = null; // "from|to" of the edge whose detail is shown
 
 function h(tag, attrs, ...children) {
@@ -66,18 +65,14 @@ function fmtDuration(sec) {
 function edgeKey(from, to) { return `${from}|${to}`; }
 
 function trafficRates(now) {
+  // Rates come with the counters: each destination agent computes its own per interval.
   const rates = new Map();
-  const prev = lastTraffic;
-  const dt = prev ? (now.at_ms - prev.at_ms) / 1000 : 0;
-  const before = new Map((prev ? prev.edges : []).map((e) => [edgeKey(e.source, e.destination), e]));
   for (const e of now.edges) {
-    const p = before.get(edgeKey(e.source, e.destination));
-    const rate = (f) => (p && dt > 0 ? Math.max(0, e[f] - p[f]) / dt : 0);
     rates.set(edgeKey(e.source, e.destination), {
       counters: e,
-      connPerS: rate("opened"),
-      deniedPerS: rate("denied"),
-      bytesPerS: rate("bytes_to_destination") + rate("bytes_from_destination"),
+      connPerS: e.per_second.connections,
+      deniedPerS: e.per_second.denied,
+      bytesPerS: e.per_second.bytes,
     });
   }
   return rates;
@@ -89,7 +84,6 @@ const pages = {
   async topology(main) {
     const [graph, traffic] = await Promise.all([api("/v1/graph"), api("/v1/traffic")]);
     const rates = trafficRates(traffic);
-    lastTraffic = traffic;
     // Edges: every rule-decided pair, plus pairs with traffic that the default decided.
     const edges = graph.edges.map((e) => ({
       from: e.from, to: e.to, rule: e.rule,
@@ -157,7 +151,7 @@ const pages = {
     main.replaceChildren(
       h("h2", {}, `Access graph: default ${graph.default}${graph.audit ? " (audit mode)" : ""}, rules version ${graph.version}`),
       h("p", { class: "muted" }, "Green: allowed; red dashed: denied; orange dotted: audited deny. " +
-        "Rates are what the destination agents counted, between the last two readings."),
+        "Counts and rates are what the destination agents counted (every agent shares its own every 5 s)."),
       h("div", { class: "topo" }, svg, detail));
   },
 
@@ -266,6 +260,7 @@ async function showEdge(detail, e, r) {
       ["failed", c.failed, ""], ["open now", c.active, ""],
       ["bytes to destination", c.bytes_to_destination, ""],
       ["bytes from destination", c.bytes_from_destination, fmtRate(r.bytesPerS, "B/s")],
+      ["counted by", (c.reported_by || []).join(", "), ""],
     ].map(([k, v, p]) => h("tr", {}, h("td", {}, k), h("td", {}, v), h("td", {}, p)))));
   } else rows.push(h("p", { class: "muted" }, "No traffic counted on this edge."));
   detail.replaceChildren(...rows);
