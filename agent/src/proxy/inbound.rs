@@ -10,6 +10,7 @@ use super::registry::Grant;
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
 use super::transport::PathKind;
 use super::wire::{Request, Status};
+use crate::refusals::Port;
 use bytes::Bytes;
 use rhizome_ca::SpiffeId;
 use rhizome_intentions::ServiceRef;
@@ -81,23 +82,19 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
         PathKind::Loopback6 => incoming.accept_with(proxy.loopback6_server.clone()),
         PathKind::Remote => incoming.accept(),
     };
+    let refused = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        proxy
+            .refusals
+            .refuse(Port::DataQuic, reason, Some(remote), detail);
+    };
     let connecting = match connecting {
         Ok(c) => c,
-        Err(e) => {
-            tracing::info!(peer = %remote, error = %e, "inbound QUIC connection refused");
-            return;
-        }
+        Err(e) => return refused("refused", &e),
     };
     let conn = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::info!(peer = %remote, error = %e, "inbound QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(peer = %remote, "inbound QUIC handshake timed out");
-            return;
-        }
+        Ok(Err(e)) => return refused(quic_handshake_reason(&e), &e),
+        Err(_) => return refused("handshake_timeout", &"no handshake in time"),
     };
     let certs = conn
         .peer_identity()
@@ -109,7 +106,10 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
         conn.close(quinn::VarInt::from_u32(1), b"no workload identity");
-        return;
+        return refused(
+            "no_identity",
+            &"no workload SPIFFE id in the client certificate",
+        );
     };
     let peer = Arc::new(peer);
     let mut streams = JoinSet::new();
@@ -130,6 +130,29 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     while streams.join_next().await.is_some() {}
 }
 
+/// The `reason` label of a failed QUIC handshake: TLS alerts travel as QUIC crypto errors
+/// (0x100 + alert), `certificate_required` (116) when the client sent no certificate.
+fn quic_handshake_reason(e: &quinn::ConnectionError) -> &'static str {
+    const CERTIFICATE_REQUIRED: u8 = 116;
+    const BAD_CERTIFICATE: u8 = 42;
+    const UNKNOWN_CA: u8 = 48;
+    match e {
+        quinn::ConnectionError::TransportError(t) => {
+            if t.code == quinn::TransportErrorCode::crypto(CERTIFICATE_REQUIRED) {
+                "no_client_cert"
+            } else if t.code == quinn::TransportErrorCode::crypto(BAD_CERTIFICATE)
+                || t.code == quinn::TransportErrorCode::crypto(UNKNOWN_CA)
+            {
+                "bad_client_cert"
+            } else {
+                "handshake_failed"
+            }
+        }
+        quinn::ConnectionError::TimedOut => "handshake_timeout",
+        _ => "handshake_failed",
+    }
+}
+
 /// Serves one TLS connection of the TLS transport (called by the data-port listener).
 pub async fn serve_tls(
     proxy: Arc<Proxy>,
@@ -141,7 +164,12 @@ pub async fn serve_tls(
     let sni = conn.server_name().map(str::to_string);
     let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
-        tracing::info!(peer = %remote, "inbound TLS tunnel without workload identity");
+        proxy.refusals.refuse(
+            Port::DataTls,
+            "no_identity",
+            Some(remote),
+            &"no workload SPIFFE id in the client certificate",
+        );
         return;
     };
     let (r, w) = tokio::io::split(TlsConn::from(tls));
