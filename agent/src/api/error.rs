@@ -1,4 +1,5 @@
-//! The API's error answer, in a leaf module so every subsystem's `api.rs` can use it
+//! The API's error answer and the name check of path and query parameters, in a module
+//! that imports only the config's name rule, so every subsystem's `api.rs` can use it
 //! without importing the router that merges them.
 
 use axum::Json;
