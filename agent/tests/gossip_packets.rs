@@ -61,6 +61,19 @@ async fn forged_garbled_and_replayed_packets_are_dropped_and_counted() {
             && dropped(&a, "unknown_version") >= 1
     })
     .await;
+    for reason in [
+        "unknown_key",
+        "garbled",
+        "replayed",
+        "cleartext",
+        "malformed",
+    ] {
+        let sample = format!("rhizome_refused_total{{port=\"gossip_udp\",reason=\"{reason}\"}}");
+        assert!(
+            metric(&a, &sample) >= 1,
+            "also counted as a refusal: {sample}"
+        );
+    }
     assert!(
         all_alive(&[&a, &b], &["a", "b"]),
         "the agent stays in the mesh"

@@ -119,8 +119,11 @@ pub fn verdict(
     if !VERSIONS.contains(&version) {
         return Some("unsupported_version");
     }
+    // An Initial to one of our connection ids belongs to a connection in progress (a
+    // server's Initial to our client side may be small); only a new one must be padded.
+    let to_us = dcid_len == cid_len && datagram.get(6..6 + dcid_len).is_some_and(&is_ours);
     let is_initial = first & 0x30 == 0;
-    if is_initial && datagram.len() < MIN_INITIAL {
+    if is_initial && !to_us && datagram.len() < MIN_INITIAL {
         return Some("short_initial");
     }
     None
@@ -226,6 +229,13 @@ mod tests {
         assert_eq!(s.verdict(&short_initial), Some("short_initial"));
         short_initial.resize(1200, 0);
         assert_eq!(s.verdict(&short_initial), None);
+        // A small Initial to an id this endpoint issued (a server answering our client).
+        let mut generator = HashedConnectionIdGenerator::from_key(s.key);
+        let mut answer = vec![0xc0, 0, 0, 0, 1, 8];
+        answer.extend_from_slice(&generator.generate_cid());
+        answer.push(0);
+        answer.resize(60, 0);
+        assert_eq!(s.verdict(&answer), None);
         let mut bad_cid = vec![0xc0, 0, 0, 0, 1, 21];
         bad_cid.resize(1200, 0);
         assert_eq!(s.verdict(&bad_cid), Some("malformed"));
