@@ -190,26 +190,53 @@ async fn answer(tx: &mut TunnelTx, status: Status) {
 }
 
 /// Reads the request and checks it names a service, from a workload source, matching the
-/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`).
+/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`; the refusal
+/// is counted on the tunnel's port and logged at a bounded rate).
 async fn checked_request(
     proxy: &Proxy,
     peer: &Peer,
     rx: &mut TunnelRx,
 ) -> Option<(Request, ServiceRef, ServiceRef)> {
+    let port = match rx {
+        TunnelRx::Quic(_) => Port::DataQuic,
+        TunnelRx::Tls(_) => Port::DataTls,
+    };
+    let refused = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        proxy.refusals.refuse(
+            port,
+            reason,
+            None,
+            &format_args!("from {}: {detail}", peer.source),
+        );
+    };
     let timeout = proxy.config.proxy.connect_timeout.0;
     let request = match tokio::time::timeout(timeout, read_request(rx)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::info!(src = %peer.source, error = %e, "bad tunnel request");
+            refused("bad_tunnel_request", &e);
             return None;
         }
-        Err(_) => return None,
+        Err(_) => {
+            refused("tunnel_request_timeout", &"no tunnel request in time");
+            return None;
+        }
     };
-    let dst = ServiceRef::new(&request.namespace, &request.service).ok()?;
-    let src = peer.source_ref()?;
+    let dst = match ServiceRef::new(&request.namespace, &request.service) {
+        Ok(dst) => dst,
+        Err(e) => {
+            refused("bad_tunnel_request", &e);
+            return None;
+        }
+    };
+    let Some(src) = peer.source_ref() else {
+        refused("no_identity", &"the source is not a workload");
+        return None;
+    };
     if peer.sni.as_ref() != Some(&dst) {
-        tracing::info!(src = %peer.source, dst = %dst, sni = ?peer.sni,
-            "tunnel request does not match the service named by SNI");
+        refused(
+            "sni_mismatch",
+            &format_args!("tunnel to {dst} on a connection for {:?}", peer.sni),
+        );
         return None;
     }
     Some((request, src, dst))
