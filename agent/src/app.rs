@@ -251,11 +251,18 @@ impl Agent {
                 }),
             ],
         );
-        tasks.spawn(api::serve(http, router, shutdown.clone()));
+        tasks.spawn(api::serve(
+            http,
+            router,
+            metrics.accept_errors.clone(),
+            metrics.refusals.clone(),
+            shutdown.clone(),
+        ));
         tasks.spawn(dataport::serve(
             data.tcp,
             tcp_services,
             metrics.accept_errors.clone(),
+            metrics.refusals.clone(),
             shutdown.clone(),
         ));
         if let Some(kube) = kube {

@@ -22,6 +22,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub mod proxy;
 pub(crate) mod readahead;
+pub(crate) mod refusals;
 pub mod reload;
 pub mod runtime;
 pub(crate) mod store;

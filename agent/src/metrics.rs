@@ -13,6 +13,8 @@ pub struct Metrics {
     pub uptime_seconds: Gauge,
     /// `rhizome_accept_errors_total{listener, kind}`, shared by every TCP listener.
     pub accept_errors: crate::accept::AcceptErrors,
+    /// `rhizome_refused_total{port, reason}`, shared by every port (see [`crate::refusals`]).
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl Metrics {
@@ -31,10 +33,17 @@ impl Metrics {
             "Failed accepts on TCP listeners, by listener and kind (emfile: out of file descriptors)",
             accept_errors.family(),
         );
+        let refusals = crate::refusals::Refusals::default();
+        registry.register(
+            "refused",
+            "Connections, handshakes, packets and requests refused, by port and reason",
+            refusals.family(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             uptime_seconds,
             accept_errors,
+            refusals,
         }
     }
 

@@ -71,6 +71,17 @@ impl SyncMessage {
         encode(Kind::Sync, self)
     }
 
+    /// Whether the peer answers this message with nothing: `Entries`, or `Details` without
+    /// differing buckets. The side that sends it is done once it is sent; the side that
+    /// receives it is done once it is applied ([`handle`] returns `None`).
+    pub fn ends_exchange(&self) -> bool {
+        match self {
+            SyncMessage::Entries(_) => true,
+            SyncMessage::Details { buckets, .. } => buckets.is_empty(),
+            SyncMessage::Summary(_) | SyncMessage::Push { .. } => false,
+        }
+    }
+
     /// Decodes a message; malformed bytes give a typed error, never a panic.
     pub fn from_bytes(bytes: &[u8]) -> Result<SyncMessage, DecodeError> {
         decode(Kind::Sync, bytes)

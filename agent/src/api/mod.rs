@@ -3,14 +3,15 @@
 //!
 //! [`router`] merges the routes of each subsystem (each already holding its own state:
 //! `gossip::api`, `intentions::api`, `kube::api`, `expiry`) with the agent's own endpoints
-//! ([`AgentInfo`]); no handler sees more than its subsystem's handles.
+//! ([`AgentInfo`]); no handler sees more than its subsystem's handles. [`server`] serves it
+//! with header and body timeouts, a body size limit and JSON error answers.
 
 pub(crate) mod error;
+pub mod server;
 pub mod types;
 
 use crate::config::{AgentConfig, Check, ConfigReader, Service, Upstream};
 use crate::metrics::Metrics;
-use crate::runtime::Shutdown;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -95,19 +96,7 @@ pub fn router(agent: AgentInfo, parts: impl IntoIterator<Item = Router>) -> Rout
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
 }
 
-/// Serves `router` on `listener` until `stop`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    stop: Shutdown,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            stop.wait().await;
-        })
-        .await?;
-    Ok(())
-}
+pub use server::serve;
 
 async fn agent_self(State(s): State<AgentInfo>) -> Json<AgentSelf> {
     let c = &s.config;

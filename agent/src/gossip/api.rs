@@ -70,15 +70,18 @@ pub async fn catalog_services(State(s): State<ApiState>) -> Json<Vec<ServiceSumm
 }
 
 /// `GET /v1/catalog/service/<name>?ns=`: its instances with node, address, port, health.
+/// A name or namespace the config would refuse is a 400, not an empty list.
 pub async fn catalog_service(
     State(s): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<NsQuery>,
-) -> Json<Vec<Instance>> {
+) -> Result<Json<Vec<Instance>>, ApiError> {
     let ns =
         q.ns.unwrap_or_else(|| crate::config::DEFAULT_NAMESPACE.to_string());
+    crate::api::error::valid_name("service", &name)?;
+    crate::api::error::valid_name("namespace", &ns)?;
     let catalog = s.catalog.borrow().clone();
-    Json(catalog.instances_of(&ns, &name).cloned().collect())
+    Ok(Json(catalog.instances_of(&ns, &name).cloned().collect()))
 }
 
 /// `PUT /v1/join`: announces to `address` and waits for it to answer.

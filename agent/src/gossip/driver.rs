@@ -197,8 +197,7 @@ impl Running {
         let payload = match self.d.keys.open(now_ms(), packet) {
             Ok(p) => p,
             Err(reason) => {
-                self.d.metrics.drop_packet(reason);
-                tracing::debug!(peer.addr = %from, %reason, "gossip packet dropped");
+                self.d.metrics.drop_packet(reason, from);
                 return;
             }
         };
@@ -212,8 +211,7 @@ impl Running {
             .replica
             .with_state(|state| membership.handle_data(now, from, &payload, state));
         if let Err(e) = res {
-            self.d.metrics.drop_malformed();
-            tracing::debug!(peer.addr = %from, error = %e, "gossip packet refused");
+            self.d.metrics.drop_malformed(from, &e);
         }
     }
 

@@ -1,7 +1,9 @@
 //! Prometheus families of the gossip layer: members by state, packets dropped by reason,
-//! entries rejected by reason, state size, anti-entropy exchanges.
+//! entries rejected by reason, state size, anti-entropy exchanges. Dropped packets are also
+//! counted (and logged at a bounded rate) as refusals on port `gossip_udp`.
 
-use std::sync::Mutex;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,15 +27,17 @@ pub struct GossipMetrics {
     state_entries: Gauge,
     received: Counter,
     sent: Counter,
-    syncs: Family<Label, Counter>,
+    syncs: Family<[(&'static str, &'static str); 2], Counter>,
     local_health: Gauge,
     open_suspicions: Gauge,
     stale_verdicts: Gauge,
+    refusals: OnceLock<crate::refusals::Refusals>,
 }
 
 impl GossipMetrics {
     /// Registers every family in the agent's registry.
     pub fn register(&self, registry: &crate::metrics::Metrics) {
+        let _ = self.refusals.set(registry.refusals.clone());
         registry.register(
             "gossip_members",
             "Members of the gossip cluster by state, as this agent sees them",
@@ -66,7 +70,7 @@ impl GossipMetrics {
         );
         registry.register(
             "gossip_sync_exchanges",
-            "Anti-entropy exchanges by outcome",
+            "Anti-entropy exchanges by direction (inbound: a peer's, outbound: ours) and outcome (ok only when complete)",
             self.syncs.clone(),
         );
         registry.register(
@@ -95,8 +99,8 @@ impl GossipMetrics {
         self.stale_verdicts.set(gauge(stats.stale_verdicts));
     }
 
-    /// Counts one packet that failed to open.
-    pub fn drop_packet(&self, reason: OpenError) {
+    /// Counts one packet from `from` that failed to open.
+    pub fn drop_packet(&self, reason: OpenError, from: SocketAddr) {
         let label = match reason {
             OpenError::TooShort => "too_short",
             OpenError::UnknownVersion(_) => "unknown_version",
@@ -105,12 +109,19 @@ impl GossipMetrics {
             OpenError::Garbled => "garbled",
             OpenError::Replayed => "replayed",
         };
-        self.dropped.get_or_create(&[("reason", label)]).inc();
+        self.count_drop(label, from, &reason);
     }
 
-    /// Counts one opened packet that membership refused.
-    pub fn drop_malformed(&self) {
-        self.dropped.get_or_create(&[("reason", "malformed")]).inc();
+    /// Counts one opened packet from `from` that membership refused.
+    pub fn drop_malformed(&self, from: SocketAddr, error: &dyn std::fmt::Display) {
+        self.count_drop("malformed", from, error);
+    }
+
+    fn count_drop(&self, label: &'static str, from: SocketAddr, detail: &dyn std::fmt::Display) {
+        self.dropped.get_or_create(&[("reason", label)]).inc();
+        if let Some(refusals) = self.refusals.get() {
+            refusals.refuse(crate::refusals::Port::GossipUdp, label, Some(from), detail);
+        }
     }
 
     /// Counts one received packet.
@@ -123,9 +134,12 @@ impl GossipMetrics {
         self.sent.inc();
     }
 
-    /// Counts one anti-entropy exchange (`ok` or `failed`).
-    pub fn sync(&self, outcome: &'static str) {
-        self.syncs.get_or_create(&[("outcome", outcome)]).inc();
+    /// Counts one anti-entropy exchange: `direction` `inbound` or `outbound`, `outcome`
+    /// `ok` (complete) or `failed`.
+    pub fn sync(&self, direction: &'static str, outcome: &'static str) {
+        self.syncs
+            .get_or_create(&[("direction", direction), ("outcome", outcome)])
+            .inc();
     }
 
     /// Refreshes the gauges from the member table and the state.

@@ -256,14 +256,14 @@ pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Resul
     } = inputs;
     gossip.metrics.register(&metrics);
     tasks.spawn(pending.driver.run(stop.clone()));
-    tasks.spawn(antientropy::serve(
-        pending.listener,
-        replica.clone(),
-        gossip.keys.clone(),
-        gossip.metrics.clone(),
-        metrics.accept_errors.clone(),
-        stop.clone(),
-    ));
+    let server = antientropy::Server {
+        replica: replica.clone(),
+        keys: gossip.keys.clone(),
+        metrics: gossip.metrics.clone(),
+        accept_errors: metrics.accept_errors.clone(),
+        refusals: metrics.refusals.clone(),
+    };
+    tasks.spawn(server.run(pending.listener, stop.clone()));
     let initiator = antientropy::Initiator {
         requests: pending.sync_requests,
         members: gossip.subscribe_members(),

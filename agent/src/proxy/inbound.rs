@@ -11,6 +11,7 @@ use super::registry::Grant;
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
 use super::transport::PathKind;
 use super::wire::{Request, Status};
+use crate::refusals::Port;
 use bytes::Bytes;
 use rhizome_ca::SpiffeId;
 use rhizome_intentions::ServiceRef;
@@ -87,23 +88,19 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
         PathKind::Loopback6 => incoming.accept_with(proxy.loopback6_server.clone()),
         PathKind::Remote => incoming.accept(),
     };
+    let refused = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        proxy
+            .refusals
+            .refuse(Port::DataQuic, reason, Some(remote), detail);
+    };
     let connecting = match connecting {
         Ok(c) => c,
-        Err(e) => {
-            tracing::info!(peer = %remote, error = %e, "inbound QUIC connection refused");
-            return;
-        }
+        Err(e) => return refused("refused", &e),
     };
     let conn = match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::info!(peer = %remote, error = %e, "inbound QUIC handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::info!(peer = %remote, "inbound QUIC handshake timed out");
-            return;
-        }
+        Ok(Err(e)) => return refused(quic_handshake_reason(&e), &e),
+        Err(_) => return refused("handshake_timeout", &"no handshake in time"),
     };
     let certs = conn
         .peer_identity()
@@ -115,7 +112,10 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
         conn.close(quinn::VarInt::from_u32(1), b"no workload identity");
-        return;
+        return refused(
+            "no_identity",
+            &"no workload SPIFFE id in the client certificate",
+        );
     };
     let peer = Arc::new(peer);
     let mut streams = JoinSet::new();
@@ -144,6 +144,29 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     while streams.join_next().await.is_some() {}
 }
 
+/// The `reason` label of a failed QUIC handshake: TLS alerts travel as QUIC crypto errors
+/// (0x100 + alert), `certificate_required` (116) when the client sent no certificate.
+fn quic_handshake_reason(e: &quinn::ConnectionError) -> &'static str {
+    const CERTIFICATE_REQUIRED: u8 = 116;
+    const BAD_CERTIFICATE: u8 = 42;
+    const UNKNOWN_CA: u8 = 48;
+    match e {
+        quinn::ConnectionError::TransportError(t) => {
+            if t.code == quinn::TransportErrorCode::crypto(CERTIFICATE_REQUIRED) {
+                "no_client_cert"
+            } else if t.code == quinn::TransportErrorCode::crypto(BAD_CERTIFICATE)
+                || t.code == quinn::TransportErrorCode::crypto(UNKNOWN_CA)
+            {
+                "bad_client_cert"
+            } else {
+                "handshake_failed"
+            }
+        }
+        quinn::ConnectionError::TimedOut => "handshake_timeout",
+        _ => "handshake_failed",
+    }
+}
+
 /// Serves one TLS connection of the TLS transport (called by the data-port listener).
 pub async fn serve_tls(
     proxy: Arc<Proxy>,
@@ -155,7 +178,12 @@ pub async fn serve_tls(
     let sni = conn.server_name().map(str::to_string);
     let td = proxy.identity.trust_domain();
     let Some(peer) = certs.and_then(|c| Peer::from_handshake(&c, sni.as_deref(), td)) else {
-        tracing::info!(peer = %remote, "inbound TLS tunnel without workload identity");
+        proxy.refusals.refuse(
+            Port::DataTls,
+            "no_identity",
+            Some(remote),
+            &"no workload SPIFFE id in the client certificate",
+        );
         return;
     };
     let (r, w) = tokio::io::split(TlsConn::from(tls));
@@ -176,26 +204,53 @@ async fn answer(tx: &mut TunnelTx, status: Status) {
 }
 
 /// Reads the request and checks it names a service, from a workload source, matching the
-/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`).
+/// SNI: returns (request, source, destination), or `None` (answer `BadRequest`; the refusal
+/// is counted on the tunnel's port and logged at a bounded rate).
 async fn checked_request(
     proxy: &Proxy,
     peer: &Peer,
     rx: &mut TunnelRx,
 ) -> Option<(Request, ServiceRef, ServiceRef)> {
+    let port = match rx {
+        TunnelRx::Quic(_) => Port::DataQuic,
+        TunnelRx::Tls(_) => Port::DataTls,
+    };
+    let refused = |reason: &'static str, detail: &dyn std::fmt::Display| {
+        proxy.refusals.refuse(
+            port,
+            reason,
+            None,
+            &format_args!("from {}: {detail}", peer.source),
+        );
+    };
     let timeout = proxy.config.proxy.connect_timeout.0;
     let request = match tokio::time::timeout(timeout, read_request(rx)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::info!(src = %peer.source, error = %e, "bad tunnel request");
+            refused("bad_tunnel_request", &e);
             return None;
         }
-        Err(_) => return None,
+        Err(_) => {
+            refused("tunnel_request_timeout", &"no tunnel request in time");
+            return None;
+        }
     };
-    let dst = ServiceRef::new(&request.namespace, &request.service).ok()?;
-    let src = peer.source_ref()?;
+    let dst = match ServiceRef::new(&request.namespace, &request.service) {
+        Ok(dst) => dst,
+        Err(e) => {
+            refused("bad_tunnel_request", &e);
+            return None;
+        }
+    };
+    let Some(src) = peer.source_ref() else {
+        refused("no_identity", &"the source is not a workload");
+        return None;
+    };
     if peer.sni.as_ref() != Some(&dst) {
-        tracing::info!(src = %peer.source, dst = %dst, sni = ?peer.sni,
-            "tunnel request does not match the service named by SNI");
+        refused(
+            "sni_mismatch",
+            &format_args!("tunnel to {dst} on a connection for {:?}", peer.sni),
+        );
         return None;
     }
     Some((request, src, dst))

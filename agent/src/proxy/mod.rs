@@ -29,6 +29,7 @@ pub(crate) mod pods;
 pub(crate) mod pool;
 pub(crate) mod registry;
 pub(crate) mod relay;
+pub(crate) mod screen;
 pub(crate) mod transport;
 pub mod upstreams;
 pub mod wire;
@@ -108,6 +109,8 @@ pub struct Proxy {
     metrics: meters::ProxyMetrics,
     picker: picker::Picker,
     accept_errors: crate::accept::AcceptErrors,
+    /// Refused handshakes and tunnels (ports `data_quic`, `data_tls`, `upstream`).
+    refusals: crate::refusals::Refusals,
     endpoint: quinn::Endpoint,
     /// Server settings for IPv4 loopback peers (larger datagrams; see [`transport`]).
     loopback_server: Arc<quinn::ServerConfig>,
@@ -212,13 +215,18 @@ pub async fn start(
     loopback_server.transport_config(transports.loopback());
     loopback6_server.transport_config(transports.for_path(transport::PathKind::Loopback6));
     transports.prepare_socket(&udp);
-    let endpoint = quinn::Endpoint::new(
-        transports.endpoint_config(),
+    // Datagrams quinn would drop silently are counted as refusals (see `screen`).
+    let screen = screen::Screen::new(metrics.refusals.clone());
+    let mut endpoint_config = transports.endpoint_config();
+    screen.configure(&mut endpoint_config);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        endpoint_config,
         Some(server),
-        udp,
+        screen.wrap(udp)?,
         Arc::new(quinn::TokioRuntime),
     )?;
     let accept_errors = metrics.accept_errors.clone();
+    let refusals = metrics.refusals.clone();
     let metrics = meters::ProxyMetrics::register(&metrics);
     let proxy = Arc::new(Proxy {
         pool: pool::Pool::new(
@@ -238,6 +246,7 @@ pub async fn start(
         metrics,
         picker: picker::Picker::default(),
         accept_errors,
+        refusals,
         endpoint: endpoint.clone(),
         loopback_server: Arc::new(loopback_server),
         loopback6_server: Arc::new(loopback6_server),

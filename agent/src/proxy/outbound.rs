@@ -10,6 +10,7 @@ use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
 use crate::accept::Acceptor;
 use crate::config::Transport;
+use crate::refusals::Port;
 use bytes::Bytes;
 use rhizome_intentions::ServiceRef;
 use std::net::SocketAddr;
@@ -80,12 +81,15 @@ pub async fn serve_upstream(
             Some(_) = conns.join_next() => {}
             (tcp, peer) = listener.accept() => {
                 let Some(route) = routing.route(peer, local) else {
+                    proxy.refusals.refuse(Port::Upstream, "unknown_source", Some(peer),
+                        &format_args!("no pod with this address has an upstream on {local}"));
                     relay::reset_tcp(tcp);
                     continue;
                 };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    tracing::warn!(peer = %peer, src = %route.source, dst = %route.destination, max,
-                        "upstream listener at max_connections: connection reset");
+                    proxy.refusals.refuse(Port::Upstream, "max_connections", Some(peer),
+                        &format_args!("{} -> {}: {max} connections open, connection reset",
+                            route.source, route.destination));
                     proxy.metrics.failed(&pair(&route));
                     relay::reset_tcp(tcp);
                     continue;
@@ -182,8 +186,12 @@ async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
         Err(Refused::Failed { reason }) => {
             proxy.metrics.failed(&pair);
             relay::reset_tcp(tcp);
-            tracing::warn!(src = %route.source, dst = %route.destination, reason = %reason,
-                "proxied connection failed");
+            proxy.refusals.refuse(
+                Port::Upstream,
+                "failed",
+                None,
+                &format_args!("{} -> {}: {reason}", route.source, route.destination),
+            );
             log("", "error", "failed", 0, 0);
         }
     }

@@ -29,14 +29,22 @@ fn exchange(initiator: &mut TestState, responder: &mut TestState, now: u64) -> T
         traffic.messages += 1;
         traffic.bytes.push(wire.len());
         let message = SyncMessage::from_bytes(&wire).unwrap();
+        let last = message.ends_exchange();
         let target = if to_responder {
             &mut *responder
         } else {
             &mut *initiator
         };
+        // The sender of the last message knows it is the last (the agent closes after it).
         match handle(target, message, now).unwrap() {
-            Some(reply) => wire = reply.to_bytes(),
-            None => return traffic,
+            Some(reply) => {
+                assert!(!last, "a message that ends the exchange got a reply");
+                wire = reply.to_bytes();
+            }
+            None => {
+                assert!(last, "the exchange ended on a message not marked last");
+                return traffic;
+            }
         }
         to_responder = !to_responder;
     }
