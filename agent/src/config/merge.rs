@@ -262,7 +262,7 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
     })
 }
 
-fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
+pub(super) fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
     let namespace = s.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let ctx = |m: String| invalid(file, format!("service {:?}: {m}", s.name));
     validate_name("service name", &s.name).map_err(ctx)?;
@@ -304,8 +304,12 @@ fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
         .into_iter()
         .map(|c| check(c, &s.name, file))
         .collect::<Result<_, _>>()?;
+    let id = s.id.unwrap_or_else(|| s.name.clone());
+    if let Err(e) = id.parse::<rhizome_gossip::state::Segment>() {
+        return Err(ctx(format!("id {id:?} is not a valid instance id: {e}")));
+    }
     Ok(Service {
-        id: s.id.unwrap_or_else(|| s.name.clone()),
+        id,
         name: s.name,
         namespace,
         port: s.port,
@@ -346,7 +350,7 @@ fn check(c: CheckBlock, service: &str, file: &str) -> Result<Check, ConfigError>
     })
 }
 
-fn check_services(services: &[Service], ports: &Ports) -> Result<(), ConfigError> {
+pub(super) fn check_services(services: &[Service], ports: &Ports) -> Result<(), ConfigError> {
     let mut ids = HashSet::new();
     let mut binds = HashSet::new();
     for s in services {

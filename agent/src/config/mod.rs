@@ -6,6 +6,7 @@
 //! the same [`ConfigSource`] and, when it is accepted, publishes it through the one
 //! [`ConfigWriter`] to every [`ConfigReader`].
 
+pub mod definition;
 mod file;
 
 use crate::duration::Dur;
@@ -491,6 +492,11 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, FileConfig)>, ConfigError> {
 }
 
 fn parse_file(src: &str, file: &str) -> Result<FileConfig, ConfigError> {
+    parse_hcl(src, file)
+}
+
+/// Parses HCL text into `T`, with `env("X")` evaluated (config files, service definitions).
+fn parse_hcl<T: serde::de::DeserializeOwned>(src: &str, file: &str) -> Result<T, ConfigError> {
     let mut ctx = hcl::eval::Context::new();
     ctx.declare_func("env", env_func());
     Ok(rhizome_intentions::hclsrc::from_str_eval(src, file, &ctx)?)
