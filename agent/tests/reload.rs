@@ -588,6 +588,8 @@ async fn api_registrations_reach_the_mesh_survive_restarts_and_reloads_and_leave
     };
     assert_eq!(services[1]["id"], "echo");
     assert_eq!(services[1]["port"], echo.port());
+    assert_eq!(services[1]["source"], "api");
+    assert_eq!(services[0]["source"], "config");
     // Back in the mesh: the peer's upstream reaches it again.
     n1.handles()
         .gossip
@@ -655,8 +657,12 @@ async fn cli_registers_and_deregisters_services() {
     assert_eq!(live_ids(&agent), ["files", "db-1", "web"]);
     let (code, out, _) = cli(&agent, &["services"]).await;
     assert_eq!(code, 0);
-    for id in ["files", "db-1", "web"] {
-        assert!(out.contains(id), "{id} in {out}");
+    for (id, source) in [("files", "config"), ("db-1", "api"), ("web", "api")] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{id} ")) && l.trim_end().ends_with(source)),
+            "{id} ({source}) in {out}"
+        );
     }
     // Registering the same definition again changes nothing.
     let (code, out, _) = cli(&agent, &["services", "register", hcl.to_str().unwrap()]).await;

@@ -258,6 +258,7 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
         proxy,
         kubernetes: kube,
         services,
+        registered: Default::default(),
         dev: false,
     })
 }

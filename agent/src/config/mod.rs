@@ -353,8 +353,12 @@ pub struct AgentConfig {
     pub proxy: ProxyConfig,
     /// Kubernetes pod discovery.
     pub kubernetes: KubernetesConfig,
-    /// Local services.
+    /// Local services: the files' ones, then those registered through the API.
     pub services: Vec<Service>,
+    /// Ids of the `services` registered through the API (`crate::reload::register`),
+    /// not defined by the files. Not a setting: never compared by a reload.
+    #[serde(skip)]
+    pub registered: std::collections::BTreeSet<String>,
     /// `--dev` mode: in-memory CA, unsigned intentions accepted, default allow.
     pub dev: bool,
 }
@@ -444,6 +448,7 @@ impl AgentConfig {
             proxy: ProxyConfig::default(),
             kubernetes: KubernetesConfig::default(),
             services: Vec::new(),
+            registered: Default::default(),
             dev: true,
         }
     }

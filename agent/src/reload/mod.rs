@@ -267,6 +267,7 @@ impl Reloader {
         let effective = AgentConfig {
             ports: current.ports,
             services,
+            registered: registered.keys().cloned().collect(),
             ..files.clone()
         };
         let listeners = self

@@ -87,6 +87,7 @@ pub fn load(store: &Store, config: &mut AgentConfig) -> anyhow::Result<BTreeMap<
         match fitted {
             Ok(s) => {
                 config.services.push(s.clone());
+                config.registered.insert(s.id.clone());
                 registered.insert(s.id.clone(), s);
             }
             Err(e) => {
