@@ -29,7 +29,9 @@ pub enum ServicesCommand {
     List(FormatArgs),
     /// Register the services of FILE on the local agent (PUT /v1/agent/service/register).
     ///
-    /// FILE holds `service` blocks in the config files' HCL syntax, or JSON: {"service":
+    /// FILE holds `service` blocks in the config files' HCL syntax (a Consul service file's
+    /// `checks` and `connect { sidecar_service { proxy { upstreams } } }` are taken too), or
+    /// JSON: {"service":
     /// {...}}, {"services": [...]} or one service object, with Consul's field spellings
     /// (Name, ID, Port, Address, Tags, Meta, Check, Checks,
     /// Connect.SidecarService.Proxy.Upstreams) or the config's. The agent validates each

@@ -26,6 +26,15 @@ struct DefinitionFile {
     service: Vec<ServiceBlock>,
 }
 
+/// The same file read loosely, for Consul's HCL shapes (`connect { sidecar_service { ... } }`,
+/// `checks = [...]`), which the JSON mapper takes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LooseFile {
+    #[serde(default, deserialize_with = "one_or_many")]
+    service: Vec<Value>,
+}
+
 /// The fields a definition takes, by their key folded as Consul folds it, and the name of
 /// the service block field each one fills.
 const SERVICE_FIELDS: [(&str, &str); 10] = [
@@ -221,7 +230,8 @@ impl ServiceDefinition {
     }
 
     /// The definitions of a `rhizome services register` file: HCL `service` blocks (the
-    /// config's syntax, errors at file:line:column), or JSON (`{"service": {...}}`,
+    /// config's syntax, errors at file:line:column; Consul's `connect { sidecar_service
+    /// { proxy { upstreams ... } } }` and `checks` taken too), or JSON (`{"service": {...}}`,
     /// `{"services": [...]}` or one service object, Consul's spellings taken).
     pub fn from_file(src: &str, file: &str) -> Result<Vec<ServiceDefinition>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -254,8 +264,22 @@ impl ServiceDefinition {
                 })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
-            let parsed: DefinitionFile = super::parse_hcl(src, file)?;
-            parsed.service.into_iter().map(ServiceDefinition).collect()
+            match super::parse_hcl::<DefinitionFile>(src, file) {
+                Ok(parsed) => parsed.service.into_iter().map(ServiceDefinition).collect(),
+                // Not the config's shape: Consul's shape is taken as the API takes it; if it
+                // is not that either, the error is the config reader's (file:line:column).
+                Err(typed) => super::parse_hcl::<LooseFile>(src, file)
+                    .ok()
+                    .and_then(|loose| {
+                        loose
+                            .service
+                            .iter()
+                            .map(|v| ServiceDefinition::from_json(v).ok())
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .filter(|defs| !defs.is_empty())
+                    .ok_or(typed)?,
+            }
         };
         if defs.is_empty() {
             return Err(invalid("no service definition in the file".into()));

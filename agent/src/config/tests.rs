@@ -441,6 +441,27 @@ mod definitions {
         let hcl = "service {\n  name = \"web\"\n  port = 80\n}\nservice {\n  name = \"db\"\n  port = 5432\n}\n";
         let defs = ServiceDefinition::from_file(hcl, "web.hcl").unwrap();
         assert_eq!(defs.len(), 2);
+        // Consul's HCL service definition (lower-case keys, connect, checks).
+        let consul = r#"service {
+  name = "web"
+  port = 80
+  checks = [{ tcp = "127.0.0.1:80", interval = "5s" }]
+  check { http = "http://127.0.0.1:80/h" }
+  connect {
+    sidecar_service {
+      proxy {
+        upstreams = [
+          { destination_name = "db", local_bind_port = 9191 },
+          { destination_name = "cache", local_bind_port = 9192 },
+        ]
+      }
+    }
+  }
+}
+"#;
+        let defs = ServiceDefinition::from_file(consul, "consul.hcl").unwrap();
+        let s = defs[0].validate("f").unwrap();
+        assert_eq!((s.upstreams.len(), s.checks.len()), (2, 2));
         let e =
             ServiceDefinition::from_file("service {\n  name = \"web\"\n  prot = 80\n}\n", "x.hcl")
                 .unwrap_err()
