@@ -602,6 +602,24 @@ async fn api_registrations_reach_the_mesh_survive_restarts_and_reloads_and_leave
     wait_echo(up).await;
     n2.shutdown().await.unwrap();
     n1.shutdown().await.unwrap();
+
+    // The files, edited while the agent was down, now define "echo": they win at start and
+    // the registration is dropped from the store (it does not come back without the file).
+    std::fs::write(
+        &services_file,
+        format!("{FAST_GOSSIP}{files_service}{clash}"),
+    )
+    .unwrap();
+    let n1 = start(&dir).await;
+    assert_eq!(live_ids(&n1), ["files", "echo"]);
+    let echo_now = n1.handles().live.borrow().services[1].clone();
+    assert_eq!(echo_now.port, 4445, "the file's echo");
+    assert!(n1.handles().live.borrow().registered.is_empty());
+    n1.shutdown().await.unwrap();
+    std::fs::write(&services_file, format!("{FAST_GOSSIP}{files_service}")).unwrap();
+    let n1 = start(&dir).await;
+    assert_eq!(live_ids(&n1), ["files"]);
+    n1.shutdown().await.unwrap();
 }
 
 /// Runs the `rhizome` binary against `agent` (off the runtime): exit code, stdout, stderr.
