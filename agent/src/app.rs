@@ -105,6 +105,9 @@ impl Agent {
         let store = Store::open(&config.data_dir)?;
         let boot_count = store.increment(TreeName::Meta, b"boot_count", 1)?;
         store.flush()?;
+        // Services registered through the API before a restart join the files' ones before
+        // anything reads the services (leaves, catalog, upstream listeners).
+        let registered = reload::register::load(&store, &mut config)?;
         let http = tokio::net::TcpListener::bind(config.http_addr())
             .await
             .with_context(|| format!("cannot bind the HTTP API on {}", config.http_addr()))?;
@@ -215,6 +218,8 @@ impl Agent {
             dir: dir_watch,
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
+            store: store.clone(),
+            registered,
         }));
         let traffic = crate::ui::state(config.node_name.clone(), metrics.clone(), replica.clone());
         tasks.spawn(crate::ui::traffic::publisher(

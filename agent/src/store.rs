@@ -48,6 +48,8 @@ pub enum TreeName {
     Tokens,
     /// Which intention entries were written from `intentions_dir` (file and version).
     Intentions,
+    /// Services registered through the API (`PUT /v1/agent/service/register`), by id.
+    Services,
 }
 
 impl TreeName {
@@ -58,6 +60,7 @@ impl TreeName {
             TreeName::Certs => "certs",
             TreeName::Tokens => "tokens",
             TreeName::Intentions => "intentions",
+            TreeName::Services => "services",
         }
     }
 }

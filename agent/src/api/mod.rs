@@ -45,11 +45,30 @@ pub struct ServiceView<'a> {
     pub upstreams: &'a [Upstream],
     /// Health checks.
     pub checks: &'a [Check],
+    /// Who defined it, in `/v1/agent/services`: `config` (a config file) or `api`
+    /// (registered through the API, deregistered the same way). Absent elsewhere.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub source: &'static str,
+}
+
+impl<'a> ServiceView<'a> {
+    /// The view of `s`, a service of `config`.
+    pub fn of(s: &'a Service, config: &AgentConfig) -> Self {
+        ServiceView {
+            source: if config.registered.contains(&s.id) {
+                "api"
+            } else {
+                "config"
+            },
+            ..ServiceView::from(s)
+        }
+    }
 }
 
 impl<'a> From<&'a Service> for ServiceView<'a> {
     fn from(s: &'a Service) -> Self {
         ServiceView {
+            source: "",
             id: &s.id,
             name: &s.name,
             namespace: &s.namespace,
@@ -120,7 +139,11 @@ async fn agent_self(State(s): State<AgentInfo>) -> Json<AgentSelf> {
 
 async fn agent_services(State(s): State<AgentInfo>) -> Response {
     let live = s.live.borrow().clone();
-    let views: Vec<ServiceView<'_>> = live.services.iter().map(ServiceView::from).collect();
+    let views: Vec<ServiceView<'_>> = live
+        .services
+        .iter()
+        .map(|s| ServiceView::of(s, &live))
+        .collect();
     Json(views).into_response()
 }
 

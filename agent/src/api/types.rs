@@ -51,6 +51,21 @@ pub struct ReloadAnswer {
     pub changes: Vec<String>,
 }
 
+// ---- /v1/agent/service/register, /v1/agent/service/deregister/{id}
+
+/// The answer of `PUT /v1/agent/service/register` and
+/// `PUT /v1/agent/service/deregister/{id}` (200; errors are `{"error": ...}` with 400
+/// invalid, 404 unknown id, 409 owned by the config files).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegisterAnswer {
+    /// The service's instance id.
+    pub id: String,
+    /// What changed, one line each, as a reload says it (`service added: web (default/web)`,
+    /// `upstream added: ...`); empty when the registration was already in force.
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
 // ---- /v1/agent/self
 
 /// `GET /v1/agent/self`.

@@ -16,6 +16,7 @@ pub(crate) mod graph;
 pub(crate) mod intention;
 mod reload;
 mod run_agent;
+mod services;
 mod status;
 
 use clap::{Parser, Subcommand};
@@ -62,8 +63,11 @@ pub enum Command {
     Reload,
     /// Show the local agent: node name, version, addresses, uptime.
     Info(status::FormatArgs),
-    /// List the services registered on the local agent.
-    Services(status::FormatArgs),
+    /// The services of the local agent: list them, or register and deregister services
+    /// through its API (`rhizome services register FILE`, `rhizome services deregister
+    /// ID`); API registrations are kept across restarts, config-file services stay owned
+    /// by the files.
+    Services(services::ServicesArgs),
     /// Intentions: who may connect to whom (validate, check, match, apply, list, delete).
     Intention {
         /// The intention command.
@@ -132,7 +136,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => run_agent::run(args, cli.log_level.as_deref(), cli.log_json),
         Command::Reload => reload::run(&cli.http_addr),
         Command::Info(f) => status::info(&cli.http_addr, &f),
-        Command::Services(f) => status::services(&cli.http_addr, &f),
+        Command::Services(args) => services::run(&cli.http_addr, args),
         Command::Intention { command } => intention::run(&cli.http_addr, command),
         Command::Graph(args) => graph::run(&cli.http_addr, &args),
         Command::Members(f) => gossip::members(&cli.http_addr, &f),

@@ -60,10 +60,11 @@ pub fn services(addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
                 text("namespace"),
                 text("name"),
                 format!("{}:{}", text("address"), text("port")),
+                text("source"),
             ]
         })
         .collect();
-    print_table(&["ID", "NAMESPACE", "NAME", "ADDRESS"], &rows);
+    print_table(&["ID", "NAMESPACE", "NAME", "ADDRESS", "SOURCE"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,7 @@
 
 use crate::duration::Dur;
 use rhizome_intentions::hclsrc::one_or_many;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One `*.hcl` file of the config directory.
@@ -98,43 +98,62 @@ pub struct KubernetesBlock {
 }
 
 /// `service { name = "web", port = 8080, ... }`: a local service instance.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceBlock {
     pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, String>,
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub upstreams: Vec<UpstreamBlock>,
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub check: Vec<CheckBlock>,
 }
 
 /// `upstreams { destination_name = "db", local_bind_port = 9191 }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamBlock {
     pub destination_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub destination_namespace: Option<String>,
     pub local_bind_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub local_bind_address: Option<String>,
 }
 
 /// `check { tcp = "127.0.0.1:80" | http = "http://...", interval = "10s", timeout = "2s",
 /// success_before_passing = 0, failures_before_critical = 3 }`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckBlock {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub success_before_passing: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failures_before_critical: Option<u32>,
 }

@@ -258,11 +258,12 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
         proxy,
         kubernetes: kube,
         services,
+        registered: Default::default(),
         dev: false,
     })
 }
 
-fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
+pub(super) fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
     let namespace = s.namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
     let ctx = |m: String| invalid(file, format!("service {:?}: {m}", s.name));
     validate_name("service name", &s.name).map_err(ctx)?;
@@ -304,8 +305,12 @@ fn service(s: ServiceBlock, file: &str) -> Result<Service, ConfigError> {
         .into_iter()
         .map(|c| check(c, &s.name, file))
         .collect::<Result<_, _>>()?;
+    let id = s.id.unwrap_or_else(|| s.name.clone());
+    if let Err(e) = id.parse::<rhizome_gossip::state::Segment>() {
+        return Err(ctx(format!("id {id:?} is not a valid instance id: {e}")));
+    }
     Ok(Service {
-        id: s.id.unwrap_or_else(|| s.name.clone()),
+        id,
         name: s.name,
         namespace,
         port: s.port,
@@ -352,7 +357,7 @@ fn check(c: CheckBlock, service: &str, file: &str) -> Result<Check, ConfigError>
     })
 }
 
-fn check_services(services: &[Service], ports: &Ports) -> Result<(), ConfigError> {
+pub(super) fn check_services(services: &[Service], ports: &Ports) -> Result<(), ConfigError> {
     let mut ids = HashSet::new();
     let mut binds = HashSet::new();
     for s in services {

@@ -6,6 +6,7 @@
 //! the same [`ConfigSource`] and, when it is accepted, publishes it through the one
 //! [`ConfigWriter`] to every [`ConfigReader`].
 
+pub mod definition;
 mod file;
 
 use crate::duration::Dur;
@@ -369,8 +370,12 @@ pub struct AgentConfig {
     pub proxy: ProxyConfig,
     /// Kubernetes pod discovery.
     pub kubernetes: KubernetesConfig,
-    /// Local services.
+    /// Local services: the files' ones, then those registered through the API.
     pub services: Vec<Service>,
+    /// Ids of the `services` registered through the API (`crate::reload::register`),
+    /// not defined by the files. Not a setting: never compared by a reload.
+    #[serde(skip)]
+    pub registered: std::collections::BTreeSet<String>,
     /// `--dev` mode: in-memory CA, unsigned intentions accepted, default allow.
     pub dev: bool,
 }
@@ -460,6 +465,7 @@ impl AgentConfig {
             proxy: ProxyConfig::default(),
             kubernetes: KubernetesConfig::default(),
             services: Vec::new(),
+            registered: Default::default(),
             dev: true,
         }
     }
@@ -508,6 +514,11 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, FileConfig)>, ConfigError> {
 }
 
 fn parse_file(src: &str, file: &str) -> Result<FileConfig, ConfigError> {
+    parse_hcl(src, file)
+}
+
+/// Parses HCL text into `T`, with `env("X")` evaluated (config files, service definitions).
+fn parse_hcl<T: serde::de::DeserializeOwned>(src: &str, file: &str) -> Result<T, ConfigError> {
     let mut ctx = hcl::eval::Context::new();
     ctx.declare_func("env", env_func());
     Ok(rhizome_intentions::hclsrc::from_str_eval(src, file, &ctx)?)

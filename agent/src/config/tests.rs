@@ -328,3 +328,186 @@ service {
         "{e}"
     );
 }
+
+mod definitions {
+    use super::*;
+    use crate::config::definition::ServiceDefinition;
+
+    fn def(json: &str) -> Result<ServiceDefinition, String> {
+        ServiceDefinition::from_json(&serde_json::from_str(json).unwrap())
+    }
+
+    fn refused(json: &str) -> String {
+        def(json).unwrap_err()
+    }
+
+    /// Consul's register body maps onto a service block: its spellings, `Check` and
+    /// `Checks`, `Connect.SidecarService.Proxy.Upstreams`, nulls and `"Address": ""`.
+    #[test]
+    fn consul_body_maps_onto_a_service_block() {
+        let d = def(r#"{
+            "ID": "web-1", "Name": "web", "Port": 8080, "Address": "", "Tags": ["v1"],
+            "Meta": {"Team": "edge"}, "Namespace": null,
+            "Check": {"TCP": "127.0.0.1:8080", "Interval": "5s"},
+            "Checks": [{"HTTP": "http://127.0.0.1:8080/health", "Timeout": "1s",
+                        "SuccessBeforePassing": 2, "FailuresBeforeCritical": 1}],
+            "Connect": {"SidecarService": {"Proxy": {"Upstreams": [
+                {"DestinationName": "db", "DestinationNamespace": "data", "LocalBindPort": 9191}
+            ]}}},
+            "upstreams": {"destination_name": "cache", "local_bind_port": 9192}
+        }"#)
+        .unwrap();
+        let s = d.validate("request").unwrap();
+        assert_eq!((s.id.as_str(), s.name.as_str()), ("web-1", "web"));
+        assert_eq!(s.address.to_string(), "127.0.0.1");
+        assert_eq!(s.meta.get("Team").map(String::as_str), Some("edge"));
+        assert_eq!(s.checks.len(), 2);
+        assert_eq!(s.checks[0].interval.0, Duration::from_secs(5));
+        assert!(matches!(s.checks[1].kind, CheckKind::Http { .. }));
+        assert_eq!(
+            (s.checks[1].success_before_passing, s.checks[1].failures_before_critical),
+            (2, 1)
+        );
+        let ups: Vec<_> = s
+            .upstreams
+            .iter()
+            .map(|u| {
+                (
+                    u.destination_namespace.as_str(),
+                    u.destination_name.as_str(),
+                    u.local_bind_port,
+                )
+            })
+            .collect();
+        assert_eq!(ups, [("data", "db", 9191), ("default", "cache", 9192)]);
+        // The stored form reads back to the same service.
+        let again = ServiceDefinition::from_json(&d.to_json()).unwrap();
+        assert_eq!(again.validate("store").unwrap(), s);
+        // An empty Connect is fine.
+        assert!(def(r#"{"Name": "a", "Port": 1, "Connect": {"SidecarService": {}}}"#).is_ok());
+    }
+
+    #[test]
+    fn unknown_or_unsupported_fields_are_refused_by_path() {
+        for (json, field) in [
+            (
+                r#"{"Name": "a", "Port": 1, "Weights": {"Passing": 1}}"#,
+                "\"Weights\"",
+            ),
+            (r#"{"Name": "a", "Port": 1, "nmae": "b"}"#, "\"nmae\""),
+            (
+                r#"{"Name": "a", "Port": 1, "Checks": [{"TCP": "a:1"}, {"Name": "c", "TCP": "a:1"}]}"#,
+                "\"Checks[1].Name\"",
+            ),
+            (
+                r#"{"Name": "a", "Port": 1, "Connect": {"SidecarService": {"Port": 2}}}"#,
+                "\"Connect.SidecarService.Port\"",
+            ),
+            (
+                r#"{"Name": "a", "Port": 1, "Connect": {"Native": true}}"#,
+                "\"Connect.Native\"",
+            ),
+            (
+                r#"{"Name": "a", "Port": 1, "upstreams": [{"destination_name": "b", "local_bind_port": 2, "datacenter": "x"}]}"#,
+                "\"upstreams[0].datacenter\"",
+            ),
+            (r#"{"Name": "a", "name": "b", "Port": 1}"#, "given twice"),
+            (r#"{"Name": "a", "Port": "eighty"}"#, "\"port\""),
+            (r#"{"Name": "a"}"#, "missing field `port`"),
+            (r#"[1]"#, "expected an object"),
+        ] {
+            let e = refused(json);
+            assert!(e.contains(field), "{field} in {e}");
+        }
+    }
+
+    /// A definition is refused with the config's own message for the same mistake.
+    #[test]
+    fn validation_says_what_the_config_says() {
+        let base = "node_name = \"a\"\ndata_dir = \"/x\"\nbind_addr = \"127.0.0.1\"\n";
+        for (json, hcl) in [
+            (
+                r#"{"Name": "Bad Name", "Port": 1}"#,
+                "name = \"Bad Name\"\n port = 1",
+            ),
+            (r#"{"Name": "a", "Port": 0}"#, "name = \"a\"\n port = 0"),
+            (
+                r#"{"Name": "a", "ID": "a/b", "Port": 1}"#,
+                "name = \"a\"\n id = \"a/b\"\n port = 1",
+            ),
+            (
+                r#"{"Name": "a", "Port": 1, "Check": {"TCP": "a:1", "HTTP": "http://a"}}"#,
+                "name = \"a\"\n port = 1\n check {\n tcp = \"a:1\"\n http = \"http://a\"\n }",
+            ),
+            (
+                r#"{"Name": "a", "Port": 1, "Address": "nowhere"}"#,
+                "name = \"a\"\n port = 1\n address = \"nowhere\"",
+            ),
+        ] {
+            let from_api = match def(json).unwrap().validate("request").unwrap_err() {
+                ConfigError::Invalid { message, .. } => message,
+                other => panic!("{other}"),
+            };
+            let from_file = err(&format!("{base}service {{\n {hcl}\n}}\n"));
+            assert_eq!(from_file, format!("agent.hcl: {from_api}"));
+        }
+    }
+
+    #[test]
+    fn definition_files_take_hcl_blocks_or_json() {
+        let hcl = "service {\n  name = \"web\"\n  port = 80\n}\nservice {\n  name = \"db\"\n  port = 5432\n}\n";
+        let defs = ServiceDefinition::from_file(hcl, "web.hcl").unwrap();
+        assert_eq!(defs.len(), 2);
+        // Consul's HCL service definition (lower-case keys, connect, checks).
+        let consul = r#"service {
+  name = "web"
+  port = 80
+  checks = [{ tcp = "127.0.0.1:80", interval = "5s" }]
+  check { http = "http://127.0.0.1:80/h" }
+  connect {
+    sidecar_service {
+      proxy {
+        upstreams = [
+          { destination_name = "db", local_bind_port = 9191 },
+          { destination_name = "cache", local_bind_port = 9192 },
+        ]
+      }
+    }
+  }
+}
+"#;
+        let defs = ServiceDefinition::from_file(consul, "consul.hcl").unwrap();
+        let s = defs[0].validate("f").unwrap();
+        assert_eq!((s.upstreams.len(), s.checks.len()), (2, 2));
+        let e =
+            ServiceDefinition::from_file("service {\n  name = \"web\"\n  prot = 80\n}\n", "x.hcl")
+                .unwrap_err()
+                .to_string();
+        assert!(e.starts_with("x.hcl:3:3:"), "{e}");
+        let e = ServiceDefinition::from_file("node_name = \"a\"\n", "x.hcl")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `node_name`"), "{e}");
+        assert!(
+            ServiceDefinition::from_file("", "x.hcl")
+                .unwrap_err()
+                .to_string()
+                .contains("no service definition")
+        );
+        for json in [
+            r#"{"Service": {"Name": "web", "Port": 80}}"#,
+            r#"{"services": [{"Name": "web", "Port": 80}]}"#,
+            r#"{"Name": "web", "Port": 80}"#,
+        ] {
+            let defs = ServiceDefinition::from_file(json, "web.json").unwrap();
+            assert_eq!(defs[0].validate("f").unwrap().name, "web", "{json}");
+        }
+        let e = ServiceDefinition::from_file(
+            r#"{"Service": {"Name": "web", "Port": 80, "Kind": "x"}}"#,
+            "w.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("w.json: Service: field \"Kind\""), "{e}");
+    }
+}

@@ -124,6 +124,30 @@ fn read_if_changed(
     Ok(Some((snapshot, files)))
 }
 
+/// Deletes every entry still held as written from a directory (`intentions_dir` removed
+/// by a reload), as if all its files were removed; the errors are logged and kept as load
+/// problems.
+pub fn withdraw_all(intentions: &Intentions, operator_dir: Option<&Path>) {
+    if intentions.dir_marks().is_ok_and(|m| m.is_empty()) {
+        return;
+    }
+    match sync(intentions, operator_dir, &Vec::new()) {
+        Ok(changed) => {
+            tracing::info!(
+                deleted = changed,
+                "intentions_dir removed: its entries are deleted"
+            );
+            intentions.set_problems(|p| p.dir.clear());
+        }
+        Err(errors) => {
+            for e in &errors {
+                tracing::error!(error = %e, "intentions_dir removed, but its entries cannot all be deleted");
+            }
+            intentions.set_problems(|p| p.dir = errors);
+        }
+    }
+}
+
 /// Who signs the directory's entries.
 fn author(intentions: &Intentions, operator_dir: Option<&Path>) -> Result<Author, String> {
     match (operator_dir, intentions.dev) {

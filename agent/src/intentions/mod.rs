@@ -387,8 +387,10 @@ impl DirWatch {
     /// Stops this watcher and starts one of `dir` signed with `operator_dir` (a reload
     /// that changed them); the new directory is loaded once before this returns. With a
     /// new directory, entries written from the old one whose files it does not hold are
-    /// deleted, as when a file is removed; with none, they stay. The new watcher ends with
-    /// `shutdown`.
+    /// deleted, as when a file is removed; with none (`intentions_dir` removed from the
+    /// config), every entry written from the old one is deleted (signed by the old
+    /// operator, or the new one if only that is left). Entries applied through the API
+    /// stay. The new watcher ends with `shutdown`.
     pub async fn replace(
         self,
         intentions: Arc<Intentions>,
@@ -397,6 +399,10 @@ impl DirWatch {
         shutdown: &Shutdown,
     ) -> DirWatch {
         self.stop.trigger();
+        if dir.is_none() && self.dir.is_some() {
+            let signer = self.operator_dir.as_deref().or(operator_dir.as_deref());
+            dir::withdraw_all(&intentions, signer);
+        }
         let (stop, stopped) = shutdown.child();
         let mut watcher = dir::Watcher::new(dir.clone(), operator_dir.clone());
         watcher.poll(&intentions).await;

@@ -16,21 +16,28 @@
 //! together with the port it relied on) is a state nobody wrote.
 //!
 //! [`Reloader`] owns the configuration's only write end; the reload steps run under one
-//! lock, so two reloads never interleave.
+//! lock, so two reloads never interleave. Services registered through the API
+//! ([`register`]) are put in force by the same step and under the same lock: the services
+//! in force are always the files' followed by the registered ones.
 
 pub mod api;
 pub mod plan;
+pub mod register;
 
-use crate::api::types::{ReloadAnswer, ReloadResult};
+use crate::api::types::{RegisterAnswer, ReloadAnswer, ReloadResult};
 use crate::ca::identity::Identity;
-use crate::config::{AgentConfig, ConfigSource, ConfigWriter};
+use crate::config::definition::{ServiceDefinition, check_all};
+use crate::config::{AgentConfig, ConfigSource, ConfigWriter, Service};
 use crate::intentions::{DirWatch, Intentions};
 use crate::metrics::Metrics;
 use crate::proxy::upstreams::Upstreams;
 use crate::runtime::Shutdown;
+use crate::store::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use register::RegisterError;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The label of `rhizome_config_reloads_total`.
@@ -61,11 +68,18 @@ pub struct Inputs {
     pub shutdown: Shutdown,
     /// Where `rhizome_config_reloads_total` is registered.
     pub metrics: Arc<Metrics>,
+    /// Where API registrations are kept.
+    pub store: Store,
+    /// The API registrations in force at start ([`register::load`]), by id.
+    pub registered: BTreeMap<String, Service>,
 }
 
 struct State {
+    /// The configuration as loaded from the files (no API registration in it).
     loaded: AgentConfig,
     dir: Option<DirWatch>,
+    /// Services registered through the API, by id (in force after the files' services).
+    registered: BTreeMap<String, Service>,
 }
 
 /// Applies reloads, one at a time.
@@ -76,6 +90,7 @@ pub struct Reloader {
     identity: Arc<Identity>,
     intentions: Arc<Intentions>,
     shutdown: Shutdown,
+    store: Store,
     state: tokio::sync::Mutex<State>,
     counts: Family<ResultLabel, Counter>,
 }
@@ -104,9 +119,11 @@ impl Reloader {
             identity: inputs.identity,
             intentions: inputs.intentions,
             shutdown: inputs.shutdown,
+            store: inputs.store,
             state: tokio::sync::Mutex::new(State {
                 loaded: inputs.loaded,
                 dir: Some(inputs.dir),
+                registered: inputs.registered,
             }),
             counts,
         }
@@ -176,45 +193,10 @@ impl Reloader {
                 ),
             );
         }
-        // Fallible before anything changes: a leaf for each service (an intermediate
-        // limited to some services refuses the others).
-        for svc in &new.services {
-            if let Err(e) = self.identity.ensure_workload(&svc.namespace, &svc.name) {
-                return fail(
-                    ReloadResult::Invalid,
-                    format!("service {:?}: cannot issue its certificate: {e:#}", svc.id),
-                );
-            }
-        }
-        let current = self.writer.current();
-        // The ports as bound (a port 0 in the files resolved at start).
-        let effective = AgentConfig {
-            ports: current.ports,
-            ..new.clone()
+        let (effective, mut changes) = match self.services(&new, &state.registered).await {
+            Ok(applied) => applied,
+            Err(e) => return fail(ReloadResult::Invalid, e),
         };
-        let listeners = match self.upstreams.apply(&effective.services).await {
-            Ok(c) => c,
-            Err(e) => return fail(ReloadResult::Invalid, e.to_string()),
-        };
-        let mut changes = plan::service_changes(&current.services, &effective.services);
-        changes.extend(
-            listeners
-                .added
-                .iter()
-                .map(|l| format!("upstream added: {l}")),
-        );
-        changes.extend(
-            listeners
-                .changed
-                .iter()
-                .map(|l| format!("upstream changed: {l}")),
-        );
-        changes.extend(
-            listeners
-                .removed
-                .iter()
-                .map(|l| format!("upstream removed: {l}")),
-        );
         if let Some(dir) = state.dir.take() {
             let (d, o) = (new.intentions_dir.clone(), new.operator_dir.clone());
             state.dir = Some(if dir.watches(d.as_deref(), o.as_deref()) {
@@ -245,6 +227,135 @@ impl Reloader {
             result: ReloadResult::Ok,
             error: None,
             changes,
+        }
+    }
+}
+
+impl Reloader {
+    /// Prepares the services of `files` followed by the `registered` ones for use, all or
+    /// nothing: checked as a whole (ids, upstream ports), a leaf issued for each, the
+    /// upstream listeners bound. Returns the configuration to put in force (ports as bound)
+    /// and one line per change; on an error nothing changed. The one path by which
+    /// services change, for reloads and registrations alike.
+    async fn services(
+        &self,
+        files: &AgentConfig,
+        registered: &BTreeMap<String, Service>,
+    ) -> Result<(AgentConfig, Vec<String>), String> {
+        let mut services = files.services.clone();
+        for (id, svc) in registered {
+            if files.services.iter().any(|s| s.id == *id) {
+                return Err(format!(
+                    "service {id:?} is registered through the API and now also defined in the config files: deregister it first (rhizome services deregister {id}) or give the file's service another id"
+                ));
+            }
+            services.push(svc.clone());
+        }
+        let current = self.writer.current();
+        check_all(&services, &current.ports)?;
+        // Fallible before anything changes: a leaf for each service (an intermediate
+        // limited to some services refuses the others).
+        for svc in &services {
+            if let Err(e) = self.identity.ensure_workload(&svc.namespace, &svc.name) {
+                return Err(format!(
+                    "service {:?}: cannot issue its certificate: {e:#}",
+                    svc.id
+                ));
+            }
+        }
+        // The ports as bound (a port 0 in the files resolved at start).
+        let effective = AgentConfig {
+            ports: current.ports,
+            services,
+            registered: registered.keys().cloned().collect(),
+            ..files.clone()
+        };
+        let listeners = self
+            .upstreams
+            .apply(&effective.services)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut changes = plan::service_changes(&current.services, &effective.services);
+        for (kind, list) in [
+            ("added", &listeners.added),
+            ("changed", &listeners.changed),
+            ("removed", &listeners.removed),
+        ] {
+            changes.extend(list.iter().map(|l| format!("upstream {kind}: {l}")));
+        }
+        Ok((effective, changes))
+    }
+
+    /// Registers (or replaces) a service through the API: validated as a config `service`
+    /// block, kept in the store, put in force with the files' services. A file-owned id is
+    /// refused; on any error nothing changed.
+    pub async fn register(
+        &self,
+        definition: &ServiceDefinition,
+    ) -> Result<RegisterAnswer, RegisterError> {
+        let service = definition
+            .validate("registration")
+            .map_err(|e| RegisterError::Invalid(register::message(e)))?;
+        let id = service.id.clone();
+        let mut state = self.state.lock().await;
+        if state.loaded.services.iter().any(|s| s.id == id) {
+            return Err(register::owned(&id, "registered"));
+        }
+        let mut next = state.registered.clone();
+        next.insert(id.clone(), service);
+        let json = serde_json::to_vec(&definition.to_json())
+            .map_err(|e| RegisterError::Invalid(e.to_string()))?;
+        self.change(&mut state, next, &id, Some(&json)).await
+    }
+
+    /// Deregisters a service registered through the API (removed from the store and from
+    /// the services in force). A file-owned id is refused, an unknown one is not found.
+    pub async fn deregister(&self, id: &str) -> Result<RegisterAnswer, RegisterError> {
+        let mut state = self.state.lock().await;
+        if !state.registered.contains_key(id) {
+            if state.loaded.services.iter().any(|s| s.id == id) {
+                return Err(register::owned(id, "deregistered"));
+            }
+            return Err(RegisterError::NotFound(format!(
+                "no service is registered through the API with id {id:?}"
+            )));
+        }
+        let mut next = state.registered.clone();
+        next.remove(id);
+        self.change(&mut state, next, id, None).await
+    }
+
+    /// Stores the registration `id` (`None`: removes it), then puts `next` in force; puts
+    /// the stored registration back if that fails.
+    async fn change(
+        &self,
+        state: &mut State,
+        next: BTreeMap<String, Service>,
+        id: &str,
+        json: Option<&[u8]>,
+    ) -> Result<RegisterAnswer, RegisterError> {
+        let before = register::stored(&self.store, id)?;
+        register::persist(&self.store, id, json)?;
+        match self.services(&state.loaded, &next).await {
+            Ok((effective, changes)) => {
+                self.writer.replace(Arc::new(effective));
+                state.registered = next;
+                tracing::info!(
+                    id,
+                    detail = %changes.join("; "),
+                    "services changed through the API"
+                );
+                Ok(RegisterAnswer {
+                    id: id.to_string(),
+                    changes,
+                })
+            }
+            Err(e) => {
+                if let Err(undo) = register::persist(&self.store, id, before.as_deref()) {
+                    tracing::error!(error = %undo, "cannot put the previous registration back in the store");
+                }
+                Err(RegisterError::Invalid(e))
+            }
         }
     }
 }
