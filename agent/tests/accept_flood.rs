@@ -3,7 +3,8 @@
 //! open, and 300 connections are held on its upstream listener. Before the fix every
 //! failed accept was retried at once and logged (millions of lines); now accepts back off,
 //! are logged at most once a second and counted, and the agent serves again once the flood
-//! is gone.
+//! is gone. A second test holds an agent at 1,024 open files under 1,500 clients: health
+//! checks of another service keep their verdict, and the log stays small.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod agent_proc;
@@ -277,4 +278,164 @@ async fn refusals_on_the_data_port_are_counted_and_logged_at_a_bounded_rate() {
     // Four (port, reason) keys, each at most 5 lines and one "suppressed" line per 10 s
     // window; the test runs for a few windows at most.
     assert!(lines <= 4 * 6 * 4, "the log is bounded: {lines} lines");
+}
+
+/// Raises this process's soft open-files limit to `want` (or its hard limit); what it got.
+fn raise_own_open_files_limit(want: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    let hard = now.maximum.unwrap_or(u64::MAX);
+    let soft = want.min(hard);
+    if now.current.is_some_and(|c| c >= soft) {
+        return now.current.unwrap_or(soft);
+    }
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(soft),
+            maximum: now.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(0)
+}
+
+/// Issue 15's acceptance run: an agent held at 1,024 open files (systemd's default soft
+/// limit) and 1,500 clients on one upstream. Its health checks of an unrelated service keep
+/// their verdict (a probe it cannot run for want of descriptors is no verdict), its log
+/// stays small, the clients beyond what it can serve wait or are refused, and it serves
+/// again once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifteen_hundred_clients_at_1024_open_files() {
+    const CLIENTS: usize = 1500;
+    const LIMIT: u64 = 1024;
+    let own = raise_own_open_files_limit(8192);
+    if own < 4096 {
+        println!(
+            "SKIPPED accept_flood.rs: this process may open only {own} files (needs 4096 for \
+             {CLIENTS} clients and their echoes); raise `ulimit -n`"
+        );
+        return;
+    }
+    let mesh = Mesh::new("test.mesh");
+    let echo = echo_server().await;
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    // Accept and drop: the unrelated service is healthy throughout.
+    let other_task = tokio::spawn(async move {
+        while let Ok((s, _)) = other.accept().await {
+            drop(s);
+        }
+    });
+    let port = free_port();
+    let ca_dir = mesh.ca.agent_dir(mesh.dir.path(), "solo").unwrap();
+    let agent = ProcAgent::write(
+        mesh.dir.path(),
+        "solo",
+        &ca_dir,
+        &format!(
+            "default_intention_policy = \"allow\"\n{}{}\
+             service {{\n  name = \"other\"\n  id = \"other-1\"\n  port = {other_port}\n  \
+             check {{\n    tcp = \"127.0.0.1:{other_port}\"\n    interval = \"200ms\"\n    \
+             timeout = \"1s\"\n    failures_before_critical = 1\n  }}\n}}\n",
+            service("db", "db-1", echo.port(), &[]),
+            service(
+                "web",
+                "web-1",
+                1,
+                &[Up {
+                    destination: "db",
+                    port,
+                }],
+            )
+        ),
+    );
+    let proc = agent.spawn();
+    rhizome_agent::testkit::wait_until_async(
+        "the agent serves its upstream",
+        Duration::from_secs(30),
+        || served(port),
+    )
+    .await;
+    rhizome_agent::testkit::wait_until_async("other-1 passes", Duration::from_secs(30), || async {
+        agent
+            .get("/v1/catalog/service/other")
+            .await
+            .is_some_and(|b| b.contains("\"passing\""))
+    })
+    .await;
+    cut_open_files_limit(proc.pid(), LIMIT);
+    let before = agent.log_text().len();
+    let cut_at = std::time::Instant::now();
+
+    // 1,500 clients, 100 at a time, each with a short connect deadline (a full backlog drops
+    // SYNs), the whole flood bounded in time.
+    let mut held = Vec::new();
+    let mut unanswered = 0usize;
+    let flood_until = std::time::Instant::now() + Duration::from_secs(30);
+    while held.len() + unanswered < CLIENTS && std::time::Instant::now() < flood_until {
+        let batch = (CLIENTS - held.len() - unanswered).min(100);
+        let tries: Vec<_> = (0..batch)
+            .map(|_| {
+                tokio::spawn(tokio::time::timeout(
+                    Duration::from_millis(500),
+                    TcpStream::connect(("127.0.0.1", port)),
+                ))
+            })
+            .collect();
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(Ok(s)) => held.push(s),
+                _ => unanswered += 1,
+            }
+        }
+    }
+    // Held a while: long enough for health probes (every 200 ms) to meet the exhaustion.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fds_during = open_fds(proc.pid());
+    let log = agent.log_text();
+    let during = &log[before.min(log.len())..];
+    let exhausted_secs = cut_at.elapsed().as_secs() as usize;
+    drop(held);
+    rhizome_agent::testkit::wait_until_async(
+        "the agent serves again after the flood",
+        Duration::from_secs(60),
+        || served(port),
+    )
+    .await;
+    let after = agent.log_text();
+    let accept_lines = during
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    let not_run = during
+        .lines()
+        .filter(|l| l.contains("health check not run"))
+        .count();
+    println!(
+        "{CLIENTS} clients at {LIMIT} open files: {unanswered} not answered within 500 ms, \
+         {fds_during} descriptors in use, log grew {} bytes in {exhausted_secs} s \
+         ({accept_lines} accept-failure lines, {not_run} 'health check not run' lines)",
+        during.len()
+    );
+    assert!(
+        fds_during >= LIMIT - 8,
+        "the flood did exhaust the agent's descriptors ({fds_during} of {LIMIT})"
+    );
+    assert!(
+        during.len() < 256 * 1024,
+        "no log storm: {} bytes",
+        during.len()
+    );
+    assert!(
+        accept_lines <= 2 * (exhausted_secs + 2),
+        "accept failures logged at most once a second per listener: {accept_lines}"
+    );
+    assert!(
+        !after[before.min(after.len())..]
+            .lines()
+            .any(|l| l.contains("health check status changed") && l.contains("other-1")),
+        "other-1 never changed status:\n{}",
+        &after[before.min(after.len())..]
+    );
+    other_task.abort();
 }

@@ -365,7 +365,10 @@ mod definitions {
         assert_eq!(s.checks[0].interval.0, Duration::from_secs(5));
         assert!(matches!(s.checks[1].kind, CheckKind::Http { .. }));
         assert_eq!(
-            (s.checks[1].success_before_passing, s.checks[1].failures_before_critical),
+            (
+                s.checks[1].success_before_passing,
+                s.checks[1].failures_before_critical
+            ),
             (2, 1)
         );
         let ups: Vec<_> = s

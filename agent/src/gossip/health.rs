@@ -4,6 +4,10 @@
 //! consecutive passing probes and critical again after `failures_before_critical`
 //! consecutive failing ones (Consul's semantics: between thresholds it keeps its status, so
 //! one failed probe during a quick restart of the service does not take the instance out).
+//! A probe that cannot run because the agent itself is out of file descriptors (EMFILE,
+//! ENFILE: a connection flood on its listeners) is no verdict on the service: the status
+//! stays, and one WARN per such episode says so. A flood on one upstream therefore never
+//! turns the host's other services critical.
 //! A service is passing when all its checks are. Statuses are published through a `watch`
 //! map keyed by instance id. The checks follow the services in force: a reload starts, stops
 //! or replaces them.
@@ -151,15 +155,30 @@ async fn probe_loop(
     let mut tick = tokio::time::interval(check.interval.0.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut status = Status::new();
+    let mut starved = false;
     loop {
         tokio::select! {
             () = stop.wait() => return,
             _ = tick.tick() => {}
         }
-        let passed = tokio::select! {
+        let outcome = tokio::select! {
             () = stop.wait() => return,
-            passed = probe(&check) => passed,
+            outcome = run_probe(&check) => outcome,
         };
+        let passed = match outcome {
+            Probe::NotRun(e) => {
+                if !starved {
+                    tracing::warn!(instance = %key.0, check = key.1, error = %e,
+                        "health check not run: this agent is out of file descriptors; \
+                         the status stays as it was");
+                }
+                starved = true;
+                continue;
+            }
+            Probe::Passed => true,
+            Probe::Failed => false,
+        };
+        starved = false;
         let changed = status.record(&check, passed);
         if changed {
             tracing::info!(instance = %key.0, check = key.1, passing = status.passing,
@@ -174,17 +193,35 @@ async fn probe_loop(
     }
 }
 
+/// What one probe found.
+#[derive(Debug)]
+pub enum Probe {
+    /// The service answered as the check wants.
+    Passed,
+    /// It did not (refused, wrong status, timeout).
+    Failed,
+    /// The agent could not open a socket (out of descriptors): no verdict.
+    NotRun(std::io::Error),
+}
+
 /// Runs one probe within the check's timeout.
-pub async fn probe(check: &Check) -> bool {
+pub async fn run_probe(check: &Check) -> Probe {
     let attempt = async {
         match &check.kind {
-            CheckKind::Tcp { target } => TcpStream::connect(target.as_str()).await.is_ok(),
-            CheckKind::Http { url } => http_get_ok(url).await.unwrap_or(false),
+            CheckKind::Tcp { target } => TcpStream::connect(target.as_str()).await.map(|_| true),
+            CheckKind::Http { url } => http_get_ok(url).await,
         }
     };
-    tokio::time::timeout(check.timeout.0, attempt)
-        .await
-        .unwrap_or(false)
+    match tokio::time::timeout(check.timeout.0, attempt).await {
+        Ok(Ok(true)) => Probe::Passed,
+        Ok(Err(e)) if out_of_descriptors(&e) => Probe::NotRun(e),
+        _ => Probe::Failed,
+    }
+}
+
+/// EMFILE or ENFILE: the failure is this process's (or the host's), not the service's.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
 /// `GET url` over HTTP/1.1; true on a 2xx status.
@@ -251,6 +288,29 @@ mod tests {
                 status.passing
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_probe_the_agent_cannot_run_is_no_verdict() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Check {
+            kind: CheckKind::Tcp {
+                target: listener.local_addr().unwrap().to_string(),
+            },
+            ..check(0, 1)
+        };
+        assert!(matches!(run_probe(&c).await, Probe::Passed));
+        drop(listener);
+        assert!(matches!(run_probe(&c).await, Probe::Failed));
+        assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        assert!(!out_of_descriptors(&std::io::Error::from_raw_os_error(
+            libc::ECONNREFUSED
+        )));
     }
 
     #[test]
