@@ -107,4 +107,17 @@ echo "demo-3's access log:"; grep -h 'rhizome::access' "$work"/demo-3/agent.log 
 bold "8. the access graph (rhizome graph --format dot renders with graphviz)"
 api 17948 graph --format json
 
+bold "9. the web UI: every agent serves the whole mesh"
+echo "open http://127.0.0.1:17948/ui/ (demo-1), http://127.0.0.1:27948/ui/ or http://127.0.0.1:37948/ui/"
+if [ -t 0 ] && [ -t 1 ] && [ -z "${CI:-}" ]; then
+  # Keep traffic flowing so the topology shows live rates while the mesh is watched.
+  ( for _ in $(seq 1 600); do
+      "$TESTSVC" client --connect 127.0.0.1:19191 --bytes 4096 --timeout-ms 2000 >/dev/null 2>&1 || true
+      "$TESTSVC" client --connect 127.0.0.1:19192 --bytes 64 --timeout-ms 1000 >/dev/null 2>&1 || true
+      sleep 1
+    done ) &
+  pids+=($!)
+  read -r -p "the demo mesh keeps running: press Enter to stop it " _ || true
+fi
+
 bold "done: stopping everything the demo started"

@@ -4,8 +4,10 @@
 //!
 //! Mesh-wide without a controller: every [`PUBLISH_EVERY`] each agent reads its own counters
 //! (from its metrics registry, so they are exactly what `/metrics` shows), computes the rates
-//! since its last reading, and publishes the [`MAX_EDGES`] busiest pairs as its replicated
-//! `traffic/<node>` entry (postcard, at most ~10 KB; republished only when it changed). Any
+//! since its last reading, and publishes its busiest pairs as its replicated
+//! `traffic/<node>` entry (postcard, at most [`MAX_SUMMARY_BYTES`] so that it rides in one
+//! gossip broadcast and reaches everyone in about a second; republished when it changed and
+//! once a minute). Pairs beyond that budget show at their own agent only. Any
 //! agent answers `/v1/traffic` with its own live counters plus every other agent's summary of
 //! the last [`STALE_AFTER`], summed per pair (each pair is counted where its destination runs,
 //! so nothing is counted twice).
@@ -26,6 +28,10 @@ use std::time::Duration;
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(5);
 /// The busiest pairs an agent publishes (by connections, then denials); the rest stay local.
 pub const MAX_EDGES: usize = 64;
+/// A summary's encoded size bound: with the entry's key, clock and signature it stays under
+/// the gossip broadcast budget (1,024 bytes by default), so it is sent at once rather than
+/// waiting for anti-entropy.
+pub const MAX_SUMMARY_BYTES: usize = 700;
 /// Summaries older than this are left out (their agent is gone or silent).
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 
@@ -233,12 +239,8 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
         // Republished when it changed, and (when not empty) before others would call it stale.
         let due = !edges.is_empty() && published_at.elapsed() >= STALE_AFTER / 2;
         if edges != published || due {
-            let summary = Summary {
-                at_ms: now.at_ms,
-                edges: edges.clone(),
-            };
-            match postcard::to_allocvec(&summary) {
-                Ok(bytes) => match s.replica.write_local(key.clone(), bytes) {
+            match encode_fitted(now.at_ms, &edges) {
+                Ok((bytes, _)) => match s.replica.write_local(key.clone(), bytes) {
                     Ok(_) => {
                         published = edges;
                         published_at = std::time::Instant::now();
@@ -249,6 +251,25 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
             }
         }
         last = Some(now);
+    }
+}
+
+/// The summary of the busiest of `edges` (sorted busiest first) that fits in
+/// [`MAX_SUMMARY_BYTES`]: its encoding and how many pairs it carries.
+pub fn encode_fitted(
+    at_ms: u64,
+    edges: &[EdgeCounters],
+) -> Result<(Vec<u8>, usize), postcard::Error> {
+    let mut n = edges.len().min(MAX_EDGES);
+    loop {
+        let bytes = postcard::to_allocvec(&Summary {
+            at_ms,
+            edges: edges[..n].to_vec(),
+        })?;
+        if bytes.len() <= MAX_SUMMARY_BYTES || n == 0 {
+            return Ok((bytes, n));
+        }
+        n -= 1;
     }
 }
 
@@ -493,6 +514,53 @@ rhizome_agent_uptime_seconds 12
         };
         let bytes = postcard::to_allocvec(&summary).unwrap();
         assert_eq!(postcard::from_bytes::<Summary>(&bytes).unwrap(), summary);
+    }
+
+    /// A summary's size and what it costs the gossip layer at 100 services, every pair busy:
+    /// with typical names and with names as long as the config allows (the worst case).
+    #[test]
+    fn a_summary_of_100_busy_services_fits_one_broadcast() {
+        for (label, name) in [
+            (
+                "typical names",
+                Box::new(|i: usize| format!("default/svc-{i}")) as Box<dyn Fn(usize) -> String>,
+            ),
+            (
+                "longest names",
+                Box::new(|i: usize| format!("{}/{:0>63}", "n".repeat(63), i)),
+            ),
+        ] {
+            let edges: Vec<EdgeCounters> = (0..100)
+                .flat_map(|i| (0..100).filter(move |j| *j != i).map(move |j| (i, j)))
+                .take(MAX_EDGES)
+                .map(|(i, j)| EdgeCounters {
+                    source: name(i),
+                    destination: name(j),
+                    opened: 1 << 30,
+                    denied: 1 << 20,
+                    failed: 1 << 10,
+                    active: 1_000,
+                    bytes_to_destination: 1 << 40,
+                    bytes_from_destination: 1 << 40,
+                    per_second: Rates {
+                        connections: 1234.5,
+                        denied: 1.5,
+                        bytes: 1.0e9,
+                    },
+                    reported_by: Vec::new(),
+                })
+                .collect();
+            let (bytes, pairs) = encode_fitted(u64::MAX, &edges).unwrap();
+            println!(
+                "traffic summary at 100 services ({label}): {pairs} busiest pairs in {} bytes; \
+                 at most one every {} s per agent while its traffic changes, one a minute idle",
+                bytes.len(),
+                PUBLISH_EVERY.as_secs()
+            );
+            assert!(bytes.len() <= MAX_SUMMARY_BYTES && pairs >= 1);
+            let back: Summary = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(back.edges[..], edges[..pairs]);
+        }
     }
 
     #[test]
