@@ -6,6 +6,7 @@ use super::Proxy;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::picker::InstanceKey;
 use super::pool::PoolKey;
+use super::registry::PeerChain;
 use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
 use crate::accept::Acceptor;
@@ -117,7 +118,15 @@ struct Established {
     tx: TunnelTx,
     rx: TunnelRx,
     instance: String,
+    hold: Hold,
     _inflight: super::picker::InFlight,
+}
+
+/// What a tunnel keeps of its connection: the chain the peer proved (checked again when
+/// trust changes) and, over QUIC, its share of the pooled connection.
+struct Hold {
+    peer: Option<Arc<PeerChain>>,
+    _uses: Option<Arc<()>>,
 }
 
 /// Why no tunnel was established.
@@ -157,7 +166,7 @@ async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
         Ok(est) => {
             proxy.metrics.connected(&pair, started.elapsed());
             let meters = proxy.metrics.open(&pair);
-            let reg = proxy.registry.register(None);
+            let reg = proxy.registry.register(None, est.hold.peer.clone());
             let outcome = relay::relay(
                 tcp,
                 est.tx,
@@ -222,19 +231,20 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
         let result = attempt(proxy, &key, &request).await;
         proxy.pool.record(inst.agent_addr, result.is_ok());
         match result {
-            Ok((Status::Connected, tx, rx)) => {
+            Ok((Status::Connected, tx, rx, hold)) => {
                 return Ok(Established {
                     tx,
                     rx,
                     instance,
+                    hold,
                     _inflight: inflight,
                 });
             }
-            Ok((Status::Denied, _, _)) => return Err(Refused::Denied { instance }),
-            Ok((status, _, _)) if status.is_retryable() => {
+            Ok((Status::Denied, ..)) => return Err(Refused::Denied { instance }),
+            Ok((status, ..)) if status.is_retryable() => {
                 last = format!("{instance}: {status}");
             }
-            Ok((status, _, _)) => {
+            Ok((status, ..)) => {
                 return Err(Refused::Failed {
                     reason: format!("{instance}: {status}"),
                 });
@@ -257,24 +267,35 @@ async fn attempt(
     proxy: &Proxy,
     key: &PoolKey,
     request: &Request,
-) -> anyhow::Result<(Status, TunnelTx, TunnelRx)> {
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx, Hold)> {
     if proxy.config.transport == Transport::Tls {
-        let (tx, rx) = proxy.pool.open_tls(key).await?;
+        let (tx, rx, peer) = proxy.pool.open_tls(key).await?;
         let timeout = proxy.config.proxy.connect_timeout.0;
-        return tokio::time::timeout(timeout, exchange(tx, rx, request))
+        let (status, tx, rx) = tokio::time::timeout(timeout, exchange(tx, rx, request))
             .await
-            .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))?;
+            .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))??;
+        let hold = Hold {
+            peer: Some(peer),
+            _uses: None,
+        };
+        return Ok((status, tx, rx, hold));
     }
-    let lease = proxy.pool.connection(key).await?;
-    match exchange_quic(proxy, key, &lease.conn, request).await {
+    let mut lease = proxy.pool.connection(key).await?;
+    let answer = match exchange_quic(proxy, key, &lease.conn, request).await {
         Err(e) if lease.reused && lease.conn.close_reason().is_some() => {
             tracing::debug!(peer.node = %key.node, peer.addr = %key.agent, error = %e,
                 "pooled QUIC connection dead: trying a fresh one");
-            let lease = proxy.pool.connection(key).await?;
+            lease = proxy.pool.connection(key).await?;
             exchange_quic(proxy, key, &lease.conn, request).await
         }
         other => other,
-    }
+    };
+    let (status, tx, rx) = answer?;
+    let hold = Hold {
+        peer: lease.peer,
+        _uses: Some(lease.uses),
+    };
+    Ok((status, tx, rx, hold))
 }
 
 /// Sends the request on a new stream of `conn` and reads the status, within

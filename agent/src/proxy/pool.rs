@@ -12,8 +12,14 @@
 //! changed ([`Pool::connection`]), or when a stream on it heard nothing from the peer in time
 //! ([`Pool::discard`]). quinn alone would keep a connection to a killed-and-restarted peer
 //! until its idle timeout: the new process cannot answer for the old one's connection ids.
+//!
+//! Trust: a pooled connection whose peer chain no longer verifies after a trust change (a
+//! revocation, a root removed) is closed at once ([`Pool::drop_untrusted`]), and one older
+//! than `proxy { max_connection_age }` takes no new streams: the next proxied connection
+//! opens a fresh one (a full handshake), the old one closes when its last tunnel ends.
 
 use super::meters::{ProxyMetrics, TransportLabel};
+use super::registry::PeerChain;
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
 use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
@@ -22,7 +28,7 @@ use crate::ca::identity::Identity;
 use crate::readahead::ReadAhead;
 use anyhow::Context as _;
 use rhizome_intentions::ServiceRef;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,10 +50,14 @@ pub struct PoolKey {
 }
 
 /// A pooled connection and the peer's generation when it was opened (`None`: the member
-/// table did not know the peer then).
+/// table did not know the peer then), when it was opened, the chain its peer proved, and a
+/// token each tunnel on it holds (so a retired connection closes after its last tunnel).
 struct Pooled {
     conn: quinn::Connection,
     generation: Option<u64>,
+    opened: tokio::time::Instant,
+    peer: Option<Arc<PeerChain>>,
+    uses: Arc<()>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
@@ -62,12 +72,24 @@ pub struct Lease {
     /// Whether it was already pooled (it may have died with its peer unnoticed), rather than
     /// opened for this call.
     pub reused: bool,
+    /// The chain the peer proved in the handshake.
+    pub peer: Option<Arc<PeerChain>>,
+    /// Held by each tunnel on the connection for as long as it is open.
+    pub uses: Arc<()>,
 }
 
 /// QUIC application close code: the peer restarted or failed (the connection leads nowhere).
 const CLOSE_PEER_GONE: u32 = 2;
 /// QUIC application close code: a stream heard nothing from the peer in time.
 const CLOSE_SILENT: u32 = 3;
+/// QUIC application close code: the peer's chain no longer verifies (revoked, or its root
+/// left the trust bundle).
+pub const CLOSE_UNTRUSTED: u32 = 4;
+/// QUIC application close code: the connection reached `max_connection_age` and its last
+/// tunnel ended.
+const CLOSE_RETIRED: u32 = 5;
+/// How often a retired connection looks whether its last tunnel ended.
+const RETIRED_POLL: Duration = Duration::from_secs(1);
 
 /// Outbound tunnel factory of one agent.
 pub struct Pool {
@@ -79,6 +101,7 @@ pub struct Pool {
     slots: Arc<Mutex<HashMap<PoolKey, Slot>>>,
     members: MembersRx,
     connect_timeout: Duration,
+    max_age: Duration,
     metrics: ProxyMetrics,
     /// Agents a connection attempt failed to recently, and when.
     failures: Mutex<HashMap<SocketAddr, tokio::time::Instant>>,
@@ -101,13 +124,15 @@ pub fn server_name(identity: &Identity, dst: &ServiceRef) -> anyhow::Result<Serv
 }
 
 impl Pool {
-    /// A pool dialling from `endpoint` (the agent's QUIC endpoint, shared with inbound).
+    /// A pool dialling from `endpoint` (the agent's QUIC endpoint, shared with inbound);
+    /// pooled connections take new streams for `max_age`.
     pub fn new(
         endpoint: quinn::Endpoint,
         identity: Arc<Identity>,
         transports: Arc<Transports>,
         members: MembersRx,
         connect_timeout: Duration,
+        max_age: Duration,
         metrics: ProxyMetrics,
     ) -> Pool {
         Pool {
@@ -119,6 +144,7 @@ impl Pool {
             slots: Arc::new(Mutex::new(HashMap::new())),
             members,
             connect_timeout,
+            max_age,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
@@ -168,26 +194,66 @@ impl Pool {
                         "pooled QUIC connection dropped: the peer restarted");
                     pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer restarted");
                 }
+                _ if pooled.opened.elapsed() >= self.max_age => {
+                    tracing::debug!(peer.node = %key.node, peer.addr = %key.agent,
+                        "pooled QUIC connection reached max_connection_age: dialling afresh");
+                    retire(pooled.conn.clone(), pooled.uses.clone());
+                }
                 _ => {
                     pooled.generation = pooled.generation.or(generation);
                     return Ok(Lease {
                         conn: pooled.conn.clone(),
                         reused: true,
+                        peer: pooled.peer.clone(),
+                        uses: pooled.uses.clone(),
                     });
                 }
             }
         }
         *guard = None;
+        let trust_before = self.identity.bundle().generation();
         let conn = self.connect(key).await?;
+        let peer = peer_chain(&conn);
+        // The handshake may have verified the peer against the trust of before a change.
+        if self.identity.bundle().generation() != trust_before
+            && let Some(p) = &peer
+            && let Err(e) = self.identity.still_trusts(&p.chain, p.usage)
+        {
+            conn.close(CLOSE_UNTRUSTED.into(), b"peer no longer trusted");
+            anyhow::bail!("{} is no longer trusted: {e}", key.agent);
+        }
+        let uses = Arc::new(());
         *guard = Some(Pooled {
             conn: conn.clone(),
             generation,
+            opened: tokio::time::Instant::now(),
+            peer: peer.clone(),
+            uses: uses.clone(),
         });
         drop(guard);
         self.evict_on_close(key.clone(), slot, conn.clone());
         Ok(Lease {
             conn,
             reused: false,
+            peer,
+            uses,
+        })
+    }
+
+    /// Closes every pooled connection whose peer chain `trusted` now refuses (after a trust
+    /// change); returns how many. Their open streams fail at once; the next proxied
+    /// connection dials afresh, and its handshake meets the new trust.
+    pub fn drop_untrusted(&self, trusted: impl Fn(&PeerChain) -> bool) -> usize {
+        self.close_pooled(|key, pooled| {
+            let refused = pooled.peer.as_deref().is_some_and(|p| !trusted(p));
+            if refused {
+                tracing::warn!(peer.node = %key.node, peer.addr = %key.agent, dst = %key.destination,
+                    "pooled QUIC connection closed: the peer is no longer trusted");
+                pooled
+                    .conn
+                    .close(CLOSE_UNTRUSTED.into(), b"peer no longer trusted");
+            }
+            refused
         })
     }
 
@@ -204,29 +270,39 @@ impl Pool {
     /// or failed; returns how many. A peer that left gracefully keeps its connections: it
     /// drains them and closes them itself. Connections being opened are left alone.
     pub fn drop_stale(&self, rows: &[MemberRow]) -> usize {
+        self.close_pooled(|key, pooled| {
+            let Some(row) = rows.iter().find(|m| m.node == key.node) else {
+                return false;
+            };
+            let restarted = pooled.generation.is_some_and(|g| g != row.incarnation);
+            let failed = row.status == Status::Failed && pooled.generation == Some(row.incarnation);
+            if restarted || failed {
+                tracing::info!(peer.node = %key.node, peer.addr = %key.agent, status = %row.status,
+                    generation = row.incarnation, "pooled QUIC connection dropped: the peer is gone");
+                pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer gone");
+            }
+            restarted || failed
+        })
+    }
+
+    /// Runs `close` on every open pooled connection (not those being opened: a slot being
+    /// filled checks its new connection itself); returns how many it closed.
+    fn close_pooled(&self, mut close: impl FnMut(&PoolKey, &Pooled) -> bool) -> usize {
         let slots: Vec<(PoolKey, Slot)> = lock(&self.slots)
             .iter()
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
-        let mut dropped = 0;
+        let mut closed = 0;
         for (key, slot) in slots {
-            let Some(row) = rows.iter().find(|m| m.node == key.node) else {
-                continue;
-            };
             let Ok(guard) = slot.try_lock() else { continue };
-            let Some(pooled) = guard.as_ref() else {
-                continue;
-            };
-            let restarted = pooled.generation.is_some_and(|g| g != row.incarnation);
-            let failed = row.status == Status::Failed && pooled.generation == Some(row.incarnation);
-            if (restarted || failed) && pooled.conn.close_reason().is_none() {
-                tracing::info!(peer.node = %key.node, peer.addr = %key.agent, status = %row.status,
-                    generation = row.incarnation, "pooled QUIC connection dropped: the peer is gone");
-                pooled.conn.close(CLOSE_PEER_GONE.into(), b"peer gone");
-                dropped += 1;
+            if let Some(pooled) = guard.as_ref()
+                && pooled.conn.close_reason().is_none()
+                && close(&key, pooled)
+            {
+                closed += 1;
             }
         }
-        dropped
+        closed
     }
 
     /// Closes `conn` (pooled for `key`): a stream on it heard nothing from the peer in time,
@@ -305,10 +381,15 @@ impl Pool {
         Ok((TunnelTx::Quic(send), TunnelRx::Quic(recv)))
     }
 
-    /// Opens a TLS connection for one proxied connection.
-    pub async fn open_tls(&self, key: &PoolKey) -> anyhow::Result<(TunnelTx, TunnelRx)> {
+    /// Opens a TLS connection for one proxied connection; also returns the chain the peer
+    /// proved.
+    pub async fn open_tls(
+        &self,
+        key: &PoolKey,
+    ) -> anyhow::Result<(TunnelTx, TunnelRx, Arc<PeerChain>)> {
         let cfg = self.tls_client(&key.source)?;
         let sni = server_name(&self.identity, &key.destination)?;
+        let trust_before = self.identity.bundle().generation();
         let started = tokio::time::Instant::now();
         let tls = tokio::time::timeout(self.connect_timeout, async {
             let tcp = TcpStream::connect(key.agent).await?;
@@ -321,7 +402,53 @@ impl Pool {
         .map_err(|_| anyhow::anyhow!("TLS connection to {} timed out", key.agent))??;
         self.metrics
             .handshake(TransportLabel::Tls, started.elapsed());
+        let peer = Arc::new(PeerChain {
+            chain: tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            usage: rhizome_ca::Usage::Server,
+        });
+        if self.identity.bundle().generation() != trust_before
+            && let Err(e) = self.identity.still_trusts(&peer.chain, peer.usage)
+        {
+            anyhow::bail!("{} is no longer trusted: {e}", key.agent);
+        }
         let (r, w) = tokio::io::split(TlsConn::from(tls));
-        Ok((TunnelTx::Tls(w), TunnelRx::Tls(r)))
+        Ok((TunnelTx::Tls(w), TunnelRx::Tls(r), peer))
     }
+}
+
+/// The chain a QUIC peer proved in the handshake.
+fn peer_chain(conn: &quinn::Connection) -> Option<Arc<PeerChain>> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    Some(Arc::new(PeerChain {
+        chain: *chain,
+        usage: rhizome_ca::Usage::Server,
+    }))
+}
+
+/// Takes a connection that reached its maximum age out of service: it serves its open
+/// tunnels and is closed once the last of them ended (or when it closes by itself).
+fn retire(conn: quinn::Connection, uses: Arc<()>) {
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(RETIRED_POLL);
+        loop {
+            tokio::select! {
+                _ = conn.closed() => return,
+                _ = poll.tick() => {
+                    // Only this task holds the token: no tunnel is left.
+                    if Arc::strong_count(&uses) == 1 {
+                        conn.close(CLOSE_RETIRED.into(), b"max connection age");
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }

@@ -100,6 +100,9 @@ pub enum Refusal {
     /// The CSR is unusable.
     #[error(transparent)]
     Issue(#[from] rhizome_ca::IssueError),
+    /// The node, or a certificate of the renewing chain, is revoked by an operator.
+    #[error("refused: {0} (an operator revoked it; `rhizome ca revocations` lists why)")]
+    Revoked(#[from] rhizome_ca::Revoked),
     /// The signer's store failed (the signer's fault).
     #[error("signer store error: {0}")]
     Internal(String),
