@@ -479,3 +479,49 @@ fn print_revocations(list: &[RevocationView]) {
         &rows,
     );
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `ca revoke` signs a `revoked/<name>` entry that decodes to the revocation asked for.
+    #[test]
+    fn revocation_entries_are_signed_by_the_operator_and_name_their_target() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::testkit::TestCa::new("cli.test").unwrap();
+        let operator_dir = ca.operator_dir(dir.path(), "alice").unwrap();
+        let fp = rhizome_ca::Fingerprint([0xab; 32]);
+        for (node, fingerprint, key) in [
+            (Some("node-7"), None, "revoked/node-7".to_string()),
+            (None, Some(fp), format!("revoked/sha256:{fp}")),
+        ] {
+            let args = RevokeArgs {
+                operator_dir: operator_dir.clone(),
+                node: node.map(|n| n.parse().unwrap()),
+                fingerprint,
+                reason: "leaked".into(),
+                withdraw: false,
+            };
+            let text = revocation_entry(&args, OffsetDateTime::now_utc()).unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            let entry = rhizome_gossip::state::Entry::from_bytes(&bytes).unwrap();
+            assert_eq!(entry.key.to_string(), key);
+            assert_eq!(entry.origin.as_str(), "alice");
+            let r = rhizome_ca::Revocation::from_bytes(&entry.value).unwrap();
+            assert_eq!(r.reason(), "leaked");
+            assert_eq!(r.node().map(|n| n.as_str()), node);
+        }
+        let missing = RevokeArgs {
+            operator_dir: dir.path().join("nowhere"),
+            node: Some("n".parse().unwrap()),
+            fingerprint: None,
+            reason: String::new(),
+            withdraw: false,
+        };
+        assert!(revocation_entry(&missing, OffsetDateTime::now_utc()).is_err());
+    }
+}
