@@ -389,6 +389,77 @@ mod revocation {
         c.shutdown().await.unwrap();
     }
 
+    /// b's trust bundle drops the root a chains to (a rotation's last step done too early, or
+    /// a root withdrawn): a's open connection into b is cut at once and new ones are refused,
+    /// pooled connection and resumable TLS session notwithstanding.
+    async fn root_removed_under_traffic(transport: &str) {
+        let mesh = Mesh::new("test.mesh");
+        let extra = format!("transport = \"{transport}\"\n");
+        let echo = echo_server().await;
+        let port = free_port();
+        let b = mesh
+            .start(
+                "b",
+                &format!("{extra}{}", service("db", "db-1", echo.port(), &[])),
+            )
+            .await;
+        let a = mesh
+            .start_joined(
+                "a",
+                &[&b],
+                &format!(
+                    "{extra}{}",
+                    service(
+                        "web",
+                        "web-1",
+                        1,
+                        &[Up {
+                            destination: "db",
+                            port
+                        }]
+                    )
+                ),
+            )
+            .await;
+        rules(&b, &[&allow("db", "web")]);
+        wait_catalog(&a, "default", "db", 1, Health::Passing).await;
+        assert_eq!(roundtrip(port, b"warm").await.unwrap(), b"warm");
+        let (open, _) = hold_open(port).await;
+
+        let other = rhizome_agent::testkit::TestCa::new("test.mesh").unwrap();
+        let changed_at = Instant::now();
+        b.handles()
+            .identity
+            .bundle()
+            .store(TrustBundle::new(vec![other.root.cert().clone()]).unwrap());
+        let cut = waited(open, "a -> b after b dropped a's root").await;
+        println!(
+            "transport {transport}: root removed to cut: {} ms",
+            cut.duration_since(changed_at).as_millis()
+        );
+        for _ in 0..3 {
+            assert!(
+                roundtrip(port, b"x")
+                    .await
+                    .map(|v| v.is_empty())
+                    .unwrap_or(true),
+                "a new connection is refused"
+            );
+        }
+        a.shutdown().await.unwrap();
+        b.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removing_a_root_cuts_live_quic_connections() {
+        root_removed_under_traffic("quic").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn removing_a_root_cuts_live_tls_connections() {
+        root_removed_under_traffic("tls").await;
+    }
+
     /// `Sources` db and web allowed into `dst`.
     fn allow_two(dst: &str) -> String {
         format!(
