@@ -16,31 +16,7 @@ async fn pair(
     mesh: &Mesh,
     extra_a: &str,
 ) -> (rhizome_agent::app::Agent, rhizome_agent::app::Agent, u16) {
-    let echo = echo_server().await;
-    let port = free_port();
-    let b = mesh
-        .start("b", &service("db", "db-1", echo.port(), &[]))
-        .await;
-    let a = mesh
-        .start_joined(
-            "a",
-            &[&b],
-            &format!(
-                "{extra_a}\n{}",
-                service(
-                    "web",
-                    "web-1",
-                    1,
-                    &[Up {
-                        destination: "db",
-                        port
-                    }]
-                )
-            ),
-        )
-        .await;
-    wait_catalog(&a, "default", "db", 1, Health::Passing).await;
-    (a, b, port)
+    web_to_db(mesh, extra_a, "").await
 }
 
 #[tokio::test]

@@ -395,34 +395,8 @@ mod revocation {
     async fn root_removed_under_traffic(transport: &str) {
         let mesh = Mesh::new("test.mesh");
         let extra = format!("transport = \"{transport}\"\n");
-        let echo = echo_server().await;
-        let port = free_port();
-        let b = mesh
-            .start(
-                "b",
-                &format!("{extra}{}", service("db", "db-1", echo.port(), &[])),
-            )
-            .await;
-        let a = mesh
-            .start_joined(
-                "a",
-                &[&b],
-                &format!(
-                    "{extra}{}",
-                    service(
-                        "web",
-                        "web-1",
-                        1,
-                        &[Up {
-                            destination: "db",
-                            port
-                        }]
-                    )
-                ),
-            )
-            .await;
+        let (a, b, port) = web_to_db(&mesh, &extra, &extra).await;
         rules(&b, &[&allow("db", "web")]);
-        wait_catalog(&a, "default", "db", 1, Health::Passing).await;
         assert_eq!(roundtrip(port, b"warm").await.unwrap(), b"warm");
         let (open, _) = hold_open(port).await;
 
