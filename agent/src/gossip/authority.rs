@@ -505,7 +505,7 @@ mod tests {
         assert_eq!(observer.apply(web(2), NOW), Err(Rejection::UnknownSigner));
         assert_eq!(refusals.get(Point::Gossip, "revoked"), 1);
         assert_eq!(
-            observer.drop_refused(),
+            observer.drop_refused(|k| k.owner_node().is_some()),
             vec![catalog("node-a"), Key::Certs(seg("node-a"))]
         );
 

@@ -218,11 +218,13 @@ impl Replica {
         Ok(())
     }
 
-    /// Drops the entries whose signer is refused now (after a revocation or a change of
-    /// roots), from the state and the store; returns their keys.
+    /// Drops the agent-written entries (catalog, certificates) whose signer is refused now
+    /// (after a revocation or a change of roots), from the state and the store; returns their
+    /// keys. Operator-written entries are left alone: an operator certificate that merely
+    /// expired must not take the intentions and revocations it signed with it at run time.
     pub fn drop_refused(&self) -> Vec<Key> {
         let mut inner = self.lock();
-        let dropped = inner.state.drop_refused();
+        let dropped = inner.state.drop_refused(|k| k.owner_node().is_some());
         self.persist(&mut inner);
         dropped
     }

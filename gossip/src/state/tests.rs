@@ -260,10 +260,14 @@ fn entries_refused_after_a_trust_change_are_dropped() {
     s.delete(&*w.a, &w.a.name, catalog("node-a", "old"), NOW)
         .unwrap();
     s.drain_changes();
-    assert!(s.drop_refused().is_empty(), "nothing changed yet");
+    assert!(s.drop_refused(|_| true).is_empty(), "nothing changed yet");
     // node-a is no longer trusted (revoked): its live entries go, its tombstone stays.
-    *s.authority_mut() = TestAuthority::new(&[&w.b, &w.op]);
-    assert_eq!(s.drop_refused(), vec![catalog("node-a", "web")]);
+    *s.authority_mut() = TestAuthority::new(&[&w.b]);
+    // Only the selected keys are looked at: the operator's entry stays this time.
+    assert_eq!(
+        s.drop_refused(|k| k.owner_node().is_some()),
+        vec![catalog("node-a", "web")]
+    );
     assert!(s.get(&catalog("node-a", "web")).is_none());
     assert!(s.entry(&catalog("node-a", "old")).is_some());
     assert!(s.get(&catalog("node-b", "web")).is_some());
@@ -281,6 +285,8 @@ fn entries_refused_after_a_trust_change_are_dropped() {
         false,
     );
     assert_eq!(s.apply(again, NOW), Err(Rejection::UnknownSigner));
+    // Selecting every key drops the operator's entry as well.
+    assert_eq!(s.drop_refused(|_| true), vec![intentions("db")]);
 }
 
 #[test]
