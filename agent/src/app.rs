@@ -146,6 +146,12 @@ impl Agent {
         let (catalog_writer, catalog) = catalog::channel(Catalog::new(local_instances(&config)));
         let (stop, shutdown) = crate::runtime::shutdown();
         let metrics = Arc::new(Metrics::new());
+        metrics.register(
+            "trust_refusals",
+            "Chains, signatures and entries refused on trust grounds, by point (proxy_inbound, \
+             proxy_outbound, gossip, signer) and reason (revoked, expired, unknown_issuer, ...)",
+            identity.refusals().family(),
+        );
         let intentions = Arc::new(Intentions::open(
             &store,
             replica.clone(),

@@ -421,3 +421,49 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// `rhizome_proxy_handshake_seconds_count{transport="quic"}` of `agent`.
+fn quic_handshakes(agent: &rhizome_agent::app::Agent) -> u64 {
+    metrics(agent)
+        .lines()
+        .find_map(|l| l.strip_prefix("rhizome_proxy_handshake_seconds_count{transport=\"quic\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A pooled connection older than `proxy { max_connection_age }` takes no new streams: the
+/// next proxied connection makes a fresh handshake (against the trust in force), while a
+/// connection opened earlier keeps working over the retired one until it ends.
+#[tokio::test]
+async fn pooled_connections_past_their_max_age_are_replaced() {
+    let mesh = Mesh::new("test.mesh");
+    let (a, b, port) = pair(&mesh, "proxy {\n  max_connection_age = \"1s\"\n}\n").await;
+    rules(&b, &[&allow("db", "web")]);
+    let mut long = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut one = [0u8; 1];
+    long.write_all(b"1").await.unwrap();
+    long.read_exact(&mut one).await.unwrap();
+    assert_eq!(roundtrip(port, b"x").await.unwrap(), b"x");
+    assert_eq!(quic_handshakes(&a), 1, "both over one pooled connection");
+    // Past the maximum age of the pooled connection.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(roundtrip(port, b"y").await.unwrap(), b"y");
+    assert_eq!(
+        quic_handshakes(&a),
+        2,
+        "a fresh handshake after max_connection_age"
+    );
+    assert_eq!(roundtrip(port, b"z").await.unwrap(), b"z");
+    assert_eq!(
+        quic_handshakes(&a),
+        2,
+        "the new connection is pooled in turn"
+    );
+    // The connection opened before still carries bytes over the retired connection.
+    long.write_all(b"2").await.unwrap();
+    long.read_exact(&mut one).await.unwrap();
+    assert_eq!(&one, b"2");
+    drop(long);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

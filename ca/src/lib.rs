@@ -42,6 +42,7 @@ pub mod join;
 pub mod key;
 pub mod pem;
 pub mod renewal;
+pub mod revocation;
 pub mod root;
 pub mod svid;
 pub mod tls;
@@ -49,7 +50,7 @@ pub mod token;
 pub mod verify;
 
 pub use agent::{AgentCa, AgentCsr};
-pub use bundle::{BundleError, SharedBundle, TrustBundle};
+pub use bundle::{BundleError, ChangeHook, SharedBundle, TrustBundle};
 pub use id::{
     CertKind, IdError, MAX_ID_LEN, Namespace, NodeName, OperatorName, ServiceName, SpiffeId,
     TrustDomain, split_spiffe_id,
@@ -62,11 +63,12 @@ pub use join::{PinnedRootVerifier, join_client_config, join_server_config, pinne
 pub use key::{KeyError, PrivateKey, sign, verify_signature};
 pub use pem::{PemError, certs_from_pem, certs_to_pem};
 pub use renewal::{fraction_of_life_used, renewal_at};
+pub use revocation::{Revocation, RevocationError, RevocationSet, Revoked};
 pub use root::{Fingerprint, RootCa};
 pub use svid::SvidRule;
 pub use tls::{
-    ClientCredential, FixedClock, SniResolver, SpiffeVerifier, client_config, peer_spiffe_id,
-    server_config,
+    ClientCredential, FixedClock, RefusalHook, SniResolver, SpiffeVerifier, client_config,
+    peer_spiffe_id, server_config,
 };
 pub use token::{Claims, NodePattern, TokenError, TokenId, peek_claims, verify_token};
 pub use verify::{

@@ -1,20 +1,31 @@
 //! rustls glue: one verifier type for both TLS roles built on [`crate::verify_chain_with`],
 //! an SNI resolver serving each local service's leaf, a swappable client credential, and
 //! TLS 1.3 config builders using the ring provider.
+//!
+//! Session resumption skips certificate verification (the peer's chain is remembered from
+//! the first handshake), so the configs built here keep their session caches per trust
+//! generation ([`SharedBundle::generation`]): once the roots or the revocations change, every
+//! remembered session is forgotten and the next connection is a full handshake against the
+//! new trust.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{
+    ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert, Resumption,
+    Tls12ClientSessionValue, Tls13ClientSessionValue,
+};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::time_provider::TimeProvider;
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
-    ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, NamedGroup,
+    OtherError, ServerConfig, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
@@ -36,21 +47,50 @@ pub(crate) fn to_rustls(e: VerifyError) -> rustls::Error {
 /// rules, accepting the listed kinds. As a server-cert verifier it also checks that a
 /// server dialled by a mesh DNS name (`<svc>.<ns>.svc.<td>`, `<node>.agent.<td>`) proves
 /// exactly that identity; any other server name (e.g. `x.mesh.invalid`) is not checked.
-#[derive(Debug)]
 pub struct SpiffeVerifier {
     bundle: SharedBundle,
     accept: Vec<CertKind>,
     provider: Arc<CryptoProvider>,
+    on_refusal: Option<RefusalHook>,
+}
+
+/// Told of every chain a [`SpiffeVerifier`] refuses (the agent counts them by reason).
+pub type RefusalHook = Arc<dyn Fn(&VerifyError) + Send + Sync>;
+
+impl std::fmt::Debug for SpiffeVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpiffeVerifier")
+            .field("accept", &self.accept)
+            .field("on_refusal", &self.on_refusal.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SpiffeVerifier {
     /// A verifier accepting peers of the given kinds.
     pub fn new(bundle: SharedBundle, accept: &[CertKind]) -> Arc<Self> {
+        Self::observed(bundle, accept, None)
+    }
+
+    /// [`SpiffeVerifier::new`] that also calls `on_refusal` with each refusal.
+    pub fn observed(
+        bundle: SharedBundle,
+        accept: &[CertKind],
+        on_refusal: Option<RefusalHook>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             bundle,
             accept: accept.to_vec(),
             provider: provider(),
+            on_refusal,
         })
+    }
+
+    fn refused(&self, e: VerifyError) -> rustls::Error {
+        if let Some(hook) = &self.on_refusal {
+            hook(&e);
+        }
+        to_rustls(e)
     }
 
     /// The bundle cell this verifier reads on every handshake.
@@ -98,7 +138,7 @@ impl ServerCertVerifier for SpiffeVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.check_server(end_entity, intermediates, server_name, now)
             .map(|_| ServerCertVerified::assertion())
-            .map_err(to_rustls)
+            .map_err(|e| self.refused(e))
     }
 
     fn verify_tls12_signature(
@@ -157,7 +197,7 @@ impl ClientCertVerifier for SpiffeVerifier {
             Usage::Client,
         )
         .map(|_| ClientCertVerified::assertion())
-        .map_err(to_rustls)
+        .map_err(|e| self.refused(e))
     }
 
     fn verify_tls12_signature(
@@ -325,8 +365,97 @@ impl TimeProvider for FixedClock {
     }
 }
 
+/// Sessions remembered per TLS server or client, in each cache.
+const SESSION_CACHE_SIZE: usize = 256;
+
+/// A cache that starts empty again whenever the trust generation of `bundle` changes.
+#[derive(Debug)]
+struct PerGeneration<T> {
+    bundle: SharedBundle,
+    current: RwLock<(u64, Arc<T>)>,
+    fresh: fn() -> Arc<T>,
+}
+
+impl<T> PerGeneration<T> {
+    fn new(bundle: SharedBundle, fresh: fn() -> Arc<T>) -> Self {
+        let generation = bundle.generation();
+        Self {
+            bundle,
+            current: RwLock::new((generation, fresh())),
+            fresh,
+        }
+    }
+
+    /// The cache of the generation in force (a new, empty one after a trust change).
+    fn get(&self) -> Arc<T> {
+        let generation = self.bundle.generation();
+        let (held, cache) = read(&self.current);
+        if held == generation {
+            return cache;
+        }
+        let fresh = (self.fresh)();
+        write(&self.current, |c| *c = (generation, fresh.clone()));
+        fresh
+    }
+}
+
+/// Server-side session cache forgotten on every trust change.
+#[derive(Debug)]
+struct TrustBoundServerSessions(PerGeneration<ServerSessionMemoryCache>);
+
+impl StoresServerSessions for TrustBoundServerSessions {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.0.get().put(key, value)
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get().get(key)
+    }
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get().take(key)
+    }
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// Client-side session cache forgotten on every trust change.
+#[derive(Debug)]
+struct TrustBoundClientSessions(PerGeneration<ClientSessionMemoryCache>);
+
+impl ClientSessionStore for TrustBoundClientSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.0.get().set_kx_hint(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.get().kx_hint(server_name)
+    }
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.get().set_tls12_session(server_name, value);
+    }
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.0.get().tls12_session(server_name)
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.0.get().remove_tls12_session(server_name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.0.get().insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.0.get().take_tls13_ticket(server_name)
+    }
+}
+
 /// A TLS 1.3 server config requiring a client certificate verified by `verifier`; `clock`
-/// is the time rustls passes to the verifier.
+/// is the time rustls passes to the verifier. Resumed sessions never outlive a change of
+/// the verifier's trust (see the module docs).
 pub fn server_config(
     verifier: Arc<SpiffeVerifier>,
     resolver: Arc<SniResolver>,
@@ -335,14 +464,18 @@ pub fn server_config(
 ) -> Result<ServerConfig, rustls::Error> {
     let mut cfg = ServerConfig::builder_with_details(provider(), clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = alpn;
+    cfg.session_storage = Arc::new(TrustBoundServerSessions(PerGeneration::new(
+        verifier.bundle.clone(),
+        || ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+    )));
     Ok(cfg)
 }
 
 /// A TLS 1.3 client config presenting `cred` and verifying servers with `verifier`;
-/// `clock` as for [`server_config`].
+/// `clock` and resumption as for [`server_config`].
 pub fn client_config(
     verifier: Arc<SpiffeVerifier>,
     cred: Arc<ClientCredential>,
@@ -352,9 +485,13 @@ pub fn client_config(
     let mut cfg = ClientConfig::builder_with_details(provider(), clock)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(verifier.clone())
         .with_client_cert_resolver(cred);
     cfg.alpn_protocols = alpn;
+    cfg.resumption = Resumption::store(Arc::new(TrustBoundClientSessions(PerGeneration::new(
+        verifier.bundle.clone(),
+        || Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE_SIZE)),
+    ))));
     Ok(cfg)
 }
 

@@ -1,6 +1,6 @@
 //! The one verification core: chain to the bundle, validity, the X509-SVID and SPIFFE-ID
-//! rules ([`crate::svid`], [`crate::id`]), and the mesh's issuance rules that X.509 alone
-//! cannot express. The rustls verifiers, the CLI's `ca verify` and gossip signature checks
+//! rules ([`crate::svid`], [`crate::id`]), the mesh's issuance rules that X.509 alone
+//! cannot express, and the bundle's revocations ([`crate::revocation`]). The rustls verifiers, the CLI's `ca verify` and gossip signature checks
 //! all call [`verify_chain`]. Errors that break a rule of the SPIFFE standards name it
 //! ([`VerifyError::rule`]).
 
@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use crate::bundle::TrustBundle;
 use crate::id::{CertKind, IdError, NodeName, ServiceName, SpiffeId, TrustDomain};
+use crate::revocation::Revoked;
 use crate::svid::{self, BindingError, SvidRule};
 
 /// Our PKI is ECDSA P-256 only; nothing else is accepted in a chain.
@@ -118,6 +119,9 @@ pub enum VerifyError {
     /// fingerprint (or that certificate is not a usable root).
     #[error("signer's chain does not contain the pinned root")]
     PinnedRootMissing,
+    /// An operator revoked a certificate of the chain, or the node it belongs to.
+    #[error("revoked: {0}")]
+    Revoked(#[from] Revoked),
     /// The server is a valid mesh identity but not the one dialled (SNI name).
     #[error("connected to {found}, expected {expected}")]
     UnexpectedPeer {
@@ -250,6 +254,13 @@ pub fn verify_chain_with(
         .map(|c| ca_role(&c.der(), td))
         .collect::<Result<Vec<_>, _>>()?;
     check_issuance(&id, &cas)?;
+    let revoked = bundle.revocations();
+    if !revoked.is_empty() {
+        revoked.check_cert(end_entity)?;
+        for ca in path.intermediate_certificates() {
+            revoked.check_cert(&ca.der())?;
+        }
+    }
     Ok(id)
 }
 

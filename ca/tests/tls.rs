@@ -258,3 +258,75 @@ async fn joiner_pins_the_root_by_fingerprint() {
     let err = join_handshake(joiner, fake).await.unwrap_err();
     assert!(err.contains("WrongKind"), "{err}");
 }
+
+/// One handshake whose client also reads from the server (so it receives the session
+/// tickets); whether it was a resumption, or the side that failed.
+async fn connect_once(
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+    sni: &str,
+) -> Result<bool, String> {
+    let (c_io, s_io) = tokio::io::duplex(64 * 1024);
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    let connect = tokio_rustls::TlsConnector::from(client).connect(name, c_io);
+    let accept = tokio_rustls::TlsAcceptor::from(server).accept(s_io);
+    let (c, s) = tokio::join!(connect, accept);
+    let mut c = c.map_err(|e| format!("client: {e}"))?;
+    let mut s = s.map_err(|e| format!("server: {e}"))?;
+    s.write_all(b"pong").await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4];
+    c.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    Ok(c.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed))
+}
+
+/// A revocation refuses the revoked side in both TLS roles, and a session resumed from
+/// before the change does not bypass it (rustls does not verify certificates again on
+/// resumption, so the session caches must be forgotten).
+#[tokio::test]
+async fn revocation_refuses_handshakes_and_resumption_does_not_bypass_it() {
+    use rhizome_ca::{Revocation, RevocationSet};
+    let mesh = Mesh::new("rhizome.local");
+    let bundle = SharedBundle::new(mesh.bundle.clone());
+    let (a, b) = (mesh.agent("node-a", None), mesh.agent("node-b", None));
+    let web = workload(&a, "default", "web");
+    let db = workload(&b, "default", "db");
+    let server = server_cfg(&bundle, W, serving(&[&db]));
+    let client = client_cfg(&bundle, W, &web);
+    let sni = "db.default.svc.rhizome.local";
+    assert_eq!(
+        connect_once(client.clone(), server.clone(), sni).await,
+        Ok(false)
+    );
+    assert_eq!(
+        connect_once(client.clone(), server.clone(), sni).await,
+        Ok(true),
+        "the second connection resumes"
+    );
+    // node-a (the client's node) is revoked: the server refuses it, resumption or not.
+    let mut set = RevocationSet::new();
+    set.insert(Revocation::new(Some("node-a".parse().unwrap()), None, "stolen", 1).unwrap());
+    bundle.set_revocations(set);
+    let err = connect_once(client.clone(), server.clone(), sni)
+        .await
+        .unwrap_err();
+    assert!(err.contains("Revoked"), "{err}");
+    // The other way round: the server's leaf is revoked by fingerprint; the client refuses.
+    let client_b = client_cfg(&bundle, W, &workload(&b, "default", "api"));
+    let server_a = server_cfg(&bundle, W, serving(&[&db]));
+    bundle.set_revocations(RevocationSet::new());
+    assert_eq!(
+        connect_once(client_b.clone(), server_a.clone(), sni).await,
+        Ok(false)
+    );
+    assert_eq!(
+        connect_once(client_b.clone(), server_a.clone(), sni).await,
+        Ok(true)
+    );
+    let mut set = RevocationSet::new();
+    let fp = rhizome_ca::Fingerprint::of(db.leaf());
+    set.insert(Revocation::new(None, Some(fp), "", 1).unwrap());
+    bundle.set_revocations(set);
+    let err = connect_once(client_b, server_a, sni).await.unwrap_err();
+    assert!(err.starts_with("client:"), "{err}");
+}

@@ -354,3 +354,145 @@ fn agent_under_another_agent_is_an_unexpected_ca() {
     );
     assert_eq!(err, Err(VerifyError::UnexpectedCa));
 }
+
+fn revoking(
+    bundle: &rhizome_ca::TrustBundle,
+    r: &[rhizome_ca::Revocation],
+) -> rhizome_ca::TrustBundle {
+    let mut set = rhizome_ca::RevocationSet::new();
+    for one in r {
+        set.insert(one.clone());
+    }
+    bundle.with_revocations(std::sync::Arc::new(set))
+}
+
+/// A revoked node takes its intermediate, its agent leaf and every workload leaf it issued
+/// with it; a certificate revoked by fingerprint (a leaf, an intermediate, an operator) is
+/// refused wherever it appears in a chain; other nodes are untouched.
+#[test]
+fn revoked_chains_are_refused() {
+    use rhizome_ca::{Fingerprint, Revocation, Revoked};
+    let mesh = Mesh::new(TD);
+    let (a, b) = (mesh.agent("node-a", None), mesh.agent("node-b", None));
+    let web_a = workload(&a, "default", "web");
+    let me_a = a.issue_agent_leaf(t0(), Duration::hours(1)).unwrap();
+    let web_b = workload(&b, "default", "web");
+    let op = mesh.operator("alice");
+
+    let by_node = revoking(
+        &mesh.bundle,
+        &[Revocation::new(Some("node-a".parse().unwrap()), None, "stolen", 1).unwrap()],
+    );
+    let revoked_a = Err(VerifyError::Revoked(Revoked::Node(
+        "node-a".parse().unwrap(),
+    )));
+    assert_eq!(check(&by_node, &web_a, CertKind::Workload), revoked_a);
+    assert_eq!(check(&by_node, &me_a, CertKind::Agent), revoked_a);
+    assert!(check(&by_node, &web_b, CertKind::Workload).is_ok());
+    assert!(check(&by_node, &op, CertKind::Operator).is_ok());
+    assert_eq!(
+        VerifyError::Revoked(Revoked::Node("node-a".parse().unwrap())).to_string(),
+        "revoked: node node-a is revoked"
+    );
+
+    // By fingerprint: the intermediate of b (every leaf under it), one leaf of a, an operator.
+    let fp_b = Fingerprint::of(&web_b.chain()[1]);
+    let fp_leaf = Fingerprint::of(web_a.leaf());
+    let fp_op = Fingerprint::of(op.leaf());
+    let by_fp = revoking(
+        &mesh.bundle,
+        &[
+            Revocation::new(None, Some(fp_b), "", 1).unwrap(),
+            Revocation::new(None, Some(fp_leaf), "", 1).unwrap(),
+            Revocation::new(None, Some(fp_op), "", 1).unwrap(),
+        ],
+    );
+    assert_eq!(
+        check(&by_fp, &web_b, CertKind::Workload),
+        Err(VerifyError::Revoked(Revoked::Certificate(fp_b)))
+    );
+    assert_eq!(
+        check(&by_fp, &web_a, CertKind::Workload),
+        Err(VerifyError::Revoked(Revoked::Certificate(fp_leaf)))
+    );
+    assert_eq!(
+        check(&by_fp, &op, CertKind::Operator),
+        Err(VerifyError::Revoked(Revoked::Certificate(fp_op)))
+    );
+    assert!(check(&by_fp, &me_a, CertKind::Agent).is_ok());
+    // The library check on a raw chain agrees.
+    assert!(by_fp.revocations().check_chain(web_b.chain()).is_err());
+    assert!(by_fp.revocations().check_chain(me_a.chain()).is_ok());
+}
+
+/// A revocation is an operator-signed statement, checked on the path every operator-signed
+/// entry takes (`verify_signed`, operators only): an agent's signature, a signature over other
+/// bytes, an operator of another root, and a revoked operator are all refused.
+#[test]
+fn revocation_statements_are_checked_as_operator_signatures() {
+    use rhizome_ca::{Fingerprint, Revocation, SignedError, verify_signed};
+    let mesh = Mesh::new(TD);
+    let op = mesh.operator("alice");
+    let statement = Revocation::new(Some("node-a".parse().unwrap()), None, "leaked", 1_800)
+        .unwrap()
+        .to_bytes();
+    let ops = [CertKind::Operator];
+    let signed_by = |cred: &rhizome_ca::Credential, msg: &[u8]| cred.key().sign(msg).unwrap();
+    let check_sig =
+        |bundle: &rhizome_ca::TrustBundle,
+         cred: &rhizome_ca::Credential,
+         msg: &[u8],
+         sig: &[u8]| { verify_signed(bundle, cred.chain(), now(), &ops, msg, sig) };
+    let sig = signed_by(&op, &statement);
+    assert_eq!(
+        check_sig(&mesh.bundle, &op, &statement, &sig),
+        Ok(id("spiffe://rhizome.local/operator/alice"))
+    );
+    assert_eq!(
+        Revocation::from_bytes(&statement)
+            .unwrap()
+            .node()
+            .unwrap()
+            .as_str(),
+        "node-a"
+    );
+    // Forged: signed by an agent leaf.
+    let me = mesh
+        .agent("node-b", None)
+        .issue_agent_leaf(t0(), Duration::hours(1))
+        .unwrap();
+    assert!(matches!(
+        check_sig(&mesh.bundle, &me, &statement, &signed_by(&me, &statement)),
+        Err(SignedError::Chain(VerifyError::WrongKind { .. }))
+    ));
+    // Tampered: the signature is over another statement.
+    let other = Revocation::new(Some("node-c".parse().unwrap()), None, "", 1)
+        .unwrap()
+        .to_bytes();
+    assert!(matches!(
+        check_sig(&mesh.bundle, &op, &other, &sig),
+        Err(SignedError::Signature(_))
+    ));
+    // Garbled signature bytes.
+    assert!(check_sig(&mesh.bundle, &op, &statement, &sig[..sig.len() / 2]).is_err());
+    // An operator of another mesh with the same trust domain.
+    let stranger = Mesh::new(TD).operator("alice");
+    assert!(matches!(
+        check_sig(
+            &mesh.bundle,
+            &stranger,
+            &statement,
+            &signed_by(&stranger, &statement)
+        ),
+        Err(SignedError::Chain(VerifyError::UnknownIssuer))
+    ));
+    // A revoked operator.
+    let revoked = revoking(
+        &mesh.bundle,
+        &[Revocation::new(None, Some(Fingerprint::of(op.leaf())), "", 1).unwrap()],
+    );
+    assert!(matches!(
+        check_sig(&revoked, &op, &statement, &sig),
+        Err(SignedError::Chain(VerifyError::Revoked(_)))
+    ));
+}

@@ -197,6 +197,46 @@ pub struct KeyringChange {
     pub entry: Option<String>,
 }
 
+// ---- /v1/ca/revocations
+
+/// Body of `POST /v1/ca/revocations`: an operator-signed `revoked/<name>` entry (base64 of
+/// its encoding), a revocation or, as a tombstone, its withdrawal.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct RevocationRequest {
+    /// The signed entry.
+    pub entry: String,
+}
+
+/// One revocation in force (`GET /v1/ca/revocations`, and the answer to a `POST`).
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RevocationView {
+    /// The replicated key (`revoked/<node>` or `revoked/sha256:<hex>`).
+    pub key: String,
+    /// The revoked node (its intermediate, agent leaf and workload leaves), if any.
+    pub node: Option<String>,
+    /// The SHA-256 fingerprint (hex) of the revoked certificate, if any.
+    pub fingerprint: Option<String>,
+    /// Why, as the operator wrote it.
+    pub reason: String,
+    /// When the operator decided it (unix seconds).
+    pub revoked_at: u64,
+    /// The operator who signed it.
+    pub revoked_by: String,
+}
+
+/// Answer of `POST /v1/ca/revocations`.
+#[derive(Deserialize, Serialize, Debug)]
+pub struct RevocationAnswer {
+    /// The key written.
+    pub key: String,
+    /// Whether the entry withdrew a revocation (a tombstone).
+    pub withdrawn: bool,
+    /// Whether the agent already held this entry (or a newer one).
+    pub stale: bool,
+    /// Every revocation in force after it.
+    pub revocations: Vec<RevocationView>,
+}
+
 /// A keyring change requested through the API or the CLI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

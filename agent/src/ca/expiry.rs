@@ -1,7 +1,8 @@
 //! Expiry is loud: every certificate the agent holds (roots, intermediate, agent leaf,
 //! workload leaves) described for `GET /v1/ca/status` and `rhizome ca status`, exported as
 //! the `rhizome_cert_expiry_seconds{kind, spiffe_id, serial}` gauge family, and warned about
-//! in the log once past 90 % of its life (again every hour while it stays so).
+//! in the log once past 90 % of its life (again every hour while it stays so);
+//! `rhizome_ca_intermediate_usable` says whether the intermediate can issue at all.
 
 use crate::api::types::CertStatus;
 use crate::ca::identity::Identity;
@@ -92,6 +93,7 @@ pub struct CertLabels {
 pub struct ExpiryWatch {
     gauges: Family<CertLabels, Gauge>,
     warned: HashMap<String, Instant>,
+    intermediate_usable: Gauge,
 }
 
 impl ExpiryWatch {
@@ -103,10 +105,24 @@ impl ExpiryWatch {
             "Seconds until each certificate held by the agent expires",
             gauges.clone(),
         );
+        let intermediate_usable = Gauge::default();
+        metrics.register(
+            "ca_intermediate_usable",
+            "1 while the agent's intermediate is valid and issues leaves, 0 once it expired (or \
+             is not valid yet): replace it",
+            intermediate_usable.clone(),
+        );
+        intermediate_usable.set(1);
         ExpiryWatch {
             gauges,
             warned: HashMap::new(),
+            intermediate_usable,
         }
+    }
+
+    /// Sets `rhizome_ca_intermediate_usable`.
+    pub fn set_intermediate_usable(&self, usable: bool) {
+        self.intermediate_usable.set(i64::from(usable));
     }
 
     /// Refreshes the gauges (replacing every series, so renewed certificates disappear) and

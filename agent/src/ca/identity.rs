@@ -8,6 +8,7 @@
 //! ([`Identity::obtain`], in [`super::obtain`]).
 
 use super::files;
+use super::refusals::{Point, TrustRefusals};
 use crate::config::AgentConfig;
 use anyhow::Context as _;
 use rhizome_ca::{
@@ -44,6 +45,8 @@ pub struct Identity {
     resolver: Arc<SniResolver>,
     root: Option<Arc<RootCa>>,
     leaf_ttl: Duration,
+    refusals: TrustRefusals,
+    trust: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub(super) fn now() -> OffsetDateTime {
@@ -106,16 +109,24 @@ impl Identity {
             );
         }
         let agent_leaf = agent.issue_agent_leaf(now(), ttl(config.ca.leaf_ttl.0))?;
+        let bundle = SharedBundle::new(bundle);
+        let trust = Arc::new(tokio::sync::watch::channel(bundle.generation()).0);
+        let notify = trust.clone();
+        bundle.on_change(Arc::new(move |generation| {
+            notify.send_replace(generation);
+        }));
         let identity = Identity {
             trust_domain,
             node,
-            bundle: SharedBundle::new(bundle),
+            bundle,
             agent_ca: RwLock::new(Arc::new(agent)),
             agent_leaf: RwLock::new(Arc::new(agent_leaf)),
             workloads: RwLock::new(BTreeMap::new()),
             resolver: SniResolver::new(),
             root,
             leaf_ttl: config.ca.leaf_ttl.0,
+            refusals: TrustRefusals::default(),
+            trust,
         };
         for svc in &config.services {
             identity.ensure_workload(&svc.namespace, &svc.name)?;
@@ -228,16 +239,48 @@ impl Identity {
             .unwrap_or_default()
     }
 
-    /// A verifier of peers of the given kinds against the live bundle.
-    pub fn verifier(&self, accept: &[CertKind]) -> Arc<SpiffeVerifier> {
-        SpiffeVerifier::new(self.bundle.clone(), accept)
+    /// The trust generation (roots and revocations), changed whenever either changes: live
+    /// sessions verified before are checked again then.
+    pub fn trust_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.trust.subscribe()
+    }
+
+    /// Whether a peer's chain (leaf first), verified at its handshake in `usage`'s role as a
+    /// workload, still verifies against the trust in force now.
+    pub fn still_trusts(
+        &self,
+        chain: &[CertificateDer<'_>],
+        usage: rhizome_ca::Usage,
+    ) -> Result<SpiffeId, rhizome_ca::VerifyError> {
+        let (leaf, rest) = chain
+            .split_first()
+            .ok_or(rhizome_ca::VerifyError::NoSpiffeId)?;
+        rhizome_ca::verify_chain_with(
+            &self.bundle.load(),
+            leaf,
+            rest,
+            rhizome_ca::unix_time(now()),
+            &[CertKind::Workload],
+            usage,
+        )
+    }
+
+    /// Refusals on trust grounds, counted by every verifier this identity builds.
+    pub fn refusals(&self) -> &TrustRefusals {
+        &self.refusals
+    }
+
+    /// A verifier of peers of the given kinds against the live bundle (roots and
+    /// revocations), counting its refusals under `point`.
+    pub fn verifier(&self, point: Point, accept: &[CertKind]) -> Arc<SpiffeVerifier> {
+        SpiffeVerifier::observed(self.bundle.clone(), accept, Some(self.refusals.hook(point)))
     }
 
     /// Server config of the data plane: serves the leaf named by SNI, requires a workload
     /// client certificate of this trust domain.
     pub fn server_config(&self, alpn: Vec<Vec<u8>>) -> anyhow::Result<rustls::ServerConfig> {
         Ok(rhizome_ca::server_config(
-            self.verifier(&[CertKind::Workload]),
+            self.verifier(Point::ProxyInbound, &[CertKind::Workload]),
             self.resolver(),
             alpn,
             Arc::new(DefaultTimeProvider),
@@ -254,7 +297,7 @@ impl Identity {
     ) -> anyhow::Result<rustls::ClientConfig> {
         let w = self.ensure_workload(ns, svc)?;
         Ok(rhizome_ca::client_config(
-            self.verifier(&[CertKind::Workload]),
+            self.verifier(Point::ProxyOutbound, &[CertKind::Workload]),
             w.client,
             alpn,
             Arc::new(DefaultTimeProvider),

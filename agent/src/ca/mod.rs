@@ -8,6 +8,7 @@
 //!   service, the joining client and intermediate renewal over the network.
 //! - [`renewal`]: the renewal schedule and task (the one writer of the credentials after
 //!   the start); [`expiry`]: expiry gauges, warnings and `/v1/ca/status`.
+//! - [`refusals`]: `rhizome_trust_refusals_total{point, reason}`, fed by every verifier.
 //!
 //! Dependencies point one way: `identity` ← `obtain`, `join` ← `renewal`; `files` and
 //! `identity` import no other module of this folder but `files`.
@@ -17,6 +18,7 @@ pub(crate) mod files;
 pub mod identity;
 pub(crate) mod join;
 pub(crate) mod obtain;
+pub mod refusals;
 pub mod renewal;
 
 pub use identity::Identity;

@@ -6,6 +6,11 @@
 //! the task that drives it once a minute or at the next deadline, re-reads `ca { dir }`
 //! (a new bundle.pem or agent.pem is picked up without restart: the rotation's switch), and
 //! refreshes the expiry gauges and warnings.
+//!
+//! An intermediate that has expired (or is not valid yet) issues nothing: leaves are not
+//! "renewed" from it (they would be dead on arrival and due again at once), one ERROR names
+//! it and the fix ([`IntermediateAlarm`]), `rhizome_ca_intermediate_usable` drops to 0, and
+//! renewal of the intermediate itself keeps being tried.
 
 use crate::ca::expiry::{self, ExpiryWatch};
 use crate::ca::files;
@@ -133,9 +138,75 @@ fn leaf_ttl(identity: &Identity) -> time::Duration {
     time::Duration::try_from(identity.leaf_ttl()).unwrap_or(rhizome_ca::DEFAULT_LEAF_TTL)
 }
 
+/// Why the intermediate cannot issue at `now` (expired, or not valid yet), naming it.
+pub fn intermediate_unusable(identity: &Identity, now: OffsetDateTime) -> Option<String> {
+    let ca = identity.agent_ca();
+    let (serial, not_before, not_after) = facts(ca.cert())?;
+    let what = format!("intermediate of node {} (serial {serial})", ca.node());
+    if now >= not_after {
+        Some(format!("{what} expired at {not_after}"))
+    } else if now < not_before {
+        Some(format!("{what} is not valid before {not_before}"))
+    } else {
+        None
+    }
+}
+
+/// What an operator must do about an unusable intermediate, by where it came from.
+fn intermediate_fix(config: &AgentConfig) -> &'static str {
+    if config.ca.dir.is_some() {
+        "issue a new one (`rhizome ca issue-agent`) and move agent.pem/agent.key into ca { dir }"
+    } else {
+        "make a signer reachable (ca { signer_addrs } or retry_join) so it renews, or rejoin \
+         with a new join token"
+    }
+}
+
+/// Reports an unusable intermediate once (one ERROR per intermediate, not per pass).
+#[derive(Default)]
+pub struct IntermediateAlarm {
+    reported: Option<String>,
+}
+
+impl IntermediateAlarm {
+    /// Checks the intermediate at `now`; logs one ERROR the first time a given intermediate
+    /// is found unusable. Returns whether it can issue, and whether this call logged.
+    pub fn check(
+        &mut self,
+        identity: &Identity,
+        config: &AgentConfig,
+        now: OffsetDateTime,
+    ) -> (bool, bool) {
+        let Some(problem) = intermediate_unusable(identity, now) else {
+            if self.reported.take().is_some() {
+                tracing::info!("the intermediate is valid again: leaves are issued from it");
+            }
+            return (true, false);
+        };
+        if self.reported.as_deref() == Some(problem.as_str()) {
+            return (false, false);
+        }
+        tracing::error!(
+            problem = %problem,
+            fix = intermediate_fix(config),
+            "the {problem}: no leaf is issued from it until it is replaced; peers refuse this \
+             agent once its leaves expire"
+        );
+        self.reported = Some(problem);
+        (false, true)
+    }
+}
+
 /// Renews one leaf (agent or workload) from the current intermediate, issued at `now`, and
-/// installs it in place. The intermediate is renewed by [`renew_intermediate`].
+/// installs it in place. The intermediate is renewed by [`renew_intermediate`]. Refused
+/// while the intermediate is expired or not valid yet (the leaf would be dead on arrival).
 pub fn renew_leaf(identity: &Identity, target: &Target, now: OffsetDateTime) -> anyhow::Result<()> {
+    if let (Some(problem), false) = (
+        intermediate_unusable(identity, now),
+        matches!(target, Target::Intermediate),
+    ) {
+        anyhow::bail!("the {problem}: not issuing a leaf from it");
+    }
     let ca = identity.agent_ca();
     match target {
         Target::AgentLeaf => {
@@ -225,6 +296,7 @@ struct TaskState {
     schedule: Schedule,
     watch: ExpiryWatch,
     last_intermediate_try: Option<std::time::Instant>,
+    alarm: IntermediateAlarm,
 }
 
 impl TaskState {
@@ -265,7 +337,13 @@ async fn tick(
         tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"), "cannot re-read the CA directory");
     }
     let now = OffsetDateTime::now_utc();
-    let (due, _) = state.schedule.due(identity, now, &mut system_jitter);
+    let (usable, _) = state.alarm.check(identity, &ca.config, now);
+    state.watch.set_intermediate_usable(usable);
+    let (mut due, _) = state.schedule.due(identity, now, &mut system_jitter);
+    if !usable {
+        // Only the intermediate itself can be renewed (the alarm said why, once).
+        due = vec![Target::Intermediate];
+    }
     for target in due {
         let outcome = match &target {
             Target::Intermediate if !state.may_renew_intermediate(ca, signer) => continue,
@@ -296,6 +374,7 @@ pub async fn run(
         schedule: Schedule::new(),
         watch,
         last_intermediate_try: None,
+        alarm: IntermediateAlarm::default(),
     };
     loop {
         let next = tick(&ca, signer.as_deref(), &mut state).await;
@@ -308,5 +387,57 @@ pub async fn run(
             () = stop.wait() => return Ok(()),
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// An expired intermediate: leaves are refused (not issued dead on arrival), one ERROR per
+    /// intermediate however often the task checks, and a valid one clears the alarm.
+    #[test]
+    fn an_expired_intermediate_issues_nothing_and_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = AgentConfig::dev("n1", dir.path().to_path_buf());
+        let identity = Identity::load(&cfg).unwrap();
+        let root = identity.dev_root().unwrap().clone();
+        let now = OffsetDateTime::now_utc();
+        let mut alarm = IntermediateAlarm::default();
+        assert_eq!(alarm.check(&identity, &cfg, now), (true, false));
+
+        let expired = root
+            .issue_agent(
+                identity.node(),
+                None,
+                now - time::Duration::days(2),
+                time::Duration::days(1),
+            )
+            .unwrap();
+        identity.replace_agent_ca(expired);
+        let problem = intermediate_unusable(&identity, now).unwrap();
+        assert!(problem.contains("expired at"), "{problem}");
+        assert!(problem.contains("node n1"), "{problem}");
+        let before = identity.agent_leaf().leaf().clone();
+        let refused = renew_leaf(&identity, &Target::AgentLeaf, now).unwrap_err();
+        assert!(refused.to_string().contains("not issuing"), "{refused}");
+        assert_eq!(
+            identity.agent_leaf().leaf(),
+            &before,
+            "nothing was installed"
+        );
+        assert_eq!(alarm.check(&identity, &cfg, now), (false, true), "reported");
+        for s in 1..=60 {
+            let later = now + time::Duration::seconds(s);
+            assert_eq!(alarm.check(&identity, &cfg, later), (false, false), "once");
+        }
+
+        let fresh = root
+            .issue_agent(identity.node(), None, now, time::Duration::days(1))
+            .unwrap();
+        identity.replace_agent_ca(fresh);
+        assert_eq!(alarm.check(&identity, &cfg, now), (true, false));
+        assert!(renew_leaf(&identity, &Target::AgentLeaf, now).is_ok());
     }
 }

@@ -8,7 +8,7 @@
 use super::args::ttl;
 use super::ca_rotate::RotateCommand;
 use super::status::{Format, FormatArgs, print_table};
-use crate::api::types::CertStatus;
+use crate::api::types::{CertStatus, RevocationAnswer, RevocationRequest, RevocationView};
 use crate::ca::files::{self, OutFile};
 use crate::client::Client;
 use crate::duration::Dur;
@@ -68,6 +68,36 @@ pub enum CaCommand {
     /// Ask the local agent for every certificate it holds (roots, intermediate, agent leaf,
     /// workload leaves) with issuer, SPIFFE id, expiry and seconds left.
     Status(FormatArgs),
+    /// Revoke a node (its intermediate, agent leaf and every workload leaf it issued) or one
+    /// certificate (by SHA-256 fingerprint), signed with the operator credentials in
+    /// --operator-dir and sent to the agent at RHIZOME_HTTP_ADDR; gossip carries it to every
+    /// agent, which cuts the revoked peer's connections and refuses it from then on.
+    Revoke(RevokeArgs),
+    /// List the revocations in force on the local agent.
+    Revocations(FormatArgs),
+}
+
+/// `rhizome ca revoke`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true)))]
+pub struct RevokeArgs {
+    /// Directory with the operator's chain.pem (or cert.pem) and key.pem
+    /// (`rhizome ca issue-operator`).
+    #[arg(long, value_name = "DIR")]
+    pub operator_dir: PathBuf,
+    /// The node to revoke.
+    #[arg(long, value_name = "NODE", group = "target")]
+    pub node: Option<NodeName>,
+    /// The SHA-256 fingerprint (64 hex digits) of one certificate to revoke: the hash of its
+    /// DER (`openssl x509 -in cert.pem -outform DER | sha256sum`).
+    #[arg(long, value_name = "SHA256", group = "target")]
+    pub fingerprint: Option<rhizome_ca::Fingerprint>,
+    /// Why (kept with the revocation, at most 200 bytes).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// Withdraw this revocation instead (the node or certificate is trusted again).
+    #[arg(long)]
+    pub withdraw: bool,
 }
 
 /// `rhizome ca init`.
@@ -197,6 +227,8 @@ pub fn run(args: CaArgs, http_addr: &str) -> anyhow::Result<ExitCode> {
         CaCommand::Token(TokenCommand::Create(a)) => token_create(a),
         CaCommand::Rotate(r) => super::ca_rotate::run(r),
         CaCommand::Status(f) => status(http_addr, &f),
+        CaCommand::Revoke(a) => revoke(http_addr, &a),
+        CaCommand::Revocations(f) => revocations(http_addr, &f),
     }
 }
 
@@ -364,4 +396,132 @@ fn status(http_addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
         &rows,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The signed `revoked/<name>` entry (or its withdrawal) for `args`, base64-encoded.
+pub fn revocation_entry(args: &RevokeArgs, now: OffsetDateTime) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let revocation = rhizome_ca::Revocation::new(
+        args.node.clone(),
+        args.fingerprint,
+        &args.reason,
+        u64::try_from(now.unix_timestamp()).unwrap_or(0),
+    )?;
+    let key: rhizome_gossip::state::Key = format!("revoked/{}", revocation.key_name())
+        .parse()
+        .context("revocation key")?;
+    let cred = super::gossip::load_operator(&args.operator_dir)?;
+    let entry = crate::gossip::authority::operator_entry(
+        &cred,
+        key,
+        revocation.to_bytes(),
+        args.withdraw,
+        crate::gossip::now_ms(),
+    )?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(entry.to_bytes()))
+}
+
+fn revoke(http_addr: &str, args: &RevokeArgs) -> anyhow::Result<ExitCode> {
+    let request = RevocationRequest {
+        entry: revocation_entry(args, now())?,
+    };
+    let answer: RevocationAnswer =
+        Client::new(http_addr).send("POST", "/v1/ca/revocations", &request)?;
+    let what = if answer.withdrawn {
+        "withdrawn"
+    } else {
+        "revoked"
+    };
+    let stale = if answer.stale {
+        " (the agent already held it)"
+    } else {
+        ""
+    };
+    outln!("{what}: {}{stale}", answer.key);
+    print_revocations(&answer.revocations);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revocations(http_addr: &str, f: &FormatArgs) -> anyhow::Result<ExitCode> {
+    let list: Vec<RevocationView> = Client::new(http_addr).get("/v1/ca/revocations")?;
+    if f.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print_revocations(&list);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_revocations(list: &[RevocationView]) {
+    let at = |secs: u64| {
+        OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| secs.to_string())
+    };
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                r.node.clone().unwrap_or_else(|| "-".into()),
+                r.fingerprint.clone().unwrap_or_else(|| "-".into()),
+                r.reason.clone(),
+                at(r.revoked_at),
+                r.revoked_by.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NODE", "FINGERPRINT", "REASON", "REVOKED AT", "BY"],
+        &rows,
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `ca revoke` signs a `revoked/<name>` entry that decodes to the revocation asked for.
+    #[test]
+    fn revocation_entries_are_signed_by_the_operator_and_name_their_target() {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::testkit::TestCa::new("cli.test").unwrap();
+        let operator_dir = ca.operator_dir(dir.path(), "alice").unwrap();
+        let fp = rhizome_ca::Fingerprint([0xab; 32]);
+        for (node, fingerprint, key) in [
+            (Some("node-7"), None, "revoked/node-7".to_string()),
+            (None, Some(fp), format!("revoked/sha256:{fp}")),
+        ] {
+            let args = RevokeArgs {
+                operator_dir: operator_dir.clone(),
+                node: node.map(|n| n.parse().unwrap()),
+                fingerprint,
+                reason: "leaked".into(),
+                withdraw: false,
+            };
+            let text = revocation_entry(&args, OffsetDateTime::now_utc()).unwrap();
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap();
+            let entry = rhizome_gossip::state::Entry::from_bytes(&bytes).unwrap();
+            assert_eq!(entry.key.to_string(), key);
+            assert_eq!(entry.origin.as_str(), "alice");
+            let r = rhizome_ca::Revocation::from_bytes(&entry.value).unwrap();
+            assert_eq!(r.reason(), "leaked");
+            assert_eq!(r.node().map(|n| n.as_str()), node);
+        }
+        let missing = RevokeArgs {
+            operator_dir: dir.path().join("nowhere"),
+            node: Some("n".parse().unwrap()),
+            fingerprint: None,
+            reason: String::new(),
+            withdraw: false,
+        };
+        assert!(revocation_entry(&missing, OffsetDateTime::now_utc()).is_err());
+    }
 }

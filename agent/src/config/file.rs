@@ -75,7 +75,7 @@ pub struct GossipBlock {
 }
 
 /// `proxy { connect_timeout = "5s", idle_timeout = "1h", max_connections = 1024,
-/// quic_keep_alive = "1s", quic_idle_timeout = "5s" }`.
+/// quic_keep_alive = "1s", quic_idle_timeout = "5s", max_connection_age = "10m" }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyBlock {
@@ -85,6 +85,7 @@ pub struct ProxyBlock {
     pub drain_timeout: Option<Dur>,
     pub quic_keep_alive: Option<Dur>,
     pub quic_idle_timeout: Option<Dur>,
+    pub max_connection_age: Option<Dur>,
 }
 
 /// `kubernetes { enabled = true, node_name = env("NODE_NAME") }`.

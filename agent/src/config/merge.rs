@@ -122,6 +122,7 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             proxy.drain_timeout = p.drain_timeout.unwrap_or(proxy.drain_timeout);
             proxy.quic_keep_alive = p.quic_keep_alive.unwrap_or(proxy.quic_keep_alive);
             proxy.quic_idle_timeout = p.quic_idle_timeout.unwrap_or(proxy.quic_idle_timeout);
+            proxy.max_connection_age = p.max_connection_age.unwrap_or(proxy.max_connection_age);
         }
         if let Some(k) = f.kubernetes {
             kube.enabled = k.enabled.unwrap_or(kube.enabled);
@@ -223,6 +224,15 @@ pub(super) fn merge(files: Vec<(String, FileConfig)>) -> Result<AgentConfig, Con
             format!(
                 "proxy {{ quic_keep_alive = \"{}\" }} must be above 0 and below quic_idle_timeout (\"{}\")",
                 proxy.quic_keep_alive, proxy.quic_idle_timeout
+            ),
+        ));
+    }
+    if proxy.max_connection_age.0 < Duration::from_secs(1) {
+        return Err(invalid(
+            "<config>",
+            format!(
+                "proxy {{ max_connection_age = \"{}\" }} is too short: at least 1s",
+                proxy.max_connection_age
             ),
         ));
     }

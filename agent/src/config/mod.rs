@@ -220,6 +220,10 @@ pub struct ProxyConfig {
     /// open streams fail, the next proxied connection dials afresh). Must exceed
     /// `quic_keep_alive`.
     pub quic_idle_timeout: Dur,
+    /// A pooled QUIC connection older than this takes no new streams: the next proxied
+    /// connection opens a fresh one (a full handshake against the trust in force); the old
+    /// one closes when its last stream ends.
+    pub max_connection_age: Dur,
 }
 
 impl Default for ProxyConfig {
@@ -231,6 +235,7 @@ impl Default for ProxyConfig {
             drain_timeout: Dur(Duration::from_secs(15)),
             quic_keep_alive: Dur(Duration::from_secs(1)),
             quic_idle_timeout: Dur(Duration::from_secs(5)),
+            max_connection_age: Dur(Duration::from_secs(600)),
         }
     }
 }

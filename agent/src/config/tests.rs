@@ -277,6 +277,16 @@ fn proxy_quic_timers_default_to_a_lan_and_are_checked() {
         format!("{base}proxy {{\n  quic_keep_alive = \"2s\"\n  quic_idle_timeout = \"20s\"\n}}\n");
     let c = AgentConfig::from_str(&set, "agent.hcl").unwrap();
     assert_eq!(c.proxy.quic_idle_timeout.0, Duration::from_secs(20));
+    assert_eq!(c.proxy.max_connection_age.0, Duration::from_secs(600));
+    let aged = format!("{base}proxy {{\n  max_connection_age = \"30s\"\n}}\n");
+    let c = AgentConfig::from_str(&aged, "agent.hcl").unwrap();
+    assert_eq!(c.proxy.max_connection_age.0, Duration::from_secs(30));
+    let short = format!("{base}proxy {{\n  max_connection_age = \"0s\"\n}}\n");
+    assert!(
+        err(&short).contains("max_connection_age"),
+        "{}",
+        err(&short)
+    );
     let bad = format!("{base}proxy {{\n  quic_keep_alive = \"10s\"\n}}\n");
     assert!(
         err(&bad).contains("below quic_idle_timeout"),

@@ -1,4 +1,5 @@
-//! HTTP handlers of the gossip layer: members, catalog, join/leave and the keyring.
+//! HTTP handlers of the gossip layer: members, catalog, join/leave, the keyring and
+//! revocations (operator-signed replicated entries, like keyring changes).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +9,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use rhizome_gossip::keyring::Key as GossipKey;
-use rhizome_gossip::state::{Applied, Entry};
+use rhizome_gossip::state::{Applied, Entry, Key};
 
 use super::Gossip;
 use super::keys;
 use super::replica::Replica;
 use crate::api::error::ApiError;
 use crate::api::types::{
-    JoinRequest, KeyOp, KeyringChange, KeyringView, MemberRow, NsQuery, ServiceSummary,
+    JoinRequest, KeyOp, KeyringChange, KeyringView, MemberRow, NsQuery, RevocationAnswer,
+    RevocationRequest, RevocationView, ServiceSummary,
 };
 use crate::catalog::{CatalogReader, Instance};
 
@@ -42,6 +44,7 @@ pub fn routes(state: ApiState) -> axum::Router {
         .route("/v1/join", put(join))
         .route("/v1/leave", put(leave))
         .route("/v1/keyring", get(keyring).post(keyring_change))
+        .route("/v1/ca/revocations", get(revocations).post(revoke))
         .with_state(state)
 }
 
@@ -173,4 +176,65 @@ pub async fn keyring_change(
         .keys()
         .apply(&s.replica.entries_with_tombstones("keyring/"));
     Ok(keyring(State(s)).await)
+}
+
+/// The revocations in force, from the replicated `revoked/..` entries.
+fn revocation_views(replica: &Replica) -> Vec<RevocationView> {
+    replica
+        .entries("revoked/")
+        .iter()
+        .filter_map(|e| {
+            let r = rhizome_ca::Revocation::from_bytes(&e.value).ok()?;
+            Some(RevocationView {
+                key: e.key.to_string(),
+                node: r.node().map(ToString::to_string),
+                fingerprint: r.fingerprint().map(ToString::to_string),
+                reason: r.reason().to_string(),
+                revoked_at: r.revoked_at(),
+                revoked_by: e.origin.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `GET /v1/ca/revocations`: every revocation in force.
+pub async fn revocations(State(s): State<ApiState>) -> Json<Vec<RevocationView>> {
+    Json(revocation_views(&s.replica))
+}
+
+/// `POST /v1/ca/revocations`: applies an operator-signed revocation (or its withdrawal),
+/// which takes effect on this agent at once and reaches the others by gossip. 400 if the
+/// body is not a `revoked/..` entry, 403 if the signature, the signer or the value is refused.
+pub async fn revoke(
+    State(s): State<ApiState>,
+    Json(req): Json<RevocationRequest>,
+) -> Result<Json<RevocationAnswer>, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(req.entry.trim())
+        .map_err(|_| bad("entry: not base64".into()))?;
+    let entry = Entry::from_bytes(&bytes).map_err(|e| bad(format!("entry: {e}")))?;
+    if !matches!(entry.key, Key::Revoked(_)) {
+        return Err(bad(format!(
+            "entry key {} is not revoked/<name>",
+            entry.key
+        )));
+    }
+    let (key, withdrawn) = (entry.key.to_string(), entry.tombstone);
+    let stale = match s.replica.submit(entry) {
+        Ok(Applied::New) => false,
+        Ok(Applied::Stale) => true,
+        Err(r) => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("revocation refused: {r} (it must be signed by an operator of this mesh)"),
+            ));
+        }
+    };
+    Ok(Json(RevocationAnswer {
+        key,
+        withdrawn,
+        stale,
+        revocations: revocation_views(&s.replica),
+    }))
 }

@@ -5,22 +5,31 @@
 //! (`Signer::Chain`: agent certificates under `certs/<node>`, operator-signed entries) or the
 //! fingerprint of an agent leaf learned earlier from a `certs/<node>` entry
 //! (`Signer::Fingerprint`: everything else an agent writes, small enough to broadcast).
-//! Chains are verified against the live trust bundle at every check, so an expired or
-//! untrusted signer stops being accepted without any cache to invalidate.
+//! Chains are verified against the live trust bundle at every check, so an expired,
+//! untrusted or revoked signer stops being accepted without any cache to invalidate.
+//!
+//! Revocations (`revoked/<name>`, value a [`Revocation`], operator-signed) are learned here:
+//! each accepted one goes into the revocation set of the shared trust bundle, which every
+//! verifier of this agent reads (handshakes, entries, joins and renewals).
 //!
 //! Ownership: `catalog/<node>/..` and `certs/<node>` only by agent `<node>`; `intentions/..`,
 //! `keyring/..`, `ca/bundle` and `revoked/..` only by an operator, except on a `--dev` agent,
 //! which may write them itself (a dev mesh has no operator).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use rhizome_ca::{CertKind, Credential, Fingerprint, SharedBundle, SignedError, SpiffeId};
+use rhizome_ca::{
+    CertKind, Credential, Fingerprint, Revocation, RevocationSet, SharedBundle, SignedError,
+    SpiffeId,
+};
 use rhizome_gossip::hlc::Hlc;
 use rhizome_gossip::state::{
     Authority, Entry, EntrySigner, Key, Rejection, Segment, SignError, Signer,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
+
+use crate::ca::refusals::{Point, TrustRefusals, reason};
 
 /// A signer learned from a `certs/<node>` entry.
 #[derive(Clone, Debug)]
@@ -35,7 +44,8 @@ pub struct AgentAuthority {
     node: String,
     dev: bool,
     signers: HashMap<[u8; 32], KnownSigner>,
-    revoked: BTreeSet<String>,
+    revoked: RevocationSet,
+    refusals: TrustRefusals,
 }
 
 impl std::fmt::Debug for AgentAuthority {
@@ -44,7 +54,7 @@ impl std::fmt::Debug for AgentAuthority {
             .field("node", &self.node)
             .field("dev", &self.dev)
             .field("signers", &self.signers.len())
-            .field("revoked", &self.revoked)
+            .field("revoked", &self.revoked.len())
             .finish()
     }
 }
@@ -58,8 +68,15 @@ impl AgentAuthority {
             node: node.to_string(),
             dev,
             signers: HashMap::new(),
-            revoked: BTreeSet::new(),
+            revoked: RevocationSet::new(),
+            refusals: TrustRefusals::default(),
         }
+    }
+
+    /// Counts refused signers into `refusals` (point `gossip`).
+    pub fn with_refusals(mut self, refusals: TrustRefusals) -> Self {
+        self.refusals = refusals;
+        self
     }
 
     /// Whether the leaf with this fingerprint is known (its `certs/<node>` entry was seen).
@@ -67,8 +84,8 @@ impl AgentAuthority {
         self.signers.contains_key(fingerprint)
     }
 
-    /// Nodes whose intermediate an operator revoked.
-    pub fn revoked(&self) -> &BTreeSet<String> {
+    /// The revocations learned from `revoked/..` entries (also in force in the bundle).
+    pub fn revoked(&self) -> &RevocationSet {
         &self.revoked
     }
 
@@ -85,7 +102,11 @@ impl AgentAuthority {
         )
         .map_err(|e| match e {
             SignedError::Signature(_) => Rejection::BadSignature,
-            SignedError::NoCertificate | SignedError::Chain(_) => Rejection::UnknownSigner,
+            SignedError::NoCertificate => Rejection::UnknownSigner,
+            SignedError::Chain(e) => {
+                self.refusals.count(Point::Gossip, reason(&e));
+                Rejection::UnknownSigner
+            }
         })
     }
 
@@ -94,9 +115,6 @@ impl AgentAuthority {
         let origin = entry.origin.as_str();
         match id {
             SpiffeId::Agent { node, .. } => {
-                if self.revoked.contains(node.as_str()) {
-                    return Err(Rejection::UnknownSigner);
-                }
                 if origin != node.as_str() {
                     return Err(Rejection::WrongOwner);
                 }
@@ -118,8 +136,24 @@ impl AgentAuthority {
     }
 }
 
+/// A `revoked/<name>` entry must carry a decodable revocation filed under its own name.
+fn check_revocation(name: &Segment, entry: &Entry) -> Result<(), Rejection> {
+    if entry.tombstone {
+        return Ok(());
+    }
+    let revocation = Revocation::from_bytes(&entry.value).map_err(|_| Rejection::Malformed)?;
+    if revocation.key_name() == name.as_str() {
+        Ok(())
+    } else {
+        Err(Rejection::Malformed)
+    }
+}
+
 impl Authority for AgentAuthority {
     fn check(&self, entry: &Entry) -> Result<(), Rejection> {
+        if let Key::Revoked(name) = &entry.key {
+            check_revocation(name, entry)?;
+        }
         let id = match &entry.signer {
             Signer::Chain(chain) => {
                 let chain: Vec<CertificateDer<'_>> = chain
@@ -153,12 +187,15 @@ impl Authority for AgentAuthority {
                     self.signers.insert(fp, KnownSigner { chain });
                 }
             }
-            (Key::Revoked(node), _) => {
+            (Key::Revoked(name), _) => {
                 if entry.tombstone {
-                    self.revoked.remove(node.as_str());
-                } else {
-                    self.revoked.insert(node.as_str().to_string());
+                    self.revoked.remove(name.as_str());
+                } else if let Ok(revocation) = Revocation::from_bytes(&entry.value) {
+                    tracing::warn!(revoked = %revocation, by = %entry.origin,
+                        "revocation in force: chains holding it are refused from now on");
+                    self.revoked.insert(revocation);
                 }
+                self.bundle.set_revocations(self.revoked.clone());
             }
             _ => {}
         }
@@ -288,6 +325,16 @@ mod tests {
                 .unwrap()
         }
 
+        fn operator(&self, name: &str) -> Credential {
+            self.root
+                .issue_operator(
+                    &name.parse().unwrap(),
+                    OffsetDateTime::now_utc(),
+                    time::Duration::hours(1),
+                )
+                .unwrap()
+        }
+
         fn state(&self, node: &str, dev: bool) -> State<AgentAuthority> {
             State::new(
                 AgentAuthority::new(self.bundle.clone(), node, dev),
@@ -390,16 +437,89 @@ mod tests {
     }
 
     #[test]
-    fn operators_sign_operator_keys_and_dev_agents_may_too() {
+    fn revocations_are_operator_only_well_formed_and_cut_the_revoked_agent_off() {
         let f = Fixture::new();
-        let op = f
-            .root
-            .issue_operator(
-                &"alice".parse().unwrap(),
-                OffsetDateTime::now_utc(),
-                time::Duration::hours(1),
+        let op = f.operator("alice");
+        let leaf_a = f.agent_leaf("node-a");
+        let refusals = TrustRefusals::default();
+        let mut observer = State::new(
+            AgentAuthority::new(f.bundle.clone(), "c", false).with_refusals(refusals.clone()),
+            StateConfig::default(),
+        );
+        let mut writer_a = f.state("node-a", false);
+        let certs = writer_a
+            .write(
+                &CredentialSigner::with_chain(&leaf_a),
+                &seg("node-a"),
+                Key::Certs(seg("node-a")),
+                vec![],
+                NOW,
             )
             .unwrap();
+        observer.apply(certs, NOW).unwrap();
+        let web = |n: u64| {
+            let mut e = Entry {
+                key: catalog("node-a"),
+                value: b"{}".to_vec(),
+                origin: seg("node-a"),
+                hlc: Hlc::new(NOW + n, 0),
+                tombstone: false,
+                signer: CredentialSigner::by_fingerprint(&leaf_a).signer(),
+                signature: vec![],
+            };
+            e.signature = CredentialSigner::by_fingerprint(&leaf_a)
+                .sign(&e.signing_bytes())
+                .unwrap();
+            e
+        };
+        assert!(observer.apply(web(1), NOW).is_ok());
+
+        let statement = Revocation::new(Some("node-a".parse().unwrap()), None, "stolen", 1)
+            .unwrap()
+            .to_bytes();
+        let key: Key = "revoked/node-a".parse().unwrap();
+        // Garbled value, and a revocation filed under another name: malformed.
+        let garbled = operator_entry(&op, key.clone(), vec![9, 9, 9], false, NOW).unwrap();
+        assert_eq!(observer.apply(garbled, NOW), Err(Rejection::Malformed));
+        let elsewhere: Key = "revoked/node-b".parse().unwrap();
+        let misfiled = operator_entry(&op, elsewhere, statement.clone(), false, NOW).unwrap();
+        assert_eq!(observer.apply(misfiled, NOW), Err(Rejection::Malformed));
+        // An agent may not revoke (not --dev).
+        let mut by_agent = operator_entry(&op, key.clone(), statement.clone(), false, NOW).unwrap();
+        by_agent.origin = seg("node-a");
+        let signer = CredentialSigner::by_fingerprint(&leaf_a);
+        by_agent.signer = signer.signer();
+        by_agent.signature = signer.sign(&by_agent.signing_bytes()).unwrap();
+        assert_eq!(observer.apply(by_agent, NOW), Err(Rejection::WrongOwner));
+        assert!(f.bundle.load().revocations().is_empty());
+
+        // The operator's revocation: in force in the shared bundle, a's entries refused.
+        let revocation = operator_entry(&op, key.clone(), statement, false, NOW).unwrap();
+        assert!(observer.apply(revocation, NOW).is_ok());
+        assert!(
+            f.bundle
+                .load()
+                .revocations()
+                .is_node_revoked(&"node-a".parse().unwrap())
+        );
+        assert_eq!(observer.apply(web(2), NOW), Err(Rejection::UnknownSigner));
+        assert_eq!(refusals.get(Point::Gossip, "revoked"), 1);
+        assert_eq!(
+            observer.drop_refused(|k| k.owner_node().is_some()),
+            vec![catalog("node-a"), Key::Certs(seg("node-a"))]
+        );
+
+        // Withdrawn by a tombstone: a's new entries are accepted again.
+        let withdraw = operator_entry(&op, key, vec![], true, NOW + 10).unwrap();
+        assert!(observer.apply(withdraw, NOW).is_ok());
+        assert!(f.bundle.load().revocations().is_empty());
+        assert!(observer.apply(web(3), NOW).is_ok());
+    }
+
+    #[test]
+    fn operators_sign_operator_keys_and_dev_agents_may_too() {
+        let f = Fixture::new();
+        let op = f.operator("alice");
         let mut observer = f.state("c", false);
         let intent: Key = "keyring/primary".parse().unwrap();
         let entry = operator_entry(&op, intent.clone(), b"k".to_vec(), false, NOW).unwrap();

@@ -243,7 +243,7 @@ pub struct Inputs {
 }
 
 /// Starts the gossip tasks: membership driver, anti-entropy server and initiator, keyring
-/// follower, health checks, catalog publisher and builder.
+/// follower, trust follower (drops entries of revoked signers), health checks, catalog publisher and builder.
 pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Result<()>>) {
     let Inputs {
         config,
@@ -281,6 +281,11 @@ pub fn spawn(pending: Pending, inputs: Inputs, tasks: &mut JoinSet<anyhow::Resul
     let (keys, r, s) = (gossip.keys.clone(), replica.clone(), stop.clone());
     tasks.spawn(async move {
         keys::follow(keys, r, s).await;
+        Ok(())
+    });
+    let (r, s) = (replica.clone(), stop.clone());
+    tasks.spawn(async move {
+        r.follow_trust(s).await;
         Ok(())
     });
     let results = health::spawn(live.clone(), tasks, &stop);

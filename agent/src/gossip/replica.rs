@@ -77,7 +77,8 @@ impl Replica {
     ) -> anyhow::Result<(Arc<Replica>, mpsc::UnboundedReceiver<Outgoing>)> {
         let origin: Segment = node.parse()?;
         let records = store.scan(TreeName::State, b"")?;
-        let authority = AgentAuthority::new(identity.bundle().clone(), node, dev);
+        let authority = AgentAuthority::new(identity.bundle().clone(), node, dev)
+            .with_refusals(identity.refusals().clone());
         let (mut state, report) = State::load(
             authority,
             StateConfig::default(),
@@ -215,6 +216,43 @@ impl Replica {
         inner.published_leaf = Some(fp);
         self.persist(&mut inner);
         Ok(())
+    }
+
+    /// Drops the agent-written entries (catalog, certificates) whose signer is refused now
+    /// (after a revocation or a change of roots), from the state and the store; returns their
+    /// keys. Operator-written entries are left alone: an operator certificate that merely
+    /// expired must not take the intentions and revocations it signed with it at run time.
+    pub fn drop_refused(&self) -> Vec<Key> {
+        let mut inner = self.lock();
+        let dropped = inner.state.drop_refused(|k| k.owner_node().is_some());
+        self.persist(&mut inner);
+        dropped
+    }
+
+    /// Drops the entries refused after each change of trust (roots or revocations), so a
+    /// revoked agent's catalog entries leave at once instead of at the next restart.
+    pub async fn follow_trust(self: Arc<Self>, stop: crate::runtime::Shutdown) {
+        let mut trust = self.identity.trust_changes();
+        loop {
+            tokio::select! {
+                () = stop.wait() => return,
+                changed = trust.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let dropped = self.drop_refused();
+                    if !dropped.is_empty() {
+                        let keys: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+                        tracing::warn!(?keys, "trust changed: entries whose signer is no longer trusted were dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The revocations in force, as learned from `revoked/..` entries.
+    pub fn revocations(&self) -> rhizome_ca::RevocationSet {
+        self.lock().state.authority().revoked().clone()
     }
 
     /// Live entries whose key text starts with `prefix` (`""` for all), in key order.

@@ -2,15 +2,18 @@
 //! dispatched by the TCP data-port listener). The peer's chain was verified in the
 //! handshake; its SPIFFE id is the source. The destination is the service whose leaf we
 //! served (by SNI) and must match the request. Intentions decide; an allowed tunnel is
-//! connected to the local instance and relayed.
+//! connected to the local instance and relayed. When trust changes (a revocation, a root
+//! removed), a QUIC connection whose client chain no longer verifies is closed (with all its
+//! streams), and every tunnel of such a peer is cut through the registry.
 
 use super::Proxy;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::pool::CLOSE_DRAINING;
-use super::registry::Grant;
+use super::registry::{Grant, PeerChain};
 use super::relay::{self, Side, TlsConn, TunnelRx, TunnelTx};
 use super::transport::PathKind;
 use super::wire::{Request, Status};
+use crate::ca::refusals::{Point, reason};
 use crate::refusals::Port;
 use bytes::Bytes;
 use rhizome_ca::SpiffeId;
@@ -29,6 +32,8 @@ pub struct Peer {
     pub source: SpiffeId,
     /// The destination service named by SNI (whose leaf we served), if any.
     pub sni: Option<ServiceRef>,
+    /// The chain the peer proved, verified again when trust changes.
+    pub chain: Arc<PeerChain>,
 }
 
 impl Peer {
@@ -47,7 +52,11 @@ impl Peer {
                 }
                 _ => None,
             });
-        Some(Peer { source, sni })
+        let chain = Arc::new(PeerChain {
+            chain: certs.iter().map(|c| c.clone().into_owned()).collect(),
+            usage: rhizome_ca::Usage::Client,
+        });
+        Some(Peer { source, sni, chain })
     }
 
     fn source_ref(&self) -> Option<ServiceRef> {
@@ -82,6 +91,8 @@ pub async fn serve_quic(proxy: Arc<Proxy>, endpoint: quinn::Endpoint) -> anyhow:
 async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let timeout = proxy.config.proxy.connect_timeout.0;
+    // Subscribed before the handshake: a trust change while it runs is seen below.
+    let mut trust = proxy.identity.trust_changes();
     // Loopback peers get their own settings (larger datagrams, see `transport`).
     let connecting = match PathKind::of(remote) {
         PathKind::Loopback4 => incoming.accept_with(proxy.loopback_server.clone()),
@@ -130,6 +141,14 @@ async fn handle_quic(proxy: Arc<Proxy>, incoming: quinn::Incoming) {
         tokio::select! {
             () = proxy.shutdown.wait(), if !draining => draining = true,
             Some(_) = streams.join_next() => {}
+            Ok(()) = trust.changed() => {
+                if let Err(e) = proxy.identity.still_trusts(&peer.chain.chain, peer.chain.usage) {
+                    tracing::warn!(peer = %remote, src = %peer.source, reason = %e,
+                        "inbound QUIC connection closed: the peer is no longer trusted");
+                    conn.close(super::pool::CLOSE_UNTRUSTED.into(), b"peer no longer trusted");
+                    break;
+                }
+            }
             accepted = conn.accept_bi() => match accepted {
                 Ok((send, recv)) => {
                     let (proxy, peer) = (proxy.clone(), peer.clone());
@@ -186,6 +205,20 @@ pub async fn serve_tls(
         );
         return;
     };
+    // The handshake ran in the data-port listener, possibly before a trust change (or it
+    // resumed a session): verify the chain against the trust in force now.
+    if let Err(e) = proxy
+        .identity
+        .still_trusts(&peer.chain.chain, peer.chain.usage)
+    {
+        proxy
+            .identity
+            .refusals()
+            .count(Point::ProxyInbound, reason(&e));
+        tracing::info!(peer = %remote, src = %peer.source, reason = %e,
+            "inbound TLS tunnel refused: the peer is no longer trusted");
+        return;
+    }
     let (r, w) = tokio::io::split(TlsConn::from(tls));
     serve_tunnel(&proxy, &peer, TunnelTx::Tls(w), TunnelRx::Tls(r)).await;
 }
@@ -287,10 +320,13 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
         return answer(&mut tx, Status::Draining).await;
     }
     // Registered before deciding, so a rule change racing with this decision re-checks it.
-    let reg = proxy.registry.register(Some(Grant {
-        source: peer.source.clone(),
-        destination: dst.clone(),
-    }));
+    let reg = proxy.registry.register(
+        Some(Grant {
+            source: peer.source.clone(),
+            destination: dst.clone(),
+        }),
+        Some(peer.chain.clone()),
+    );
     let verdict = proxy.authz.authorize(&peer.source.to_string(), &dst);
     let rule = verdict.rule_text();
     if !verdict.allowed {

@@ -235,6 +235,7 @@ pub async fn start(
             transports,
             members.clone(),
             config.proxy.connect_timeout.0,
+            config.proxy.max_connection_age.0,
             metrics.clone(),
         ),
         config: config.clone(),
@@ -269,6 +270,7 @@ pub async fn start(
     tasks.spawn(inbound::serve_quic(proxy.clone(), endpoint));
     tasks.spawn(watch_rules(proxy.clone(), shutdown.clone()));
     tasks.spawn(watch_members(proxy.clone(), members, shutdown.clone()));
+    tasks.spawn(watch_trust(proxy.clone(), shutdown.clone()));
     tasks.spawn(drain(proxy.clone(), shutdown));
     Ok(upstreams)
 }
@@ -288,6 +290,32 @@ async fn watch_rules(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyho
                 });
                 if cut > 0 {
                     tracing::info!(cut, "intentions changed: open connections now denied were cut");
+                }
+            }
+        }
+    }
+}
+
+/// Whenever trust changes (a revocation, roots added or removed): closes every pooled QUIC
+/// connection and cuts every open tunnel whose peer chain no longer verifies. (Inbound QUIC
+/// connections close themselves, see `inbound`; TLS session caches forget their sessions.)
+async fn watch_trust(proxy: Arc<Proxy>, stop: crate::runtime::Shutdown) -> anyhow::Result<()> {
+    let mut trust = proxy.identity.trust_changes();
+    loop {
+        tokio::select! {
+            () = stop.wait() => return Ok(()),
+            changed = trust.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                let trusted = |p: &registry::PeerChain| {
+                    proxy.identity.still_trusts(&p.chain, p.usage).is_ok()
+                };
+                let pooled = proxy.pool.drop_untrusted(trusted);
+                let cut = proxy.registry.recheck_trust(trusted);
+                if pooled + cut > 0 {
+                    tracing::warn!(pooled, cut,
+                        "trust changed: connections of peers no longer trusted were closed");
                 }
             }
         }

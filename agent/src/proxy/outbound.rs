@@ -6,6 +6,7 @@ use super::Proxy;
 use super::meters::{AccessLog, Direction, PairLabels, dst_bytes};
 use super::picker::InstanceKey;
 use super::pool::{Lease, PoolKey, StreamUse};
+use super::registry::PeerChain;
 use super::relay::{self, Side, TunnelRx, TunnelTx};
 use super::wire::{Request, Status};
 use crate::accept::Acceptor;
@@ -121,9 +122,16 @@ struct Established {
     tx: TunnelTx,
     rx: TunnelRx,
     instance: String,
+    hold: Hold,
     _inflight: super::picker::InFlight,
-    /// The pooled QUIC connection carries this stream (`None` over TLS).
-    _stream: Option<StreamUse>,
+}
+
+/// What a tunnel keeps of its connection: the chain the peer proved (checked again when
+/// trust changes) and, over QUIC, its stream's share of the pooled connection (a connection
+/// with none is idle: the drain and `max_connection_age` close it).
+struct Hold {
+    peer: Option<Arc<PeerChain>>,
+    _uses: Option<StreamUse>,
 }
 
 /// Why no tunnel was established.
@@ -163,7 +171,7 @@ async fn handle_app(proxy: &Proxy, tcp: TcpStream, route: &Route) {
         Ok(est) => {
             proxy.metrics.connected(&pair, started.elapsed());
             let meters = proxy.metrics.open(&pair);
-            let reg = proxy.registry.register(None);
+            let reg = proxy.registry.register(None, est.hold.peer.clone());
             let outcome = relay::relay(
                 tcp,
                 est.tx,
@@ -232,13 +240,13 @@ async fn establish(proxy: &Proxy, route: &Route) -> Result<Established, Refused>
         let result = attempt(proxy, &key, &request).await;
         proxy.pool.record(inst.agent_addr, result.is_ok());
         match result {
-            Ok((Status::Connected, tx, rx, stream)) => {
+            Ok((Status::Connected, tx, rx, hold)) => {
                 return Ok(Established {
                     tx,
                     rx,
                     instance,
+                    hold,
                     _inflight: inflight,
-                    _stream: stream,
                 });
             }
             Ok((Status::Denied, ..)) => return Err(Refused::Denied { instance }),
@@ -268,26 +276,34 @@ async fn attempt(
     proxy: &Proxy,
     key: &PoolKey,
     request: &Request,
-) -> anyhow::Result<(Status, TunnelTx, TunnelRx, Option<StreamUse>)> {
+) -> anyhow::Result<(Status, TunnelTx, TunnelRx, Hold)> {
     if proxy.config.transport == Transport::Tls {
-        let (tx, rx) = proxy.pool.open_tls(key).await?;
+        let (tx, rx, peer) = proxy.pool.open_tls(key).await?;
         let timeout = proxy.config.proxy.connect_timeout.0;
         let (status, tx, rx) = tokio::time::timeout(timeout, exchange(tx, rx, request))
             .await
             .map_err(|_| anyhow::anyhow!("no answer from {} in time", key.agent))??;
-        return Ok((status, tx, rx, None));
+        let hold = Hold {
+            peer: Some(peer),
+            _uses: None,
+        };
+        return Ok((status, tx, rx, hold));
     }
     let lease = proxy.pool.stream(key).await?;
-    let (conn, reused) = (lease.conn.clone(), lease.reused);
-    match exchange_quic(proxy, key, lease, request).await {
+    let (conn, reused, peer) = (lease.conn.clone(), lease.reused, lease.peer.clone());
+    let (answer, peer) = match exchange_quic(proxy, key, lease, request).await {
         Err(e) if reused && conn.close_reason().is_some() => {
             tracing::debug!(peer.node = %key.node, peer.addr = %key.agent, error = %e,
                 "pooled QUIC connection dead: trying a fresh one");
             let lease = proxy.pool.stream(key).await?;
-            exchange_quic(proxy, key, lease, request).await
+            let peer = lease.peer.clone();
+            (exchange_quic(proxy, key, lease, request).await, peer)
         }
-        other => other,
-    }
+        other => (other, peer),
+    };
+    let (status, tx, rx, uses) = answer?;
+    let hold = Hold { peer, _uses: uses };
+    Ok((status, tx, rx, hold))
 }
 
 /// Sends the request on the leased stream and reads the status, within `connect_timeout`.

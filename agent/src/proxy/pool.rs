@@ -13,11 +13,17 @@
 //! generation (from the member table) when it was opened, and is dropped — closed, so its
 //! streams fail at once — when the member table shows the peer restarted (a new generation)
 //! or failed ([`Pool::drop_stale`]), when the next proxied connection finds the generation
-//! changed ([`Pool::connection`]), or when a stream on it heard nothing from the peer in time
+//! changed ([`Pool::stream`]), or when a stream on it heard nothing from the peer in time
 //! ([`Pool::discard`]). quinn alone would keep a connection to a killed-and-restarted peer
 //! until its idle timeout: the new process cannot answer for the old one's connection ids.
+//!
+//! Trust: a pooled connection whose peer chain no longer verifies after a trust change (a
+//! revocation, a root removed) is closed at once ([`Pool::drop_untrusted`]), and one older
+//! than `proxy { max_connection_age }` takes no new streams: the next proxied connection
+//! opens a fresh one (a full handshake), the old one closes when its last tunnel ends.
 
 use super::meters::{ProxyMetrics, TransportLabel};
+use super::registry::PeerChain;
 use super::relay::{TlsConn, TunnelRx, TunnelTx};
 use super::transport::Transports;
 use super::wire::{ALPN_QUIC, ALPN_TLS};
@@ -27,7 +33,7 @@ use crate::readahead::ReadAhead;
 use anyhow::Context as _;
 use futures::FutureExt as _;
 use rhizome_intentions::ServiceRef;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{CertificateDer, ServerName};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -49,18 +55,21 @@ pub struct PoolKey {
 }
 
 /// A pooled connection and the peer's generation when it was opened (`None`: the member
-/// table did not know the peer then).
+/// table did not know the peer then), when it was opened, and the chain its peer proved.
 struct Pooled {
     conn: quinn::Connection,
     generation: Option<u64>,
     /// One clone per stream handed out and still in use (see [`StreamUse`]).
     users: Arc<()>,
+    opened: tokio::time::Instant,
+    peer: Option<Arc<PeerChain>>,
 }
 
 impl Pooled {
-    /// Whether this connection may carry another stream for `key`: not closed, and not to an
-    /// earlier generation of the peer (closed then). `now` is the peer's generation now.
-    fn keep(&mut self, key: &PoolKey, now: Option<u64>) -> bool {
+    /// Whether this connection may carry another stream for `key`: not closed, not to an
+    /// earlier generation of the peer (closed then), not older than `max_age` (retired then:
+    /// it closes after its last stream). `now` is the peer's generation now.
+    fn keep(&mut self, key: &PoolKey, now: Option<u64>, max_age: Duration) -> bool {
         if self.conn.close_reason().is_some() {
             return false;
         }
@@ -69,6 +78,12 @@ impl Pooled {
                 tracing::info!(peer.node = %key.node, peer.addr = %key.agent, then, now,
                     "pooled QUIC connection dropped: the peer restarted");
                 self.conn.close(CLOSE_PEER_GONE.into(), b"peer restarted");
+                false
+            }
+            _ if self.opened.elapsed() >= max_age => {
+                tracing::debug!(peer.node = %key.node, peer.addr = %key.agent,
+                    "pooled QUIC connection reached max_connection_age: dialling afresh");
+                retire(self.conn.clone(), self.users.clone());
                 false
             }
             _ => {
@@ -102,6 +117,8 @@ pub struct Lease {
     pub rx: TunnelRx,
     /// Keep while the stream is in use.
     pub in_use: StreamUse,
+    /// The chain the peer proved in the handshake.
+    pub peer: Option<Arc<PeerChain>>,
 }
 
 /// QUIC application close code: the peer restarted or failed (the connection leads nowhere).
@@ -110,6 +127,14 @@ const CLOSE_PEER_GONE: u32 = 2;
 const CLOSE_SILENT: u32 = 3;
 /// QUIC application close code: this agent is draining and the connection carries no stream.
 pub const CLOSE_DRAINING: u32 = 4;
+/// QUIC application close code: the connection reached `max_connection_age` and its last
+/// tunnel ended.
+const CLOSE_RETIRED: u32 = 5;
+/// QUIC application close code: the peer's chain no longer verifies (revoked, or its root
+/// left the trust bundle).
+pub const CLOSE_UNTRUSTED: u32 = 6;
+/// How often a retired connection looks whether its last tunnel ended.
+const RETIRED_POLL: Duration = Duration::from_secs(1);
 
 /// Outbound tunnel factory of one agent.
 pub struct Pool {
@@ -121,6 +146,7 @@ pub struct Pool {
     slots: Arc<Mutex<HashMap<PoolKey, Slot>>>,
     members: MembersRx,
     connect_timeout: Duration,
+    max_age: Duration,
     metrics: ProxyMetrics,
     /// Agents a connection attempt failed to recently, and when.
     failures: Mutex<HashMap<SocketAddr, tokio::time::Instant>>,
@@ -150,6 +176,7 @@ impl Pool {
         transports: Arc<Transports>,
         members: MembersRx,
         connect_timeout: Duration,
+        max_age: Duration,
         metrics: ProxyMetrics,
     ) -> Pool {
         Pool {
@@ -161,6 +188,7 @@ impl Pool {
             slots: Arc::new(Mutex::new(HashMap::new())),
             members,
             connect_timeout,
+            max_age,
             metrics,
             failures: Mutex::new(HashMap::new()),
         }
@@ -201,7 +229,8 @@ impl Pool {
     pub async fn stream(&self, key: &PoolKey) -> anyhow::Result<Lease> {
         let (slot, mut pooled) = self.slot(key).await;
         let generation = self.generation_of(&key.node);
-        pooled.retain_mut(|p| p.keep(key, generation));
+        let max_age = self.max_age;
+        pooled.retain_mut(|p| p.keep(key, generation, max_age));
         for p in pooled.iter() {
             // Ready at once while the peer allows another stream on this connection;
             // pending when all of them are in use.
@@ -212,6 +241,7 @@ impl Pool {
                     tx: TunnelTx::Quic(send),
                     rx: TunnelRx::Quic(recv),
                     in_use: StreamUse(p.users.clone()),
+                    peer: p.peer.clone(),
                 });
             }
         }
@@ -220,12 +250,24 @@ impl Pool {
                 dst = %key.destination, connections = pooled.len(),
                 "every pooled QUIC connection to the peer has all its streams in use: opening another");
         }
+        let trust_before = self.identity.bundle().generation();
         let conn = self.connect(key).await?;
+        let peer = peer_chain(&conn);
+        // The handshake may have verified the peer against the trust of before a change.
+        if self.identity.bundle().generation() != trust_before
+            && let Some(p) = &peer
+            && let Err(e) = self.identity.still_trusts(&p.chain, p.usage)
+        {
+            conn.close(CLOSE_UNTRUSTED.into(), b"peer no longer trusted");
+            anyhow::bail!("{} is no longer trusted: {e}", key.agent);
+        }
         let users = Arc::new(());
         pooled.push(Pooled {
             conn: conn.clone(),
             generation,
             users: users.clone(),
+            opened: tokio::time::Instant::now(),
+            peer: peer.clone(),
         });
         drop(pooled);
         self.evict_on_close(key.clone(), slot, conn.clone());
@@ -238,6 +280,25 @@ impl Pool {
             tx: TunnelTx::Quic(send),
             rx: TunnelRx::Quic(recv),
             in_use: StreamUse(users),
+            peer,
+        })
+    }
+
+    /// Closes every pooled connection whose peer chain `trusted` now refuses (after a trust
+    /// change); returns how many. Their open streams fail at once; the next proxied
+    /// connection dials afresh, and its handshake meets the new trust.
+    pub fn drop_untrusted(&self, trusted: impl Fn(&PeerChain) -> bool) -> usize {
+        self.each_pooled(|key, pooled| {
+            let refused = pooled.conn.close_reason().is_none()
+                && pooled.peer.as_deref().is_some_and(|p| !trusted(p));
+            if refused {
+                tracing::warn!(peer.node = %key.node, peer.addr = %key.agent, dst = %key.destination,
+                    "pooled QUIC connection closed: the peer is no longer trusted");
+                pooled
+                    .conn
+                    .close(CLOSE_UNTRUSTED.into(), b"peer no longer trusted");
+            }
+            refused
         })
     }
 
@@ -387,10 +448,15 @@ impl Pool {
             .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
     }
 
-    /// Opens a TLS connection for one proxied connection.
-    pub async fn open_tls(&self, key: &PoolKey) -> anyhow::Result<(TunnelTx, TunnelRx)> {
+    /// Opens a TLS connection for one proxied connection; also returns the chain the peer
+    /// proved.
+    pub async fn open_tls(
+        &self,
+        key: &PoolKey,
+    ) -> anyhow::Result<(TunnelTx, TunnelRx, Arc<PeerChain>)> {
         let cfg = self.tls_client(&key.source)?;
         let sni = server_name(&self.identity, &key.destination)?;
+        let trust_before = self.identity.bundle().generation();
         let started = tokio::time::Instant::now();
         let tls = tokio::time::timeout(self.connect_timeout, async {
             let tcp = TcpStream::connect(key.agent).await?;
@@ -403,7 +469,53 @@ impl Pool {
         .map_err(|_| anyhow::anyhow!("TLS connection to {} timed out", key.agent))??;
         self.metrics
             .handshake(TransportLabel::Tls, started.elapsed());
+        let peer = Arc::new(PeerChain {
+            chain: tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            usage: rhizome_ca::Usage::Server,
+        });
+        if self.identity.bundle().generation() != trust_before
+            && let Err(e) = self.identity.still_trusts(&peer.chain, peer.usage)
+        {
+            anyhow::bail!("{} is no longer trusted: {e}", key.agent);
+        }
         let (r, w) = tokio::io::split(TlsConn::from(tls));
-        Ok((TunnelTx::Tls(w), TunnelRx::Tls(r)))
+        Ok((TunnelTx::Tls(w), TunnelRx::Tls(r), peer))
     }
+}
+
+/// The chain a QUIC peer proved in the handshake.
+fn peer_chain(conn: &quinn::Connection) -> Option<Arc<PeerChain>> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    Some(Arc::new(PeerChain {
+        chain: *chain,
+        usage: rhizome_ca::Usage::Server,
+    }))
+}
+
+/// Takes a connection that reached its maximum age out of service: it serves its open
+/// tunnels and is closed once the last of them ended (or when it closes by itself).
+fn retire(conn: quinn::Connection, uses: Arc<()>) {
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(RETIRED_POLL);
+        loop {
+            tokio::select! {
+                _ = conn.closed() => return,
+                _ = poll.tick() => {
+                    // Only this task holds the token: no stream is left.
+                    if Arc::strong_count(&uses) == 1 {
+                        conn.close(CLOSE_RETIRED.into(), b"max connection age");
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }

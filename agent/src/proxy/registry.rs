@@ -1,12 +1,14 @@
 //! Every open proxied connection of this agent, so they can be cut from outside: inbound
-//! ones are re-decided whenever the intentions change (and cut if now denied); on shutdown
-//! the drain closes each one gracefully once it is at rest, waits for the others, and cuts
-//! what is left when the drain time is up.
+//! ones are re-decided whenever the intentions change (and cut if now denied), every one
+//! whose peer's chain no longer verifies is cut when trust changes (a revocation, a root
+//! removed); on shutdown the drain closes each one gracefully once it is at rest, waits for
+//! the others, and cuts what is left when the drain time is up.
 
 use super::relay::Cut;
 use super::wire::ResetCode;
 use rhizome_ca::SpiffeId;
 use rhizome_intentions::ServiceRef;
+use rustls_pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +23,20 @@ pub struct Grant {
     pub destination: ServiceRef,
 }
 
+/// The peer's certificate chain (leaf first) as verified at its handshake, and the TLS role
+/// it was verified in, to verify again when trust changes.
+#[derive(Debug)]
+pub struct PeerChain {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The peer's role: [`rhizome_ca::Usage::Client`] for inbound tunnels.
+    pub usage: rhizome_ca::Usage,
+}
+
 struct Entry {
     cut: Arc<Cut>,
     grant: Option<Grant>,
+    peer: Option<Arc<PeerChain>>,
 }
 
 /// The open connections.
@@ -61,8 +74,13 @@ impl Registry {
         f(&mut crate::runtime::lock_unpoisoned(&self.open))
     }
 
-    /// Adds a connection; `grant` for inbound ones that intentions must keep allowing.
-    pub fn register(self: &Arc<Self>, grant: Option<Grant>) -> Registration {
+    /// Adds a connection; `grant` for inbound ones that intentions must keep allowing, `peer`
+    /// for ones whose peer's chain must keep verifying.
+    pub fn register(
+        self: &Arc<Self>,
+        grant: Option<Grant>,
+        peer: Option<Arc<PeerChain>>,
+    ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let cut = Arc::new(Cut::default());
         let n = self.with(|m| {
@@ -71,6 +89,7 @@ impl Registry {
                 Entry {
                     cut: cut.clone(),
                     grant,
+                    peer,
                 },
             );
             m.len()
@@ -113,6 +132,20 @@ impl Registry {
             cut.cut(ResetCode::Denied);
         }
         denied.len()
+    }
+
+    /// Cuts every connection whose peer chain `trusted` now refuses; returns how many.
+    pub fn recheck_trust(&self, trusted: impl Fn(&PeerChain) -> bool) -> usize {
+        let refused: Vec<Arc<Cut>> = self.with(|m| {
+            m.values()
+                .filter(|e| e.peer.as_deref().is_some_and(|p| !trusted(p)))
+                .map(|e| e.cut.clone())
+                .collect()
+        });
+        for cut in &refused {
+            cut.cut(ResetCode::Denied);
+        }
+        refused.len()
     }
 
     /// Cuts every open connection with `code`.
@@ -159,9 +192,9 @@ mod tests {
                 .unwrap(),
             destination: "db".parse().unwrap(),
         };
-        let web = reg.register(Some(grant("web")));
-        let api = reg.register(Some(grant("api")));
-        let outbound = reg.register(None);
+        let web = reg.register(Some(grant("web")), None);
+        let api = reg.register(Some(grant("api")), None);
+        let outbound = reg.register(None, None);
         assert_eq!(reg.len(), 3);
         let cut = reg.recheck(|g| g.source.to_string().ends_with("/web"));
         assert_eq!(cut, 1);
@@ -176,5 +209,24 @@ mod tests {
         drop(outbound);
         reg.wait_empty().await;
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn recheck_trust_cuts_only_connections_whose_peer_is_refused() {
+        let reg = Registry::new();
+        let chain = |byte: u8| {
+            Some(Arc::new(PeerChain {
+                chain: vec![CertificateDer::from(vec![byte])],
+                usage: rhizome_ca::Usage::Client,
+            }))
+        };
+        let revoked = reg.register(None, chain(1));
+        let fine = reg.register(None, chain(2));
+        let unknown = reg.register(None, None);
+        let cut = reg.recheck_trust(|p| p.chain[0].as_ref() != [1]);
+        assert_eq!(cut, 1);
+        assert!(revoked.cut.is_cut());
+        assert!(!fine.cut.is_cut());
+        assert!(!unknown.cut.is_cut());
     }
 }

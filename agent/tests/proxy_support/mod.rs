@@ -91,6 +91,33 @@ impl Mesh {
     }
 }
 
+/// A client agent `a` (service web, upstream to db on the returned port, config `extra_a`)
+/// and a server agent `b` (service db on an echo backend, config `extra_b`), joined by
+/// gossip; returns once `a` sees db passing.
+pub async fn web_to_db(mesh: &Mesh, extra_a: &str, extra_b: &str) -> (Agent, Agent, u16) {
+    let echo = echo_server().await;
+    let port = free_port();
+    let b = mesh
+        .start(
+            "b",
+            &format!("{extra_b}\n{}", service("db", "db-1", echo.port(), &[])),
+        )
+        .await;
+    let up = Up {
+        destination: "db",
+        port,
+    };
+    let a = mesh
+        .start_joined(
+            "a",
+            &[&b],
+            &format!("{extra_a}\n{}", service("web", "web-1", 1, &[up])),
+        )
+        .await;
+    wait_catalog(&a, "default", "db", 1, Health::Passing).await;
+    (a, b, port)
+}
+
 /// HCL of one service with upstreams.
 pub fn service(name: &str, id: &str, port: u16, ups: &[Up]) -> String {
     let mut s = format!("service {{\n  name = \"{name}\"\n  id = \"{id}\"\n  port = {port}\n");

@@ -360,6 +360,25 @@ impl<A: Authority> State<A> {
         old.len()
     }
 
+    /// Drops every live entry of the keys `which` selects that the authority refuses now (its
+    /// signer was revoked, or left the trust bundle, since it was accepted) and returns their
+    /// keys. Peers that still hold such an entry cannot bring it back: it is refused again on
+    /// arrival. Tombstones are kept (a deletion is never undone this way).
+    pub fn drop_refused(&mut self, which: impl Fn(&Key) -> bool) -> Vec<Key> {
+        let refused: Vec<Key> = self
+            .entries
+            .values()
+            .filter(|s| {
+                !s.entry.tombstone && which(&s.entry.key) && self.authority.check(&s.entry).is_err()
+            })
+            .map(|s| s.entry.key.clone())
+            .collect();
+        for key in &refused {
+            self.remove(key);
+        }
+        refused
+    }
+
     /// The live (non-tombstone) entry of `key`.
     pub fn get(&self, key: &Key) -> Option<&Entry> {
         self.entry(key).filter(|e| !e.tombstone)

@@ -236,6 +236,60 @@ fn tombstones_hide_keys_and_are_collected_after_the_horizon() {
 }
 
 #[test]
+fn entries_refused_after_a_trust_change_are_dropped() {
+    let w = world();
+    let mut s = State::new(w.auth.clone(), StateConfig::default());
+    s.write(
+        &*w.a,
+        &w.a.name,
+        catalog("node-a", "web"),
+        b"v".to_vec(),
+        NOW,
+    )
+    .unwrap();
+    s.write(
+        &*w.b,
+        &w.b.name,
+        catalog("node-b", "web"),
+        b"v".to_vec(),
+        NOW,
+    )
+    .unwrap();
+    s.write(&*w.op, &w.op.name, intentions("db"), b"i".to_vec(), NOW)
+        .unwrap();
+    s.delete(&*w.a, &w.a.name, catalog("node-a", "old"), NOW)
+        .unwrap();
+    s.drain_changes();
+    assert!(s.drop_refused(|_| true).is_empty(), "nothing changed yet");
+    // node-a is no longer trusted (revoked): its live entries go, its tombstone stays.
+    *s.authority_mut() = TestAuthority::new(&[&w.b]);
+    // Only the selected keys are looked at: the operator's entry stays this time.
+    assert_eq!(
+        s.drop_refused(|k| k.owner_node().is_some()),
+        vec![catalog("node-a", "web")]
+    );
+    assert!(s.get(&catalog("node-a", "web")).is_none());
+    assert!(s.entry(&catalog("node-a", "old")).is_some());
+    assert!(s.get(&catalog("node-b", "web")).is_some());
+    assert!(s.get(&intentions("db")).is_some());
+    assert!(matches!(
+        s.drain_changes().as_slice(),
+        [Change::Removed(k)] if *k == catalog("node-a", "web")
+    ));
+    // A peer sending it again is refused.
+    let again = signed(
+        &w.a,
+        catalog("node-a", "web"),
+        b"v",
+        Hlc::new(NOW + 1, 0),
+        false,
+    );
+    assert_eq!(s.apply(again, NOW), Err(Rejection::UnknownSigner));
+    // Selecting every key drops the operator's entry as well.
+    assert_eq!(s.drop_refused(|_| true), vec![intentions("db")]);
+}
+
+#[test]
 fn load_reverifies_stored_records() {
     let w = world();
     let mut s = State::new(w.auth.clone(), StateConfig::default());

@@ -223,7 +223,7 @@ pub async fn renew_intermediate(
     for target in targets {
         let cred = rhizome_ca::ClientCredential::new(&identity.agent_leaf())?;
         let config = rhizome_ca::client_config(
-            identity.verifier(&[CertKind::Agent]),
+            identity.verifier(crate::ca::refusals::Point::Signer, &[CertKind::Agent]),
             cred,
             vec![JOIN_ALPN.to_vec()],
             Arc::new(DefaultTimeProvider),

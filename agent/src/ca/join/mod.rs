@@ -100,6 +100,9 @@ pub enum Refusal {
     /// The CSR is unusable.
     #[error(transparent)]
     Issue(#[from] rhizome_ca::IssueError),
+    /// The node, or a certificate of the renewing chain, is revoked by an operator.
+    #[error("refused: {0} (an operator revoked it; `rhizome ca revocations` lists why)")]
+    Revoked(#[from] rhizome_ca::Revoked),
     /// The signer's store failed (the signer's fault).
     #[error("signer store error: {0}")]
     Internal(String),
@@ -218,6 +221,80 @@ mod tests {
         );
     }
 
+    /// A join token of `root` for any node, valid for an hour from `now`.
+    fn any_node_token(root: &RootCa, now: OffsetDateTime) -> String {
+        rhizome_ca::Claims {
+            id: rhizome_ca::TokenId::random().unwrap(),
+            expires: now + time::Duration::hours(1),
+            node_pattern: "*".parse().unwrap(),
+            services: None,
+            root: root.fingerprint(),
+            max_uses: None,
+        }
+        .sign(root)
+        .unwrap()
+    }
+
+    #[test]
+    fn signer_refuses_joins_and_renewals_of_revoked_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let td: rhizome_ca::TrustDomain = "s.test".parse().unwrap();
+        let root = RootCa::generate(td.clone(), now, time::Duration::days(1)).unwrap();
+        let signer_ca = root
+            .issue_agent(
+                &"signer".parse().unwrap(),
+                None,
+                now,
+                time::Duration::days(1),
+            )
+            .unwrap();
+        let renewing = root
+            .issue_agent(&"r".parse().unwrap(), None, now, time::Duration::days(1))
+            .unwrap()
+            .issue_agent_leaf(now, time::Duration::hours(1))
+            .unwrap();
+        let token = any_node_token(&root, now);
+        let bundle = TrustBundle::new(vec![root.cert().clone()]).unwrap();
+        let cfg = AgentConfig::dev("signer", dir.path().to_path_buf());
+        let identity = Arc::new(Identity::from_credentials(&cfg, signer_ca, bundle).unwrap());
+        let signer = Signer::new(root, identity.clone(), store, time::Duration::days(1));
+        let join = |node: &str| {
+            let (csr, _) = AgentCa::new_csr(&td, &node.parse().unwrap()).unwrap();
+            Request::Join {
+                node: node.into(),
+                token: token.clone(),
+                csr: csr.0,
+            }
+        };
+        let (csr, _) = AgentCa::new_csr(&td, &"r".parse().unwrap()).unwrap();
+        let renew = || Request::Renew { csr: csr.0.clone() };
+        let peer = renewing.chain().to_vec();
+        assert!(signer.decide(join("j"), None, now).is_ok());
+        assert!(signer.decide(renew(), Some(&peer), now).is_ok());
+
+        let mut revoked = rhizome_ca::RevocationSet::new();
+        for node in ["j", "r"] {
+            revoked.insert(
+                rhizome_ca::Revocation::new(Some(node.parse().unwrap()), None, "", 1).unwrap(),
+            );
+        }
+        identity.bundle().set_revocations(revoked);
+        let refused = signer.decide(join("j"), None, now).unwrap_err();
+        assert!(matches!(refused, Refusal::Revoked(_)), "{refused}");
+        let refused = signer.decide(renew(), Some(&peer), now).unwrap_err();
+        assert!(matches!(refused, Refusal::Revoked(_)), "{refused}");
+        assert!(
+            signer.decide(join("k"), None, now).is_ok(),
+            "others still join"
+        );
+        let counted = identity
+            .refusals()
+            .get(crate::ca::refusals::Point::Signer, "revoked");
+        assert_eq!(counted, 2);
+    }
+
     #[tokio::test]
     async fn unreachable_signers_are_retried_then_reported() {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -226,16 +303,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let root =
             RootCa::generate("u.test".parse().unwrap(), now, time::Duration::days(1)).unwrap();
-        let token = rhizome_ca::Claims {
-            id: rhizome_ca::TokenId::random().unwrap(),
-            expires: now + time::Duration::hours(1),
-            node_pattern: "*".parse().unwrap(),
-            services: None,
-            root: root.fingerprint(),
-            max_uses: None,
-        }
-        .sign(&root)
-        .unwrap();
+        let token = any_node_token(&root, now);
         let mut cfg = AgentConfig::dev("n1", "/tmp/x".into());
         cfg.ca.signer_addrs = vec![addr.to_string()];
         let err = join_mesh(&cfg, &token, Duration::from_millis(500))

@@ -53,10 +53,14 @@ impl Signer {
         peer: Option<&[CertificateDer<'static>]>,
         now: OffsetDateTime,
     ) -> Result<Response, Refusal> {
+        let revoked = self.identity.bundle().load().revocations().clone();
         let chain = match req {
             Request::Join { node, token, csr } => {
                 let node: NodeName = node.parse()?;
                 let claims = rhizome_ca::verify_token(&token, self.root.cert(), now, &node)?;
+                if revoked.is_node_revoked(&node) {
+                    return Err(self.refuse(rhizome_ca::Revoked::Node(node)));
+                }
                 if let Some(max) = claims.max_uses {
                     let key = format!("token/{}", claims.id);
                     let used = self
@@ -81,6 +85,8 @@ impl Signer {
             }
             Request::Renew { csr } => {
                 let peer = peer.ok_or(Refusal::NotAnAgent)?;
+                // Checked again here: the TLS session may predate the revocation.
+                revoked.check_chain(peer).map_err(|r| self.refuse(r))?;
                 let node = match rhizome_ca::peer_spiffe_id(peer) {
                     Some(rhizome_ca::SpiffeId::Agent { node, .. }) => node,
                     _ => return Err(Refusal::NotAnAgent),
@@ -99,6 +105,13 @@ impl Signer {
         })
     }
 
+    fn refuse(&self, revoked: rhizome_ca::Revoked) -> Refusal {
+        self.identity
+            .refusals()
+            .count(crate::ca::refusals::Point::Signer, "revoked");
+        Refusal::Revoked(revoked)
+    }
+
     /// The TLS config of the join service: this agent's leaf chain plus the root (so
     /// joiners can pin it), client certificates optional (renewals send theirs).
     fn tls_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
@@ -106,7 +119,8 @@ impl Signer {
         let mut chain = leaf.chain().to_vec();
         chain.push(self.root.cert().clone());
         let verifier = Arc::new(OptionalAgentAuth(
-            self.identity.verifier(&[CertKind::Agent]),
+            self.identity
+                .verifier(crate::ca::refusals::Point::Signer, &[CertKind::Agent]),
         ));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg =
