@@ -2,13 +2,15 @@
 //! `real_kube`; skipped with one line when `make kube-apiserver` has not been run): the
 //! shipped manifests applied server-side, the shipped ServiceAccount's token and RBAC
 //! checked by the real authorizer, pods created and their status set as the kubelet does,
-//! discovery and the agent following them. Against the fake API server (`fake_kube`): only
+//! discovery and the agent following them; a node agent and a VM agent reaching each other
+//! (pod -> VM and VM -> pod) under intentions. Against the fake API server (`fake_kube`): only
 //! the faults a real server cannot be made to produce on cue (expired history answered with
 //! 410 Gone, as an ERROR event or an HTTP 410; a BOOKMARK now; a watch ended or cut
 //! mid-stream). Waits are bounded polls; nothing sleeps to assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fake_kube;
+mod proxy_support;
 mod real_kube;
 
 use fake_kube::{FakeApi, pod};
@@ -306,6 +308,27 @@ fn manifest_objects() -> Vec<Value> {
     docs
 }
 
+/// Applies every shipped object server-side (printing each when `print`).
+async fn apply_manifests(admin: &kube::Client, print: bool) {
+    let objects = manifest_objects();
+    for doc in &objects {
+        let what = format!(
+            "{} {}/{}",
+            doc["kind"].as_str().unwrap(),
+            doc["metadata"]["namespace"].as_str().unwrap_or("-"),
+            doc["metadata"]["name"].as_str().unwrap()
+        );
+        let applied = apply(admin, doc)
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused {what}: {e}"));
+        assert!(applied.metadata.uid.is_some(), "{what}");
+        if print {
+            println!("applied {what}");
+        }
+    }
+    assert!(objects.len() >= 10, "{} objects", objects.len());
+}
+
 /// Applies `doc` server-side (the server validates it against its schema and admission).
 async fn apply(admin: &kube::Client, doc: &Value) -> Result<DynamicObject, kube::Error> {
     let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
@@ -582,21 +605,7 @@ async fn kube_real_api_server_manifests_rbac_and_pods() {
     let admin = plane.client(User::Admin).await;
 
     // 1. Every shipped object, applied server-side: the server validates each.
-    let objects = manifest_objects();
-    for doc in &objects {
-        let what = format!(
-            "{} {}/{}",
-            doc["kind"].as_str().unwrap(),
-            doc["metadata"]["namespace"].as_str().unwrap_or("-"),
-            doc["metadata"]["name"].as_str().unwrap()
-        );
-        let applied = apply(&admin, doc)
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused {what}: {e}"));
-        assert!(applied.metadata.uid.is_some(), "{what}");
-        println!("applied {what}");
-    }
-    assert!(objects.len() >= 9, "{} objects", objects.len());
+    apply_manifests(&admin, true).await;
 
     // 2. The agent's identity: a token of the shipped ServiceAccount, and what the real
     // authorizer lets it do under the shipped RBAC.
@@ -792,4 +801,192 @@ async fn kube_real_api_server_manifests_rbac_and_pods() {
         "denied by the shipped rule, not by default: {denied}"
     );
     agent.shutdown().await.unwrap();
+}
+
+/// An echo server on `ip` (a loopback address standing for a pod IP); returns its port.
+async fn echo_on(ip: &str) -> u16 {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// Connects from `src` to `to`, sends `data`, half-closes and reads until EOF (empty or
+/// an error: refused).
+async fn send_from(src: &str, to: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let attempt = async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(ip(src), 0))?;
+        let mut conn = socket.connect(to).await?;
+        conn.write_all(data).await?;
+        conn.shutdown().await?;
+        let mut out = Vec::new();
+        conn.read_to_end(&mut out).await.map(|_| out)
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Waits (at most 30 s) until a connection from `src` to `to` is answered with `data`.
+async fn until_answered(what: &str, src: &str, to: SocketAddr, data: &[u8]) {
+    rhizome_agent::testkit::wait_until_async(what, Duration::from_secs(30), || async {
+        send_from(src, to, data).await == data
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kube_real_pod_and_vm_reach_each_other_under_intentions() {
+    use proxy_support::{Mesh, rules};
+    let Some(bin) = real_kube::binaries_or_skip() else {
+        return;
+    };
+    let plane = ControlPlane::start(&bin).await;
+    let admin = plane.client(User::Admin).await;
+    apply_manifests(&admin, false).await;
+    let token = service_account_token(&admin).await;
+
+    // The VM agent: db (allows shop/web only) and two clients of the pod service web.
+    let mesh = Mesh::new("test.mesh");
+    let db = echo_on("127.0.0.1").await;
+    let (billing_up, batch_up) = (proxy_support::free_port(), proxy_support::free_port());
+    let vm_services = format!(
+        "service {{\n  name = \"db\"\n  namespace = \"shop\"\n  port = {db}\n}}\n\
+         service {{\n  name = \"billing\"\n  namespace = \"shop\"\n  port = 1\n\
+           upstreams {{\n    destination_name = \"web\"\n    local_bind_port = {billing_up}\n  }}\n}}\n\
+         service {{\n  name = \"batch\"\n  namespace = \"shop\"\n  port = 2\n\
+           upstreams {{\n    destination_name = \"web\"\n    local_bind_port = {batch_up}\n  }}\n}}\n"
+    );
+    let vm = mesh.start("vm-billing-1", &vm_services).await;
+
+    // The node: pods web (at 127.0.0.2, upstream db) and api (at 127.0.0.4, upstream db),
+    // created and made Ready as the kubelet would, seen with the ServiceAccount's token.
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let node: Node = serde_json::from_value(json!({ "metadata": { "name": NODE } })).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let web_port = echo_on("127.0.0.2").await;
+    let (web_up, api_up) = (proxy_support::free_port(), proxy_support::free_port());
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "shop");
+    for (name, svc, pod_ip, up) in [
+        ("web-1", "web", "127.0.0.2", web_up),
+        ("api-1", "api", "127.0.0.4", api_up),
+    ] {
+        let mut doc = new_pod(name, NODE, Some(svc), up);
+        doc["metadata"]["annotations"]["rhizome.io/port"] = json!(web_port.to_string());
+        doc["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(web_port);
+        let pod: Pod = serde_json::from_value(doc).unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        set_status(&pods, name, true, pod_ip).await;
+    }
+    let kubeconfig = mesh.dir.path().join("kubeconfig");
+    plane.write_kubeconfig(&User::Token(&token), &kubeconfig);
+    let k8s = mesh
+        .start_joined(
+            "k8s-node-1",
+            &[&vm],
+            &format!(
+                "kubernetes {{\n  enabled = true\n  node_name = \"{NODE}\"\n  \
+                 kubeconfig = \"{}\"\n}}\n",
+                kubeconfig.display()
+            ),
+        )
+        .await;
+
+    // Intentions (the shipped ones for db; web open to billing only), on both agents.
+    let intentions = [
+        "Kind = \"service-intentions\"\nName = \"db\"\nNamespace = \"shop\"\nSources = [\n  \
+         { Name = \"web\", Namespace = \"shop\", Action = \"allow\" },\n  \
+         { Name = \"*\", Namespace = \"shop\", Action = \"deny\" },\n]\n",
+        "Kind = \"service-intentions\"\nName = \"web\"\nNamespace = \"shop\"\nSources = [\n  \
+         { Name = \"billing\", Namespace = \"shop\", Action = \"allow\" },\n]\n",
+    ];
+    rules(&vm, &intentions);
+    rules(&k8s, &intentions);
+    proxy_support::wait_catalog(
+        &k8s,
+        "shop",
+        "db",
+        1,
+        rhizome_agent::catalog::Health::Passing,
+    )
+    .await;
+    proxy_support::wait_catalog(
+        &vm,
+        "shop",
+        "web",
+        1,
+        rhizome_agent::catalog::Health::Passing,
+    )
+    .await;
+
+    // Pod -> VM: web's upstream listener on the node reaches db; api's is refused.
+    let node_addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    until_answered(
+        "pod web -> VM db",
+        "127.0.0.2",
+        node_addr(web_up),
+        b"from pod web",
+    )
+    .await;
+    assert!(
+        send_from("127.0.0.4", node_addr(api_up), b"from pod api")
+            .await
+            .is_empty(),
+        "pod api -> VM db is denied"
+    );
+    let denied = |src: &str, dst: &str| {
+        let pair = format!("source=\"{src}\",destination=\"{dst}\"");
+        [&vm, &k8s].iter().any(|a| {
+            proxy_support::metrics(a)
+                .lines()
+                .any(|l| l.starts_with("rhizome_proxy_connections_denied") && l.contains(&pair))
+        })
+    };
+    rhizome_agent::testkit::wait_until(
+        "pod api -> VM db counted as denied by intentions",
+        Duration::from_secs(10),
+        || denied("shop/api", "shop/db"),
+    )
+    .await;
+    println!("pod web -> VM db: allowed and answered; pod api -> VM db: denied");
+
+    // VM -> pod: billing's upstream reaches the pod web at its pod IP; batch is refused.
+    until_answered(
+        "VM billing -> pod web",
+        "127.0.0.1",
+        node_addr(billing_up),
+        b"from billing",
+    )
+    .await;
+    assert!(
+        send_from("127.0.0.1", node_addr(batch_up), b"from batch")
+            .await
+            .is_empty(),
+        "VM batch -> pod web is denied"
+    );
+    rhizome_agent::testkit::wait_until(
+        "VM batch -> pod web counted as denied by intentions",
+        Duration::from_secs(10),
+        || denied("shop/batch", "shop/web"),
+    )
+    .await;
+    println!("VM billing -> pod web: allowed and answered; VM batch -> pod web: denied");
+    let vm_metrics = proxy_support::metrics(&vm);
+    assert!(
+        vm_metrics.contains("source=\"shop/web\",destination=\"shop/db\""),
+        "db saw the pod's identity: {vm_metrics}"
+    );
+    k8s.shutdown().await.unwrap();
+    vm.shutdown().await.unwrap();
 }
