@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo itself).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build release test fmt-check clippy unit demo bench clean kube-apiserver
+.PHONY: all build release test fmt-check clippy unit demo bench clean kube-apiserver image
 
 all: build
 
@@ -43,6 +43,12 @@ demo: release
 ## without it those tests print one "SKIPPED ..." line and pass.
 kube-apiserver:
 	@CARGO_TARGET_DIR="$(TARGET_DIR)" bash integration/kube/obtain.sh
+
+## image: the container image the Kubernetes DaemonSet names (Containerfile; podman or docker).
+CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+image:
+	@test -n "$(CONTAINER)" || { echo "make image: needs podman or docker" >&2; exit 1; }
+	$(CONTAINER) build -f Containerfile -t rhizome:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) .
 
 clean:
 	$(CARGO) clean

@@ -449,3 +449,42 @@ fn kube_vm_agent_config_joins_node_addresses() {
         "the namespace the pods' upstream targets"
     );
 }
+
+#[test]
+fn kube_daemonset_runs_the_image_the_containerfile_builds() {
+    use clap::Parser as _;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let containerfile = std::fs::read_to_string(root.join("Containerfile")).unwrap();
+    let final_stage = containerfile.rsplit("\nFROM ").next().unwrap();
+    let line = |key: &str| {
+        final_stage
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the Containerfile's final stage"))
+            .trim()
+            .to_string()
+    };
+    let entrypoint: Vec<String> = serde_json::from_str(&line("ENTRYPOINT ")).unwrap();
+    let user = line("USER ");
+    assert!(
+        !user.starts_with('0') && user != "root",
+        "non-root by default: {user}"
+    );
+
+    let o = load();
+    let pod = daemon_pod(&o);
+    let c = &pod.containers[0];
+    let image = c.image.clone().unwrap();
+    assert_eq!(
+        image,
+        format!("rhizome:{}", env!("CARGO_PKG_VERSION")),
+        "the tag `make image` builds"
+    );
+    assert!(c.command.is_none(), "the image's ENTRYPOINT runs");
+    let argv = entrypoint.iter().chain(c.args.iter().flatten());
+    let cli = rhizome_agent::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(cli.command, rhizome_agent::cli::Command::Agent(_)),
+        "{cli:?}"
+    );
+}
