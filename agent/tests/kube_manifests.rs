@@ -488,3 +488,66 @@ fn kube_daemonset_runs_the_image_the_containerfile_builds() {
         "{cli:?}"
     );
 }
+
+/// Renders a chart template the way Helm would for the only constructs the chart may use:
+/// `{{ .Values.NAME }}` (a string or number of values.yaml) and `{{ .Release.Namespace }}`.
+fn render(template: &str, values: &Value, namespace: &str, what: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("}}")
+            .unwrap_or_else(|| panic!("{what}: unclosed {{{{"));
+        let expr = rest[start + 2..start + end].trim();
+        let value = if expr == ".Release.Namespace" {
+            namespace.to_string()
+        } else if let Some(name) = expr.strip_prefix(".Values.") {
+            match &values[name] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => panic!("{what}: .Values.{name} is {other}, not a string or number"),
+            }
+        } else {
+            panic!("{what}: {expr:?} is more than this minimal chart may use");
+        };
+        out.push_str(&value);
+        rest = &rest[start + end + 2..];
+    }
+    out + rest
+}
+
+/// Every document of a YAML text.
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn kube_helm_chart_renders_the_shipped_objects() {
+    let chart = dir().join("chart");
+    let meta = documents(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap());
+    assert_eq!(meta[0]["appVersion"], env!("CARGO_PKG_VERSION"));
+    let values = documents(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).remove(0);
+    let mut templates: Vec<_> = std::fs::read_dir(chart.join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    templates.sort();
+    let names: Vec<_> = templates
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["configmap.yaml", "daemonset.yaml", "rbac.yaml"]);
+    for (path, name) in templates.iter().zip(&names) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let rendered = render(&text, &values, "rhizome-system", name);
+        let shipped = std::fs::read_to_string(dir().join(name)).unwrap();
+        assert_eq!(
+            documents(&rendered),
+            documents(&shipped),
+            "chart template {name} with values.yaml must render examples/kubernetes/{name}"
+        );
+    }
+}
