@@ -62,7 +62,10 @@ fi
 # The source package (about 30 MB) is kept in $out/dl; it is unpacked afresh in $out/src.
 dl="$out/dl" src="$out/src"
 mkdir -p "$dl" "$out/bin"
-ls "$dl"/kubernetes_*.dsc >/dev/null 2>&1 || (cd "$dl" && apt-get source -qq --download-only kubernetes >/dev/null)
+if ! ls "$dl"/kubernetes_*.dsc >/dev/null 2>&1; then
+  (cd "$dl" && apt-get source -qq --download-only kubernetes >"$out/apt-source.log" 2>&1) \
+    || { cat "$out/apt-source.log" >&2; echo "kube: apt-get source kubernetes failed" >&2; exit 1; }
+fi
 rm -rf "$src"
 mkdir -p "$src"
 # (apt verified the files against the signed Sources index; no keyring needed here)
