@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo itself).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build release test fmt-check clippy unit demo bench clean
+.PHONY: all build release test fmt-check clippy unit demo bench clean kube-apiserver image
 
 all: build
 
@@ -36,6 +36,19 @@ unit:
 ## shows an allowed and a denied connection, members, catalog and graph, stops them all.
 demo: release
 	@bash examples/demo/run.sh $(TARGET_DIR)/release
+
+## kube-apiserver: etcd and kube-apiserver (1.20, built from Debian's kubernetes source with
+## Debian's Go) for the kube tests that run against a real API server; cached under
+## $(TARGET_DIR)/kube, so a second run is instant. Needs root for apt (etcd-server, golang-go);
+## without it those tests print one "SKIPPED ..." line and pass.
+kube-apiserver:
+	@CARGO_TARGET_DIR="$(TARGET_DIR)" bash integration/kube/obtain.sh
+
+## image: the container image the Kubernetes DaemonSet names (Containerfile; podman or docker).
+CONTAINER ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+image:
+	@test -n "$(CONTAINER)" || { echo "make image: needs podman or docker" >&2; exit 1; }
+	$(CONTAINER) build -f Containerfile -t rhizome:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) .
 
 clean:
 	$(CARGO) clean

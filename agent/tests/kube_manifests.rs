@@ -122,16 +122,27 @@ fn agent_config(cm: &ConfigMap) -> AgentConfig {
 #[test]
 fn kube_manifests_parse_into_their_types() {
     let o = load();
-    assert_eq!(o.namespaces.len(), 1);
+    assert_eq!(
+        o.namespaces.len(),
+        2,
+        "rhizome-system and the example app's shop"
+    );
     assert_eq!(o.accounts.len(), 1);
     assert_eq!(o.roles.len(), 1);
     assert_eq!(o.bindings.len(), 1);
-    assert_eq!(o.secrets.len(), 1);
+    assert_eq!(o.secrets.len(), 2, "rhizome and rhizome-operator");
     assert_eq!(o.config_maps.len(), 1);
     assert_eq!(o.daemon_sets.len(), 1);
-    let ns = o.namespaces[0].metadata.name.clone().unwrap();
     let sa = &o.accounts[0].metadata;
-    assert_eq!(sa.namespace.as_deref(), Some(ns.as_str()));
+    assert!(
+        o.namespaces.iter().any(|n| n.metadata.name == sa.namespace),
+        "the ServiceAccount's namespace is shipped"
+    );
+    let app_ns = o.deployments[0].metadata.namespace.clone();
+    assert!(
+        o.namespaces.iter().any(|n| n.metadata.name == app_ns),
+        "the example app's namespace is shipped"
+    );
 
     // RBAC: pods, get/list/watch, nothing else; bound to the agent's ServiceAccount.
     let rules = o.roles[0].rules.clone().unwrap();
@@ -151,6 +162,106 @@ fn kube_manifests_parse_into_their_types() {
         ("ServiceAccount", sa.name.as_ref())
     );
     assert_eq!(subject.namespace, sa.namespace);
+}
+
+/// The pod template of the shipped DaemonSet.
+fn daemon_pod(o: &Objects) -> k8s_openapi::api::core::v1::PodSpec {
+    let ds = o.daemon_sets[0].spec.as_ref().unwrap();
+    ds.template.spec.clone().unwrap()
+}
+
+/// The keys of the shipped Secret `name`.
+fn secret_keys(o: &Objects, name: &str) -> Vec<String> {
+    let secret = o
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no Secret {name} in the manifests"));
+    secret
+        .string_data
+        .iter()
+        .flat_map(|d| d.keys().cloned())
+        .chain(secret.data.iter().flat_map(|d| d.keys().cloned()))
+        .collect()
+}
+
+/// An agent with `intentions_dir` must have `operator_dir` (else it cannot sign the files:
+/// it logs an ERROR and enforces default deny, so the example mesh denies everything).
+fn assert_intentions_signable(config: &AgentConfig, what: &str) {
+    if config.intentions_dir.is_some() {
+        assert!(
+            config.operator_dir.is_some(),
+            "{what}: intentions_dir is set without operator_dir: its files cannot be signed \
+             and the agent runs on default deny"
+        );
+    }
+}
+
+#[test]
+fn kube_intentions_dir_comes_with_operator_credentials() {
+    let o = load();
+    let config = agent_config(&o.config_maps[0]);
+    assert!(
+        config.intentions_dir.is_some(),
+        "the example ships intentions"
+    );
+    assert_intentions_signable(&config, "configmap agent.hcl");
+
+    // operator_dir is a read-only mount of a Secret that carries an operator credential.
+    let pod = daemon_pod(&o);
+    let c = &pod.containers[0];
+    let operator_dir = config.operator_dir.unwrap();
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| std::path::Path::new(&m.mount_path) == operator_dir)
+        .unwrap_or_else(|| panic!("nothing mounted at operator_dir {}", operator_dir.display()));
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let secret = volume
+        .secret
+        .as_ref()
+        .unwrap_or_else(|| panic!("operator_dir must come from a Secret: {volume:?}"));
+    let keys = secret_keys(&o, secret.secret_name.as_deref().unwrap());
+    let items = secret.items.clone().unwrap();
+    let path_of = |file: &str| items.iter().find(|i| i.path == file).map(|i| i.key.clone());
+    let cert = path_of("chain.pem").or_else(|| path_of("cert.pem"));
+    for (file, key) in [
+        ("chain.pem or cert.pem", cert),
+        ("key.pem", path_of("key.pem")),
+    ] {
+        let key = key.unwrap_or_else(|| panic!("operator_dir has no {file}: {items:?}"));
+        assert!(keys.contains(&key), "{key} not in the Secret: {keys:?}");
+    }
+    assert_eq!(
+        secret.default_mode,
+        Some(0o400),
+        "the key is readable by the agent only"
+    );
+
+    let src = std::fs::read_to_string(dir().join("vm-agent.hcl")).unwrap();
+    let vm = AgentConfig::from_str(&src, "vm-agent.hcl").unwrap();
+    assert_intentions_signable(&vm, "vm-agent.hcl");
+}
+
+#[test]
+fn kube_intentions_check_catches_a_missing_operator_dir() {
+    let unsigned = AgentConfig::from_str(
+        "node_name = \"n\"\ndata_dir = \"/tmp/x\"\nbind_addr = \"127.0.0.1\"\nintentions_dir = \"/etc/rhizome/intentions\"\n",
+        "unsigned.hcl",
+    )
+    .unwrap();
+    let caught = std::panic::catch_unwind(|| assert_intentions_signable(&unsigned, "unsigned"));
+    assert!(
+        caught.is_err(),
+        "intentions_dir without operator_dir must be caught"
+    );
 }
 
 #[test]
@@ -187,14 +298,18 @@ fn kube_daemonset_fits_the_agent_config() {
         .as_ref()
         .unwrap();
     assert_eq!(field.field_path, "spec.nodeName");
-    let secret_keys: Vec<&String> = o.secrets[0].string_data.as_ref().unwrap().keys().collect();
     for e in env {
         if let Some(k) = e
             .value_from
             .as_ref()
             .and_then(|v| v.secret_key_ref.as_ref())
         {
-            assert!(secret_keys.contains(&&k.key), "{} not in the Secret", k.key);
+            assert!(
+                secret_keys(&o, &k.name).contains(&k.key),
+                "{} not in the Secret {}",
+                k.key,
+                k.name
+            );
         }
     }
 
@@ -265,14 +380,7 @@ fn kube_daemonset_fits_the_agent_config() {
 fn kube_configmap_intentions_and_example_app_load() {
     let o = load();
     let data = o.config_maps[0].data.clone().unwrap();
-    let pod = o.daemon_sets[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .clone()
-        .unwrap();
+    let pod = daemon_pod(&o);
     let volumes = pod.volumes.unwrap();
     let intentions = volumes.iter().find(|v| v.name == "intentions").unwrap();
     let items = intentions
@@ -340,4 +448,106 @@ fn kube_vm_agent_config_joins_node_addresses() {
         vm.services[0].namespace, "shop",
         "the namespace the pods' upstream targets"
     );
+}
+
+#[test]
+fn kube_daemonset_runs_the_image_the_containerfile_builds() {
+    use clap::Parser as _;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let containerfile = std::fs::read_to_string(root.join("Containerfile")).unwrap();
+    let final_stage = containerfile.rsplit("\nFROM ").next().unwrap();
+    let line = |key: &str| {
+        final_stage
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the Containerfile's final stage"))
+            .trim()
+            .to_string()
+    };
+    let entrypoint: Vec<String> = serde_json::from_str(&line("ENTRYPOINT ")).unwrap();
+    let user = line("USER ");
+    assert!(
+        !user.starts_with('0') && user != "root",
+        "non-root by default: {user}"
+    );
+
+    let o = load();
+    let pod = daemon_pod(&o);
+    let c = &pod.containers[0];
+    let image = c.image.clone().unwrap();
+    assert_eq!(
+        image,
+        format!("rhizome:{}", env!("CARGO_PKG_VERSION")),
+        "the tag `make image` builds"
+    );
+    assert!(c.command.is_none(), "the image's ENTRYPOINT runs");
+    let argv = entrypoint.iter().chain(c.args.iter().flatten());
+    let cli = rhizome_agent::cli::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(cli.command, rhizome_agent::cli::Command::Agent(_)),
+        "{cli:?}"
+    );
+}
+
+/// Renders a chart template the way Helm would for the only constructs the chart may use:
+/// `{{ .Values.NAME }}` (a string or number of values.yaml) and `{{ .Release.Namespace }}`.
+fn render(template: &str, values: &Value, namespace: &str, what: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("}}")
+            .unwrap_or_else(|| panic!("{what}: unclosed {{{{"));
+        let expr = rest[start + 2..start + end].trim();
+        let value = if expr == ".Release.Namespace" {
+            namespace.to_string()
+        } else if let Some(name) = expr.strip_prefix(".Values.") {
+            match &values[name] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => panic!("{what}: .Values.{name} is {other}, not a string or number"),
+            }
+        } else {
+            panic!("{what}: {expr:?} is more than this minimal chart may use");
+        };
+        out.push_str(&value);
+        rest = &rest[start + end + 2..];
+    }
+    out + rest
+}
+
+/// Every document of a YAML text.
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect()
+}
+
+#[test]
+fn kube_helm_chart_renders_the_shipped_objects() {
+    let chart = dir().join("chart");
+    let meta = documents(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap());
+    assert_eq!(meta[0]["appVersion"], env!("CARGO_PKG_VERSION"));
+    let values = documents(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).remove(0);
+    let mut templates: Vec<_> = std::fs::read_dir(chart.join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    templates.sort();
+    let names: Vec<_> = templates
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["configmap.yaml", "daemonset.yaml", "rbac.yaml"]);
+    for (path, name) in templates.iter().zip(&names) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let rendered = render(&text, &values, "rhizome-system", name);
+        let shipped = std::fs::read_to_string(dir().join(name)).unwrap();
+        assert_eq!(
+            documents(&rendered),
+            documents(&shipped),
+            "chart template {name} with values.yaml must render examples/kubernetes/{name}"
+        );
+    }
 }

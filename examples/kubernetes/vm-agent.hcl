@@ -7,7 +7,11 @@ bind_addr      = "0.0.0.0"
 advertise_addr = "10.0.1.20"
 retry_join     = ["10.0.0.11:7946", "10.0.0.12:7946"]
 encrypt        = "REPLACE-with-the-gossip-key-of-the-secret"
+# The intention files of intentions_dir are signed with the operator credential of
+# operator_dir (`rhizome ca issue-operator --out /etc/rhizome/operator`: chain.pem, key.pem);
+# without it the agent cannot sign them, logs an ERROR and enforces default deny.
 intentions_dir = "/etc/rhizome/intentions"
+operator_dir   = "/etc/rhizome/operator"
 
 ca {
   dir = "/etc/rhizome/ca"        # from `rhizome ca issue-agent` (or a join_token)
