@@ -151,7 +151,10 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
 /// A TLS 1.3 client config that verifies the agent but presents no certificate.
 fn client_without_cert(mesh: &Mesh, alpn: &[u8]) -> rustls::ClientConfig {
     let identity = rhizome_agent::ca::identity::Identity::load(&mesh.config("client", "")).unwrap();
-    let verifier = identity.verifier(&[rhizome_ca::CertKind::Workload]);
+    let verifier = identity.verifier(
+        rhizome_agent::ca::refusals::Point::ProxyOutbound,
+        &[rhizome_ca::CertKind::Workload],
+    );
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
