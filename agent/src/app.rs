@@ -227,7 +227,12 @@ impl Agent {
             store: store.clone(),
             registered,
         }));
-        let traffic = crate::ui::state(config.node_name.clone(), metrics.clone(), replica.clone());
+        let traffic = crate::ui::state(
+            config.node_name.clone(),
+            metrics.clone(),
+            replica.clone(),
+            identity.clone(),
+        );
         tasks.spawn(crate::ui::traffic::publisher(
             traffic.clone(),
             shutdown.clone(),

@@ -165,6 +165,10 @@ async fn the_ui_shows_the_mesh_as_it_is() {
             .any(|m| m.node == "c" && m.status.to_string() == "alive")
     };
     rhizome_agent::testkit::wait_until("c joins", Duration::from_secs(20), || alive(&a)).await;
+    rhizome_agent::testkit::wait_until("c's summary reaches a", Duration::from_secs(30), || {
+        !a.handles().replica.entries("traffic/c").is_empty()
+    })
+    .await;
 
     let ui = |agent: &rhizome_agent::app::Agent, page: &str| {
         format!("http://{}/ui/#{page}", agent.http_addr())
@@ -232,6 +236,13 @@ async fn the_ui_shows_the_mesh_as_it_is() {
         c_row(&members_before).contains("status-alive"),
         "c alive before the kill:\n{members_before}"
     );
+    // c's version and certificate expiry, from its replicated summary.
+    let row = c_row(&members_before);
+    assert!(
+        row.contains(&format!("data-version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "c's version:\n{row}"
+    );
+    assert!(row.contains(">in "), "c's certificate expiry:\n{row}");
 
     // Kill c: a's members page shows it suspect, then failed.
     c.kill();

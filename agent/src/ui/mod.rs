@@ -5,6 +5,7 @@
 
 pub mod traffic;
 
+use crate::ca::identity::Identity;
 use crate::gossip::replica::Replica;
 use crate::metrics::Metrics;
 use axum::Router;
@@ -43,8 +44,13 @@ pub fn routes(traffic: traffic::TrafficState) -> Router {
 }
 
 /// What [`routes`] and [`traffic::publisher`] need from the agent.
-pub fn state(node: String, metrics: Arc<Metrics>, replica: Arc<Replica>) -> traffic::TrafficState {
-    traffic::TrafficState::new(node, metrics, replica)
+pub fn state(
+    node: String,
+    metrics: Arc<Metrics>,
+    replica: Arc<Replica>,
+    identity: Arc<Identity>,
+) -> traffic::TrafficState {
+    traffic::TrafficState::new(node, metrics, replica, identity)
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

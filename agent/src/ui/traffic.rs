@@ -12,6 +12,7 @@
 //! the last [`STALE_AFTER`], summed per pair (each pair is counted where its destination runs,
 //! so nothing is counted twice).
 
+use crate::ca::identity::Identity;
 use crate::gossip::replica::Replica;
 use crate::metrics::Metrics;
 use crate::runtime::Shutdown;
@@ -44,17 +45,25 @@ pub struct TrafficState {
     pub metrics: Arc<Metrics>,
     /// The replicated state the summaries travel in.
     pub replica: Arc<Replica>,
+    /// This agent's credentials (for their expiry).
+    pub identity: Arc<Identity>,
     /// The rates computed at the last reading, per (source, destination).
     rates: Arc<Mutex<BTreeMap<(String, String), Rates>>>,
 }
 
 impl TrafficState {
     /// State for `node`.
-    pub fn new(node: String, metrics: Arc<Metrics>, replica: Arc<Replica>) -> Self {
+    pub fn new(
+        node: String,
+        metrics: Arc<Metrics>,
+        replica: Arc<Replica>,
+        identity: Arc<Identity>,
+    ) -> Self {
         TrafficState {
             node,
             metrics,
             replica,
+            identity,
             rates: Arc::default(),
         }
     }
@@ -98,13 +107,31 @@ pub struct EdgeCounters {
     pub reported_by: Vec<String>,
 }
 
-/// The value of a `traffic/<node>` entry.
+/// The value of a `traffic/<node>` entry: the agent's busiest pairs, and what the members
+/// page shows of the agent (its version, when its credentials expire).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Summary {
     /// When the agent read its counters (Unix milliseconds).
     pub at_ms: u64,
     /// Its busiest pairs (at most [`MAX_EDGES`]), `reported_by` left empty.
     pub edges: Vec<EdgeCounters>,
+    /// The agent's version.
+    pub version: String,
+    /// When the first of its agent certificate and intermediate expires (Unix ms).
+    pub cert_expires_ms: Option<u64>,
+}
+
+/// What `GET /v1/traffic` says of one agent.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub node: String,
+    /// Agent version.
+    pub version: String,
+    /// When the first of its agent certificate and intermediate expires (Unix ms).
+    pub cert_expires_ms: Option<u64>,
+    /// When it last reported (Unix ms).
+    pub at_ms: u64,
 }
 
 /// How often one rule decided, and how.
@@ -130,6 +157,8 @@ pub struct TrafficView {
     pub edges: Vec<EdgeCounters>,
     /// Intention decisions taken at this node, sorted.
     pub rules: Vec<RuleHits>,
+    /// Every agent that reported (this one first).
+    pub nodes: Vec<NodeInfo>,
 }
 
 /// `GET /v1/traffic`.
@@ -155,7 +184,7 @@ async fn traffic(State(s): State<TrafficState>) -> Json<TrafficView> {
             e.reported_by = vec![s.node.clone()];
         }
     }
-    let others = s
+    let others: Vec<(String, Summary)> = s
         .replica
         .entries("traffic/")
         .into_iter()
@@ -165,7 +194,21 @@ async fn traffic(State(s): State<TrafficState>) -> Json<TrafficView> {
                 postcard::from_bytes::<Summary>(&e.value).ok()?,
             )),
             _ => None,
-        });
+        })
+        .collect();
+    view.nodes = std::iter::once(NodeInfo {
+        node: s.node.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        cert_expires_ms: cert_expiry_ms(&s.identity, at_ms),
+        at_ms,
+    })
+    .chain(others.iter().map(|(node, summary)| NodeInfo {
+        node: node.clone(),
+        version: summary.version.clone(),
+        cert_expires_ms: summary.cert_expires_ms,
+        at_ms: summary.at_ms,
+    }))
+    .collect();
     view.edges = merge(view.edges, others, at_ms);
     Json(view)
 }
@@ -208,6 +251,22 @@ pub fn merge(
     by_pair.into_values().collect()
 }
 
+/// When the first of this agent's own certificate and its intermediate expires (Unix ms).
+fn cert_expiry_ms(identity: &Identity, now_ms: u64) -> Option<u64> {
+    crate::ca::expiry::report(identity, time::OffsetDateTime::now_utc())
+        .iter()
+        .filter(|c| c.kind == "agent" || c.kind == "intermediate")
+        .map(|c| {
+            let ms = c.seconds_to_expiry.saturating_mul(1000);
+            if ms >= 0 {
+                now_ms.saturating_add(ms.unsigned_abs())
+            } else {
+                now_ms.saturating_sub(ms.unsigned_abs())
+            }
+        })
+        .min()
+}
+
 /// Every [`PUBLISH_EVERY`]: reads this agent's counters, keeps the rates since the last
 /// reading for `/v1/traffic`, and publishes the busiest pairs as `traffic/<node>` when they
 /// changed. Runs until `stop`.
@@ -219,6 +278,7 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
     let mut last: Option<TrafficView> = None;
     let mut published: Vec<EdgeCounters> = Vec::new();
     let mut published_at = std::time::Instant::now();
+    let mut first = true;
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -236,14 +296,16 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
             .collect();
         edges.sort_by_key(|e| std::cmp::Reverse((e.opened, e.denied)));
         edges.truncate(MAX_EDGES);
-        // Republished when it changed, and (when not empty) before others would call it stale.
-        let due = !edges.is_empty() && published_at.elapsed() >= STALE_AFTER / 2;
+        // Published at start, when it changed, and before others would call it stale.
+        let due = first || published_at.elapsed() >= STALE_AFTER / 2;
         if edges != published || due {
-            match encode_fitted(now.at_ms, &edges) {
+            let expires = cert_expiry_ms(&s.identity, now.at_ms);
+            match encode_fitted(now.at_ms, &edges, expires) {
                 Ok((bytes, _)) => match s.replica.write_local(key.clone(), bytes) {
                     Ok(_) => {
                         published = edges;
                         published_at = std::time::Instant::now();
+                        first = false;
                     }
                     Err(e) => tracing::debug!(error = %e, "cannot publish the traffic summary"),
                 },
@@ -259,12 +321,15 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
 pub fn encode_fitted(
     at_ms: u64,
     edges: &[EdgeCounters],
+    cert_expires_ms: Option<u64>,
 ) -> Result<(Vec<u8>, usize), postcard::Error> {
     let mut n = edges.len().min(MAX_EDGES);
     loop {
         let bytes = postcard::to_allocvec(&Summary {
             at_ms,
             edges: edges[..n].to_vec(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            cert_expires_ms,
         })?;
         if bytes.len() <= MAX_SUMMARY_BYTES || n == 0 {
             return Ok((bytes, n));
@@ -351,6 +416,7 @@ pub fn read(node: &str, at_ms: u64, openmetrics: &str) -> TrafficView {
                 hits,
             })
             .collect(),
+        nodes: Vec::new(),
     }
 }
 
@@ -481,10 +547,14 @@ rhizome_agent_uptime_seconds 12
         let fresh = Summary {
             at_ms: now - 1000,
             edges: vec![edge("default/web", 10), edge("default/api", 4)],
+            version: "0.1.0".into(),
+            cert_expires_ms: None,
         };
         let stale = Summary {
             at_ms: now - 3 * 60 * 1000,
             edges: vec![edge("default/web", 1000)],
+            version: "0.1.0".into(),
+            cert_expires_ms: None,
         };
         let merged = merge(own, [("n2".into(), fresh), ("n3".into(), stale)], now);
         let web = merged.iter().find(|e| e.source == "default/web").unwrap();
@@ -511,6 +581,8 @@ rhizome_agent_uptime_seconds 12
         let summary = Summary {
             at_ms: 3_000,
             edges,
+            version: "0.1.0".into(),
+            cert_expires_ms: Some(9_000),
         };
         let bytes = postcard::to_allocvec(&summary).unwrap();
         assert_eq!(postcard::from_bytes::<Summary>(&bytes).unwrap(), summary);
@@ -550,7 +622,7 @@ rhizome_agent_uptime_seconds 12
                     reported_by: Vec::new(),
                 })
                 .collect();
-            let (bytes, pairs) = encode_fitted(u64::MAX, &edges).unwrap();
+            let (bytes, pairs) = encode_fitted(u64::MAX, &edges, Some(u64::MAX)).unwrap();
             println!(
                 "traffic summary at 100 services ({label}): {pairs} busiest pairs in {} bytes; \
                  at most one every {} s per agent while its traffic changes, one a minute idle",

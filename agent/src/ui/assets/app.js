@@ -171,16 +171,27 @@ const pages = {
   },
 
   async members(main) {
-    const [members, self] = await Promise.all([api("/v1/members"), api("/v1/agent/self")]);
+    const [members, self, traffic] = await Promise.all([api("/v1/members"), api("/v1/agent/self"), api("/v1/traffic")]);
+    const info = new Map(traffic.nodes.map((n) => [n.node, n]));
     members.sort((a, b) => a.node.localeCompare(b.node));
+    const expiry = (n) => {
+      if (!n || n.cert_expires_ms === null || n.cert_expires_ms === undefined) return ["", "—"];
+      const secs = (n.cert_expires_ms - Date.now()) / 1000;
+      return [secs < 86400 ? "warn" : "", fmtDuration(secs)];
+    };
     main.replaceChildren(
       h("h2", {}, `${members.length} members`),
-      table(["node", "gossip address", "status", "incarnation"], members.map((m) =>
-        h("tr", { "data-member": m.node },
+      table(["node", "gossip address", "status", "incarnation", "version", "certificates expire"], members.map((m) => {
+        const n = info.get(m.node);
+        const [cls, when] = expiry(n);
+        return h("tr", { "data-member": m.node },
           h("td", {}, m.node, m.node === self.node_name ? h("span", { class: "muted" }, " (this agent)") : null),
           h("td", {}, m.address), h("td", { class: `status-${m.status}` }, m.status),
-          h("td", {}, m.incarnation)))),
-      h("p", { class: "muted" }, `This agent: ${self.node_name}, version ${self.version}, up ${fmtDuration(self.uptime_seconds).replace("in ", "")}, data ${self.addresses.data}.`));
+          h("td", {}, m.incarnation), h("td", { "data-version": n ? n.version : "" }, n ? n.version : "—"),
+          h("td", { class: cls }, when));
+      })),
+      h("p", { class: "muted" }, `This agent: ${self.node_name}, version ${self.version}, up ${fmtDuration(self.uptime_seconds).replace("in ", "")}, data ${self.addresses.data}. ` +
+        "Versions and certificate expiry come from each agent's replicated summary (every 5 s when its traffic changes, else each minute)."));
   },
 
   async intentions(main) {
