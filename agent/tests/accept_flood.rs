@@ -42,19 +42,19 @@ async fn served(port: u16) -> bool {
         .is_ok_and(|r| r.is_ok_and(|got| got == b"ping"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
-    let mesh = Mesh::new("test.mesh");
+/// One agent process, serving: `web` has an upstream to `db` (an echo server in this test),
+/// whose instance is on the same node; `extra` HCL is added. Returns it, its process and the
+/// upstream's port.
+async fn solo_agent(mesh: &Mesh, extra: &str) -> (ProcAgent, agent_proc::Proc, u16) {
     let echo = echo_server().await;
     let port = free_port();
     let ca_dir = mesh.ca.agent_dir(mesh.dir.path(), "solo").unwrap();
-    // One agent: `web` has an upstream to `db`, whose instance is on the same node.
     let agent = ProcAgent::write(
         mesh.dir.path(),
         "solo",
         &ca_dir,
         &format!(
-            "default_intention_policy = \"allow\"\n{}{}",
+            "default_intention_policy = \"allow\"\n{}{}{extra}",
             service("db", "db-1", echo.port(), &[]),
             service(
                 "web",
@@ -74,6 +74,13 @@ async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
         || served(port),
     )
     .await;
+    (agent, proc, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_out_of_descriptors_logs_little_and_serves_after_the_flood() {
+    let mesh = Mesh::new("test.mesh");
+    let (agent, proc, port) = solo_agent(&mesh, "").await;
 
     let pid = proc.pid();
     let log_len = || std::fs::metadata(agent.log()).map_or(0, |m| m.len());
@@ -320,7 +327,6 @@ async fn fifteen_hundred_clients_at_1024_open_files() {
         return;
     }
     let mesh = Mesh::new("test.mesh");
-    let echo = echo_server().await;
     let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_port = other.local_addr().unwrap().port();
     // Accept and drop: the unrelated service is healthy throughout.
@@ -329,34 +335,13 @@ async fn fifteen_hundred_clients_at_1024_open_files() {
             drop(s);
         }
     });
-    let port = free_port();
-    let ca_dir = mesh.ca.agent_dir(mesh.dir.path(), "solo").unwrap();
-    let agent = ProcAgent::write(
-        mesh.dir.path(),
-        "solo",
-        &ca_dir,
+    let (agent, proc, port) = solo_agent(
+        &mesh,
         &format!(
-            "default_intention_policy = \"allow\"\n{}{}\
-             service {{\n  name = \"other\"\n  id = \"other-1\"\n  port = {other_port}\n  \
+            "service {{\n  name = \"other\"\n  id = \"other-1\"\n  port = {other_port}\n  \
              check {{\n    tcp = \"127.0.0.1:{other_port}\"\n    interval = \"200ms\"\n    \
-             timeout = \"1s\"\n    failures_before_critical = 1\n  }}\n}}\n",
-            service("db", "db-1", echo.port(), &[]),
-            service(
-                "web",
-                "web-1",
-                1,
-                &[Up {
-                    destination: "db",
-                    port,
-                }],
-            )
+             timeout = \"1s\"\n    failures_before_critical = 1\n  }}\n}}\n"
         ),
-    );
-    let proc = agent.spawn();
-    rhizome_agent::testkit::wait_until_async(
-        "the agent serves its upstream",
-        Duration::from_secs(30),
-        || served(port),
     )
     .await;
     rhizome_agent::testkit::wait_until_async("other-1 passes", Duration::from_secs(30), || async {

@@ -342,7 +342,8 @@ async fn serve_tunnel(proxy: &Proxy, peer: &Peer, mut tx: TunnelTx, mut rx: Tunn
     let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         _ => {
-            tracing::info!(dst = %dst, addr = %addr, "local instance unreachable");
+            // The access-log line below records it; this is for debugging only.
+            tracing::debug!(dst = %dst, addr = %addr, "local instance unreachable");
             proxy.metrics.failed(&pair);
             log(verdict.outcome.as_str(), &rule, "unreachable", 0, 0);
             return answer(&mut tx, Status::Unreachable).await;
