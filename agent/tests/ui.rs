@@ -98,6 +98,29 @@ async fn the_ui_shows_the_mesh_as_it_is() {
     let mesh = Mesh::new("test.mesh");
     let echo = echo_server().await;
     let (web_port, evil_port) = (free_port(), free_port());
+    // Ten more sources, allowed: more pairs than one broadcast-sized summary carries.
+    let more: Vec<(String, u16)> = (0..10)
+        .map(|i| {
+            (
+                format!("s{i}-a-source-with-a-rather-long-name"),
+                free_port(),
+            )
+        })
+        .collect();
+    let more_services: String = more
+        .iter()
+        .map(|(name, port)| {
+            service(
+                name,
+                &format!("{name}-1"),
+                3,
+                &[Up {
+                    destination: "db",
+                    port: *port,
+                }],
+            )
+        })
+        .collect();
     let b = mesh
         .start("b", &service("db", "db-1", echo.port(), &[]))
         .await;
@@ -121,15 +144,24 @@ async fn the_ui_shows_the_mesh_as_it_is() {
                     destination: "db",
                     port: evil_port,
                 }],
-            )),
+            ) + &more_services),
         )
         .await;
     wait_catalog(&a, "default", "db", 1, Health::Passing).await;
-    let db_rules = "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  \
-                    { Name = \"web\", Action = \"allow\" },\n  \
-                    { Name = \"evil\", Action = \"deny\" },\n]\n";
+    let more_rules: String = more
+        .iter()
+        .map(|(name, _)| format!("  {{ Name = \"{name}\", Action = \"allow\" }},\n"))
+        .collect();
+    let db_rules = format!(
+        "Kind = \"service-intentions\"\nName = \"db\"\nSources = [\n  \
+         {{ Name = \"web\", Action = \"allow\" }},\n  \
+         {{ Name = \"evil\", Action = \"deny\" }},\n{more_rules}]\n"
+    );
     for agent in [&a, &b] {
-        rules(agent, &[db_rules]);
+        rules(agent, &[&db_rules]);
+    }
+    for (_, port) in &more {
+        assert_eq!(roundtrip(*port, b"ping").await.unwrap(), b"ping");
     }
     for _ in 0..3 {
         assert_eq!(roundtrip(web_port, b"ping").await.unwrap(), b"ping");
@@ -175,17 +207,28 @@ async fn the_ui_shows_the_mesh_as_it_is() {
     };
     // The topology is opened at `a`, the source side: what `b` counted reaches it in b's
     // replicated traffic summary.
+    // b's 12 pairs reach a: the busiest in b's broadcast-sized summary, the rest in its
+    // `traffic/b/rest` entry (anti-entropy).
+    let pairs_at_a = || {
+        let mut pairs = std::collections::BTreeSet::new();
+        for e in a.handles().replica.entries("traffic/b") {
+            if let Ok(s) = postcard::from_bytes::<rhizome_agent::ui::traffic::Summary>(&e.value) {
+                pairs.extend(s.edges.into_iter().map(|e| e.source));
+            }
+        }
+        pairs.len()
+    };
     rhizome_agent::testkit::wait_until(
-        "b's traffic summary reaches a",
+        "all of b's 12 pairs reach a",
         Duration::from_secs(30),
-        || {
-            a.handles().replica.entries("traffic/b").iter().any(|e| {
-                postcard::from_bytes::<rhizome_agent::ui::traffic::Summary>(&e.value)
-                    .is_ok_and(|s| s.edges.len() == 2)
-            })
-        },
+        || pairs_at_a() == 12,
     )
     .await;
+    assert_eq!(
+        a.handles().replica.entries("traffic/b").len(),
+        2,
+        "b's summary came in two parts"
+    );
     let (b_url, a_url) = (ui(&a, "topology"), ui(&a, "members"));
     let browser2 = browser.clone();
     let shots2 = shots.clone();

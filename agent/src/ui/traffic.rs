@@ -7,7 +7,9 @@
 //! since its last reading, and publishes its busiest pairs as its replicated
 //! `traffic/<node>` entry (postcard, at most [`MAX_SUMMARY_BYTES`] so that it rides in one
 //! gossip broadcast and reaches everyone in about a second; republished when it changed and
-//! once a minute). Pairs beyond that budget show at their own agent only. Any
+//! once a minute); the pairs beyond that budget (up to [`MAX_EDGES`] in all) go in
+//! `traffic/<node>/rest`, republished at most every [`REST_EVERY`] and carried by
+//! anti-entropy, so their figures may be that much older. Any
 //! agent answers `/v1/traffic` with its own live counters plus every other agent's summary of
 //! the last [`STALE_AFTER`], summed per pair (each pair is counted where its destination runs,
 //! so nothing is counted twice).
@@ -33,6 +35,9 @@ pub const MAX_EDGES: usize = 64;
 /// the gossip broadcast budget (1,024 bytes by default), so it is sent at once rather than
 /// waiting for anti-entropy.
 pub const MAX_SUMMARY_BYTES: usize = 700;
+/// How often at most the pairs beyond the broadcast-sized summary are republished (they
+/// travel by anti-entropy, every `gossip.push_pull_interval`, 30 s by default).
+pub const REST_EVERY: Duration = Duration::from_secs(30);
 /// Summaries older than this are left out (their agent is gone or silent).
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 
@@ -184,18 +189,23 @@ async fn traffic(State(s): State<TrafficState>) -> Json<TrafficView> {
             e.reported_by = vec![s.node.clone()];
         }
     }
-    let others: Vec<(String, Summary)> = s
-        .replica
-        .entries("traffic/")
-        .into_iter()
-        .filter_map(|e| match &e.key {
-            Key::Traffic(node) if node.as_str() != s.node => Some((
-                node.as_str().to_string(),
-                postcard::from_bytes::<Summary>(&e.value).ok()?,
-            )),
-            _ => None,
-        })
-        .collect();
+    let mut heads: Vec<(String, Summary)> = Vec::new();
+    let mut rests: Vec<(String, Summary)> = Vec::new();
+    for e in s.replica.entries("traffic/") {
+        let (list, node) = match &e.key {
+            Key::Traffic(node) => (&mut heads, node),
+            Key::TrafficRest(node) => (&mut rests, node),
+            _ => continue,
+        };
+        if node.as_str() == s.node {
+            continue;
+        }
+        if let Ok(summary) = postcard::from_bytes::<Summary>(&e.value) {
+            list.push((node.as_str().to_string(), summary));
+        }
+    }
+    let others = heads.clone();
+    let rests = without_head_pairs(&heads, rests);
     view.nodes = std::iter::once(NodeInfo {
         node: s.node.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -209,8 +219,27 @@ async fn traffic(State(s): State<TrafficState>) -> Json<TrafficView> {
         at_ms: summary.at_ms,
     }))
     .collect();
-    view.edges = merge(view.edges, others, at_ms);
+    view.edges = merge(view.edges, others.into_iter().chain(rests), at_ms);
     Json(view)
+}
+
+/// The `rests` with every pair that the same agent's head summary also has removed: the rest
+/// is older, and a pair must count once.
+fn without_head_pairs(
+    heads: &[(String, Summary)],
+    mut rests: Vec<(String, Summary)>,
+) -> Vec<(String, Summary)> {
+    for (node, rest) in &mut rests {
+        if let Some((_, head)) = heads.iter().find(|(n, _)| n == node) {
+            rest.edges.retain(|r| {
+                !head
+                    .edges
+                    .iter()
+                    .any(|h| h.source == r.source && h.destination == r.destination)
+            });
+        }
+    }
+    rests
 }
 
 /// Adds other agents' summaries (fresh ones only) to this agent's edges, summing per pair.
@@ -271,10 +300,13 @@ fn cert_expiry_ms(identity: &Identity, now_ms: u64) -> Option<u64> {
 /// reading for `/v1/traffic`, and publishes the busiest pairs as `traffic/<node>` when they
 /// changed. Runs until `stop`.
 pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
-    let Ok(node) = s.node.parse() else {
+    let Ok(node) = s.node.parse::<rhizome_gossip::state::Segment>() else {
         return Ok(());
     };
-    let key = Key::Traffic(node);
+    let key = Key::Traffic(node.clone());
+    let rest_key = Key::TrafficRest(node);
+    let mut rest_published: Vec<EdgeCounters> = Vec::new();
+    let mut rest_published_at: Option<std::time::Instant> = None;
     let mut last: Option<TrafficView> = None;
     let mut published: Vec<EdgeCounters> = Vec::new();
     let mut published_at = std::time::Instant::now();
@@ -301,11 +333,36 @@ pub async fn publisher(s: TrafficState, stop: Shutdown) -> anyhow::Result<()> {
         if edges != published || due {
             let expires = cert_expiry_ms(&s.identity, now.at_ms);
             match encode_fitted(now.at_ms, &edges, expires) {
-                Ok((bytes, _)) => match s.replica.write_local(key.clone(), bytes) {
+                Ok((bytes, pairs)) => match s.replica.write_local(key.clone(), bytes) {
                     Ok(_) => {
+                        let rest = edges[pairs..].to_vec();
                         published = edges;
                         published_at = std::time::Instant::now();
                         first = false;
+                        let rest_due = rest_published_at.is_none_or(|t| t.elapsed() >= REST_EVERY);
+                        if rest != rest_published && rest_due {
+                            let summary = Summary {
+                                at_ms: now.at_ms,
+                                edges: rest.clone(),
+                                version: env!("CARGO_PKG_VERSION").to_string(),
+                                cert_expires_ms: expires,
+                            };
+                            let written = postcard::to_allocvec(&summary)
+                                .map_err(anyhow::Error::from)
+                                .and_then(|b| {
+                                    s.replica
+                                        .write_local(rest_key.clone(), b)
+                                        .map_err(anyhow::Error::from)
+                                });
+                            match written {
+                                Ok(_) => {
+                                    rest_published = rest;
+                                    rest_published_at = Some(std::time::Instant::now());
+                                }
+                                Err(e) => tracing::debug!(error = %e,
+                                    "cannot publish the rest of the traffic summary"),
+                            }
+                        }
                     }
                     Err(e) => tracing::debug!(error = %e, "cannot publish the traffic summary"),
                 },
@@ -567,6 +624,43 @@ rhizome_agent_uptime_seconds 12
                 .any(|e| e.source == "default/api" && e.opened == 4)
         );
         assert_eq!(merged.len(), 3);
+    }
+
+    #[test]
+    fn a_pair_in_both_parts_of_a_summary_counts_once() {
+        let edge = |src: &str, opened| EdgeCounters {
+            source: src.into(),
+            destination: "default/db".into(),
+            opened,
+            ..EdgeCounters::default()
+        };
+        let summary = |edges| Summary {
+            at_ms: 1_000,
+            edges,
+            version: "0.1.0".into(),
+            cert_expires_ms: None,
+        };
+        let heads = vec![("n2".to_string(), summary(vec![edge("default/web", 10)]))];
+        let rests = vec![
+            (
+                "n2".to_string(),
+                summary(vec![edge("default/web", 7), edge("default/api", 3)]),
+            ),
+            ("n3".to_string(), summary(vec![edge("default/web", 1)])),
+        ];
+        let rests = without_head_pairs(&heads, rests);
+        let merged = merge(Vec::new(), heads.into_iter().chain(rests), 2_000);
+        let web = merged.iter().find(|e| e.source == "default/web").unwrap();
+        assert_eq!(
+            web.opened, 11,
+            "n2's head (10) and n3's rest (1), not n2's older rest"
+        );
+        assert_eq!(web.reported_by, vec!["n2".to_string(), "n3".to_string()]);
+        assert!(
+            merged
+                .iter()
+                .any(|e| e.source == "default/api" && e.opened == 3)
+        );
     }
 
     #[test]

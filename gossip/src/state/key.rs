@@ -123,6 +123,9 @@ pub enum Key {
     /// `traffic/<node>`: the per-service-pair traffic summary agent `<node>` counted as a
     /// destination (what the web UI draws mesh-wide); written only by that agent.
     Traffic(NodeName),
+    /// `traffic/<node>/rest`: the pairs of that agent's traffic summary beyond what fits one
+    /// gossip broadcast (carried by anti-entropy); written only by that agent.
+    TrafficRest(NodeName),
 }
 
 impl Key {
@@ -130,7 +133,10 @@ impl Key {
     /// `None` for operator keys.
     pub fn owner_node(&self) -> Option<&NodeName> {
         match self {
-            Key::Catalog { node, .. } | Key::Certs(node) | Key::Traffic(node) => Some(node),
+            Key::Catalog { node, .. }
+            | Key::Certs(node)
+            | Key::Traffic(node)
+            | Key::TrafficRest(node) => Some(node),
             _ => None,
         }
     }
@@ -176,6 +182,7 @@ impl fmt::Display for Key {
             Key::Revoked(node) => write!(f, "revoked/{node}"),
             Key::Certs(node) => write!(f, "certs/{node}"),
             Key::Traffic(node) => write!(f, "traffic/{node}"),
+            Key::TrafficRest(node) => write!(f, "traffic/{node}/rest"),
         }
     }
 }
@@ -200,6 +207,7 @@ impl FromStr for Key {
             ["revoked", node] => Ok(Key::Revoked(seg(node)?)),
             ["certs", node] => Ok(Key::Certs(seg(node)?)),
             ["traffic", node] => Ok(Key::Traffic(seg(node)?)),
+            ["traffic", node, "rest"] => Ok(Key::TrafficRest(seg(node)?)),
             [
                 "catalog" | "intentions" | "ca" | "keyring" | "revoked" | "certs" | "traffic",
                 ..,
@@ -237,6 +245,7 @@ mod tests {
             "revoked/node-9",
             "certs/node-1",
             "traffic/node-1",
+            "traffic/node-1/rest",
             "intentions/default/*",
         ] {
             let key: Key = text.parse().unwrap();
@@ -255,6 +264,10 @@ mod tests {
             ("catalog//a", KeyError::EmptySegment(String::new())),
             ("ca/other", KeyError::WrongShape("ca/other".into())),
             ("traffic/a/b", KeyError::WrongShape("traffic/a/b".into())),
+            (
+                "traffic/a/rest/x",
+                KeyError::WrongShape("traffic/a/rest/x".into()),
+            ),
             ("nope/x", KeyError::UnknownSpace("nope/x".into())),
             ("revoked/a b", KeyError::InvalidChar("a b".into(), ' ')),
         ];
