@@ -56,6 +56,20 @@ impl TestCa {
     }
 }
 
+/// `observer`'s member row of `node`: (status, generation), `None` while it does not know it.
+pub fn member(
+    observer: &crate::app::Agent,
+    node: &str,
+) -> Option<(crate::api::types::Status, u64)> {
+    observer
+        .handles()
+        .gossip
+        .members()
+        .iter()
+        .find(|m| m.node == node)
+        .map(|m| (m.status, m.incarnation))
+}
+
 /// Polls `cond` every 20 ms until it holds; panics naming `what` once `limit` has passed.
 /// Tests wait on conditions (bounded), never on a fixed sleep.
 pub async fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {

@@ -18,16 +18,7 @@ use rhizome_agent::app::Agent;
 /// few rounds suffice).
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// `observer`'s row of `node`: (status, generation).
-fn row(observer: &Agent, node: &str) -> Option<(Status, u64)> {
-    observer
-        .handles()
-        .gossip
-        .members()
-        .iter()
-        .find(|m| m.node == node)
-        .map(|m| (m.status, m.incarnation))
-}
+use rhizome_agent::testkit::member as row;
 
 /// Both alive in each other's table, `a` with a generation above `after`.
 fn reunited(a: &Agent, b: &Agent, after: u64) -> bool {

@@ -30,15 +30,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-/// `b`'s member row as `a` sees it: (status, generation).
-fn row(a: &Agent, node: &str) -> Option<(Status, u64)> {
-    a.handles()
-        .gossip
-        .members()
-        .iter()
-        .find(|m| m.node == node)
-        .map(|m| (m.status, m.incarnation))
-}
+use rhizome_agent::testkit::member as row;
 
 /// One proxied connection of the probe loop.
 #[derive(Clone, Copy, Debug)]

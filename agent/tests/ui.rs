@@ -189,12 +189,8 @@ async fn the_ui_shows_the_mesh_as_it_is() {
     );
     let mut c = c_agent.spawn();
     let alive = |agent: &rhizome_agent::app::Agent| {
-        agent
-            .handles()
-            .gossip
-            .members()
-            .iter()
-            .any(|m| m.node == "c" && m.status.to_string() == "alive")
+        rhizome_agent::testkit::member(agent, "c")
+            .is_some_and(|(s, _)| s == rhizome_agent::api::types::Status::Alive)
     };
     rhizome_agent::testkit::wait_until("c joins", Duration::from_secs(20), || alive(&a)).await;
     rhizome_agent::testkit::wait_until("c's summary reaches a", Duration::from_secs(30), || {

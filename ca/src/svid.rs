@@ -64,8 +64,9 @@ pub enum SvidRule {
     LeafEkuIncomplete,
 }
 
-/// Every URI SAN of the certificate, whatever its scheme.
-pub(crate) fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a str> {
+/// Every URI SAN of the certificate, whatever its scheme (X509-SVID 2 allows exactly one,
+/// a SPIFFE ID).
+pub fn uri_sans<'a>(cert: &'a X509Certificate<'_>) -> Vec<&'a str> {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };

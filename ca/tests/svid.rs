@@ -15,7 +15,6 @@ use rhizome_ca::{
 use rustls_pki_types::CertificateDer;
 use time::Duration;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
 const TD: &str = "rhizome.local";
@@ -73,17 +72,7 @@ fn parse(der: &[u8]) -> X509Certificate<'_> {
     X509Certificate::from_der(der).unwrap().1
 }
 
-fn uris<'a>(c: &'a X509Certificate<'_>) -> Vec<&'a str> {
-    let san = c.subject_alternative_name().unwrap().unwrap();
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(*u),
-            _ => None,
-        })
-        .collect()
-}
+use rhizome_ca::svid::uri_sans as uris;
 
 /// Everything rhizome issues, checked field by field against X509-SVID 2, 3.1, 3.2, 4.1,
 /// 4.3, 4.4 and Appendix A.

@@ -80,13 +80,7 @@ pub fn gossip_addr(agent: &Agent) -> SocketAddr {
 
 /// The status `observer` shows for `node`.
 pub fn status(observer: &Agent, node: &str) -> Option<Status> {
-    observer
-        .handles()
-        .gossip
-        .members()
-        .iter()
-        .find(|m| m.node == node)
-        .map(|m| m.status)
+    rhizome_agent::testkit::member(observer, node).map(|(s, _)| s)
 }
 
 pub use rhizome_agent::testkit::wait_until;

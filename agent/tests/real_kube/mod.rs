@@ -15,7 +15,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use std::io::Read as _;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,14 +87,7 @@ pub fn binaries_or_skip() -> Option<Binaries> {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::proxy_support::free_port;
 
 /// A child process killed (by PID) and reaped on drop.
 struct Proc {
